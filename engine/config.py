@@ -1,0 +1,334 @@
+"""The experiment configuration: one typed, frozen object that fully describes a run.
+
+The dashboard builds one, the command line reads one from YAML, a SLURM job receives one.
+It round-trips to YAML (:meth:`ExperimentConfig.to_yaml` / :meth:`ExperimentConfig.from_yaml`)
+and :meth:`ExperimentConfig.validate` refuses invalid values and combinations with a message
+that names the bad value and the accepted ones, before anything is trained or submitted.
+
+Example
+-------
+>>> cfg = ExperimentConfig(model=ModelConfig(backbone="resnet", upsampling="spc"))
+>>> cfg = cfg.replace(training={"epochs": 3})
+>>> ExperimentConfig.from_yaml(cfg.to_yaml()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid experiment configuration; the message names the field, the bad value and
+    what would be accepted."""
+
+
+def _one_of(section: str, name: str, value: Any, accepted) -> None:
+    accepted = list(accepted)
+    if value not in accepted:
+        raise ConfigError(f"{section}.{name}={value!r} is not valid; accepted: {', '.join(map(str, accepted))}")
+
+
+def _positive(section: str, name: str, value: Any, minimum: float = 1) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{section}.{name}={value!r} is not valid; expected a number >= {minimum}")
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?$")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, how they are paired, normalised, split and sampled.
+
+    ``highres`` names the catalogue entry with the target variable. With
+    ``downscaling="perfectprog"`` the low-resolution input is the high-resolution field
+    block-mean coarsened by ``scale``; with ``"mos"`` it comes from the catalogue entry
+    ``lowres`` (any resolution ratio; see :mod:`engine.data.pairing`).
+    Periods are inclusive ``(start, end)`` ISO dates.
+    """
+
+    highres: str = "demo_alps"
+    variable: str = "t2m"
+    downscaling: str = "perfectprog"
+    lowres: str | None = None
+    scale: int = 4
+    predictors: tuple[str, ...] = ()
+    static: tuple[str, ...] = ("elevation", "land_mask")
+    normalisation: str = "global"
+    train_period: tuple[str, str] = ("2001-01-01", "2002-12-31")
+    val_period: tuple[str, str] = ("2003-01-01", "2003-06-30")
+    test_period: tuple[str, str] = ("2003-07-01", "2003-12-31")
+    patch_size: int | None = 64
+    sample: str = "spatial"
+    time_window: int = 1
+    catalog: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: backbone, upsampling and output head, with their options."""
+
+    backbone: str = "resnet"
+    upsampling: str = "spc"
+    interpolation: str = "bicubic"
+    filters: int = 32
+    blocks: int = 4
+    lcb: bool = False
+    static_hr: bool = True
+    attention: bool = False
+    normalization: str = "none"
+    dropout: float = 0.0
+    mc_dropout: bool = False
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Loss, optimiser and loop. ``precision="bf16-mixed"`` with ``channels_last`` is the
+    fast default on CPUs and GPUs alike (see the speed benchmark)."""
+
+    learning: str = "supervised"
+    loss: str = "mae"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    epochs: int = 20
+    batch_size: int = 16
+    samples_per_epoch: int = 2048
+    patience: int = 5
+    seed: int = 0
+    precision: str = "bf16-mixed"
+    channels_last: bool = True
+    num_workers: int = 0
+    device: str = "auto"
+    gan_pixel_weight: float = 100.0
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Where the run executes. ``local`` runs a separate process on this machine, ``inline``
+    runs in the calling process (tests, notebooks), ``slurm`` submits through submitit."""
+
+    launcher: str = "local"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str = "01:00:00"
+    nodes: int = 1
+    tasks_per_node: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DOWNSCALING = ("perfectprog", "mos")
+LEARNING = ("supervised", "gan")
+SAMPLES = ("spatial", "spatiotemporal")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+NORMALIZATIONS = ("none", "batch", "layer")
+ACTIVATIONS = ("relu", "gelu", "silu", "leaky_relu", "elu", "prelu")
+DEVICES = ("auto", "cpu", "cuda")
+_SLURM_TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "launch": LaunchConfig}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that describes one run. See the section classes for the fields."""
+
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+    # -- conversion ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        # YAML has no tuples; lists read back as tuples in from_dict.
+        for section in _SECTIONS:
+            for key, value in out[section].items():
+                if isinstance(value, tuple):
+                    out[section][key] = list(value)
+                elif isinstance(value, Mapping):
+                    out[section][key] = dict(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "ExperimentConfig":
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"an experiment configuration must be a mapping, got {type(raw).__name__}")
+        known = {"name", *_SECTIONS}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"unknown configuration section(s) {sorted(unknown)}; accepted: {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        if "name" in raw:
+            kwargs["name"] = str(raw["name"])
+        for section, section_cls in _SECTIONS.items():
+            kwargs[section] = _section_from_dict(section, section_cls, raw.get(section) or {})
+        return cls(**kwargs)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> "ExperimentConfig":
+        """Read a configuration from a YAML file path or a YAML string."""
+        text = str(text_or_path)
+        if isinstance(text_or_path, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
+            path = Path(text_or_path)
+            if not path.exists():
+                raise ConfigError(f"configuration file {str(path)!r} does not exist")
+            text = path.read_text()
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration is not valid YAML: {exc}") from None
+        return cls.from_dict(raw or {})
+
+    def replace(self, **changes: Any) -> "ExperimentConfig":
+        """A copy with some fields changed; a section may be given as a dict of its fields.
+
+        >>> ExperimentConfig().replace(training={"epochs": 1}).training.epochs
+        1
+        """
+        kwargs: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key in _SECTIONS and isinstance(value, Mapping):
+                current = dataclasses.asdict(getattr(self, key))
+                current.update(value)
+                kwargs[key] = _section_from_dict(key, _SECTIONS[key], current)
+            else:
+                kwargs[key] = value
+        return dataclasses.replace(self, **kwargs)
+
+    # -- validation ---------------------------------------------------------------------
+    def validate(self) -> "ExperimentConfig":
+        """Check every value and combination; return ``self`` or raise :class:`ConfigError`.
+
+        Names of backbones, upsamplers, losses, normalisations and launchers are checked
+        against the engine's registries, so the accepted lists are always current.
+        """
+        from engine import registry
+
+        registry.load_plugins()
+        d, m, t, lch = self.data, self.model, self.training, self.launch
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", self.name):
+            raise ConfigError(
+                f"name={self.name!r} is not valid; use 1-80 letters, digits, '_', '-' or '.'"
+            )
+
+        _one_of("data", "downscaling", d.downscaling, DOWNSCALING)
+        if d.downscaling == "mos" and not d.lowres:
+            raise ConfigError("data.lowres is required when data.downscaling='mos' (the low-resolution catalogue entry)")
+        _positive("data", "scale", d.scale, 1)
+        if not isinstance(d.scale, int):
+            raise ConfigError(f"data.scale={d.scale!r} is not valid; expected an integer factor such as 2, 3, 4, 5 or 8")
+        _one_of("data", "normalisation", d.normalisation, registry.NORMALISATIONS.names())
+        _one_of("data", "sample", d.sample, SAMPLES)
+        _positive("data", "time_window", d.time_window, 1)
+        if d.sample == "spatial" and d.time_window != 1:
+            raise ConfigError(f"data.time_window={d.time_window} needs data.sample='spatiotemporal'; spatial samples use time_window=1")
+        if d.patch_size is not None:
+            _positive("data", "patch_size", d.patch_size, 2 * d.scale)
+            if d.patch_size % d.scale:
+                raise ConfigError(
+                    f"data.patch_size={d.patch_size} is not divisible by data.scale={d.scale}; "
+                    f"accepted: multiples of {d.scale} such as {d.scale * max(1, d.patch_size // d.scale)}"
+                )
+        for period in ("train_period", "val_period", "test_period"):
+            value = getattr(d, period)
+            if len(value) != 2 or not all(isinstance(v, str) and _DATE.match(v) for v in value):
+                raise ConfigError(f"data.{period}={value!r} is not valid; expected [start, end] as ISO dates like '2001-01-31'")
+            if value[0] > value[1]:
+                raise ConfigError(f"data.{period}={value!r} ends before it starts")
+        for name in d.static:
+            from engine.data.static import STATIC_FIELDS
+
+            _one_of("data", "static", name, STATIC_FIELDS)
+
+        _one_of("model", "backbone", m.backbone, registry.BACKBONES.names())
+        _one_of("model", "upsampling", m.upsampling, registry.UPSAMPLERS.names())
+        allowed = registry.BACKBONES.info(m.backbone).get("upsampling")
+        if allowed and m.upsampling not in allowed:
+            raise ConfigError(
+                f"model.backbone={m.backbone!r} cannot be combined with model.upsampling={m.upsampling!r}; "
+                f"accepted upsampling for {m.backbone}: {', '.join(allowed)}"
+            )
+        scales = registry.UPSAMPLERS.info(m.upsampling).get("scales")
+        if scales and d.scale not in scales:
+            raise ConfigError(
+                f"model.upsampling={m.upsampling!r} does not support data.scale={d.scale}; accepted scales: "
+                f"{', '.join(map(str, scales))} (use upsampling='pin' for any factor)"
+            )
+        if d.sample == "spatiotemporal" and not registry.BACKBONES.info(m.backbone).get("temporal", False):
+            temporal = [b for b in registry.BACKBONES.names() if registry.BACKBONES.info(b).get("temporal")]
+            raise ConfigError(
+                f"model.backbone={m.backbone!r} has no spatio-temporal variant; accepted with "
+                f"data.sample='spatiotemporal': {', '.join(temporal) or 'none'}"
+            )
+        _one_of("model", "interpolation", m.interpolation, INTERPOLATIONS)
+        _one_of("model", "normalization", m.normalization, NORMALIZATIONS)
+        _one_of("model", "activation", m.activation, ACTIVATIONS)
+        _positive("model", "filters", m.filters, 1)
+        _positive("model", "blocks", m.blocks, 1)
+        if not 0.0 <= m.dropout < 1.0:
+            raise ConfigError(f"model.dropout={m.dropout!r} is not valid; expected 0 <= dropout < 1")
+        if m.mc_dropout and m.dropout == 0.0:
+            raise ConfigError("model.mc_dropout=True needs model.dropout > 0 (e.g. 0.1)")
+
+        _one_of("training", "learning", t.learning, LEARNING)
+        _one_of("training", "loss", t.loss, registry.LOSSES.names())
+        _one_of("training", "optimizer", t.optimizer, OPTIMIZERS)
+        _one_of("training", "precision", t.precision, PRECISIONS)
+        _one_of("training", "device", t.device, DEVICES)
+        if not (isinstance(t.lr, (int, float)) and 0 < t.lr < 10):
+            raise ConfigError(f"training.lr={t.lr!r} is not valid; expected 0 < lr < 10")
+        for name in ("epochs", "batch_size", "samples_per_epoch", "patience"):
+            _positive("training", name, getattr(t, name), 1)
+        _positive("training", "num_workers", t.num_workers, 0)
+
+        _one_of("launch", "launcher", lch.launcher, registry.LAUNCHERS.names())
+        if not _SLURM_TIME.match(str(lch.time)):
+            raise ConfigError(
+                f"launch.time={lch.time!r} is not valid; accepted SLURM formats: 'MM', 'HH:MM:SS', 'D-HH:MM:SS' (e.g. '01:30:00')"
+            )
+        for name in ("nodes", "tasks_per_node", "cpus_per_task"):
+            _positive("launch", name, getattr(lch, name), 1)
+        _positive("launch", "gpus_per_node", lch.gpus_per_node, 0)
+        if lch.mem_gb is not None:
+            _positive("launch", "mem_gb", lch.mem_gb, 0.1)
+        if lch.launcher != "slurm" and (lch.nodes > 1 or lch.gpus_per_node > 0 and lch.launcher == "inline"):
+            raise ConfigError(f"launch.nodes={lch.nodes} needs launch.launcher='slurm'; local runs use one node")
+        return self
+
+
+def _section_from_dict(section: str, section_cls: type, raw: Mapping[str, Any]):
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"configuration section {section!r} must be a mapping, got {raw!r}")
+    names = {f.name: f for f in fields(section_cls)}
+    unknown = set(raw) - set(names)
+    if unknown:
+        raise ConfigError(
+            f"unknown field(s) {sorted(unknown)} in section {section!r}; accepted: {', '.join(names)}"
+        )
+    kwargs = {}
+    for key, value in raw.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return section_cls(**kwargs)
