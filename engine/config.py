@@ -51,7 +51,8 @@ class DataConfig:
     ``downscaling="perfectprog"`` the low-resolution input is the high-resolution field
     block-mean coarsened by ``scale``; with ``"mos"`` it comes from the catalogue entry
     ``lowres`` (any resolution ratio; see :mod:`engine.data.pairing`).
-    Periods are inclusive ``(start, end)`` ISO dates.
+    Periods are inclusive ``(start, end)`` ISO dates. ``bbox`` = ``(lat_min, lat_max, lon_min,
+    lon_max)`` cuts the high-resolution domain (e.g. to a size that ``scale`` divides).
     """
 
     highres: str = "demo_alps"
@@ -68,6 +69,7 @@ class DataConfig:
     patch_size: int | None = 64
     sample: str = "spatial"
     time_window: int = 1
+    bbox: tuple[float, float, float, float] | None = None
     catalog: str | None = None
 
 
@@ -256,6 +258,11 @@ class ExperimentConfig:
                 raise ConfigError(f"data.{period}={value!r} is not valid; expected [start, end] as ISO dates like '2001-01-31'")
             if value[0] > value[1]:
                 raise ConfigError(f"data.{period}={value!r} ends before it starts")
+        if d.bbox is not None:
+            if len(d.bbox) != 4 or not d.bbox[0] < d.bbox[1] or not d.bbox[2] < d.bbox[3]:
+                raise ConfigError(
+                    f"data.bbox={d.bbox!r} is not valid; expected [lat_min, lat_max, lon_min, lon_max] with min < max"
+                )
         for name in d.static:
             from engine.data.static import STATIC_FIELDS
 
