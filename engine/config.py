@@ -75,7 +75,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network: backbone, upsampling and output head, with their options."""
+    """The network: backbone, upsampling and output head, with their options.
+
+    ``residual=True`` makes the network predict a correction to the interpolated LR target
+    (``interpolation`` method), which keeps the model at least as good as that baseline from
+    the first epoch; ``static_hr`` feeds the static fields again at HR before the output.
+    """
 
     backbone: str = "resnet"
     upsampling: str = "spc"
@@ -89,6 +94,7 @@ class ModelConfig:
     dropout: float = 0.0
     mc_dropout: bool = False
     activation: str = "relu"
+    residual: bool = True
 
 
 @dataclass(frozen=True)
