@@ -1,0 +1,177 @@
+"""Full-domain prediction of a trained run, written back in physical units as CF-compliant NetCDF.
+
+:func:`load_run` rebuilds everything a trained run needs to predict (data pairing, the stored
+normalisation statistics, the best checkpoint); :func:`predict_run` returns an
+``xarray.Dataset`` with the truth, the model and the interpolation baselines on the same grid;
+:func:`write_predictions` stores it as the run's ``predictions.nc``.
+
+Example
+-------
+>>> ds = predict_run(run, period="test")            # doctest: +SKIP
+>>> float(((ds.model - ds.truth) ** 2).mean() ** 0.5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+import engine
+from engine.config import ExperimentConfig
+from engine.data.pairing import PairedData, make_pair
+from engine.data.torch_dataset import DownscalingDataset
+from engine.models import build_baseline, build_model
+from engine.registry import BASELINES, NORMALISATIONS
+from engine.runs import Run, atomic_path, now_iso
+from engine.training.trainer import load_checkpoint
+
+PERIODS = ("train", "val", "test")
+
+
+class PredictionError(RuntimeError):
+    """A run cannot be predicted (no checkpoint yet, unknown period ...)."""
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready to predict: model (eval, float32, CPU), pairing and normalisation."""
+
+    run: Run
+    config: ExperimentConfig
+    model: torch.nn.Module
+    pair: PairedData
+    normaliser: Any
+    input_channels: list[str]
+    static_channels: list[str]
+
+    def period(self, period: str | tuple[str, str]) -> tuple[str, str]:
+        if isinstance(period, str):
+            if period not in PERIODS:
+                raise PredictionError(f"period {period!r} is not valid; accepted: {', '.join(PERIODS)} or (start, end)")
+            return getattr(self.config.data, f"{period}_period")
+        return tuple(period)
+
+    def dataset(self, period: str | tuple[str, str] = "test") -> DownscalingDataset:
+        """The full-domain dataset of a period: one item per time step, in time order."""
+        return DownscalingDataset(self.pair, self.normaliser, self.period(period), patch_size=None,
+                                  seed=self.config.training.seed, time_window=self.config.data.time_window)
+
+    @cached_property
+    def hr_coords(self) -> dict[str, np.ndarray]:
+        return {"lat": self.pair.hr.lat.values, "lon": self.pair.hr.lon.values}
+
+    @cached_property
+    def lr_coords(self) -> dict[str, np.ndarray]:
+        return {"lat": self.pair.lr.lat.values, "lon": self.pair.lr.lon.values}
+
+
+def load_run(run: Run, which: str = "best") -> LoadedRun:
+    """Rebuild a trained run from its folder (``which`` checkpoint: "best" or "last")."""
+    path = run.checkpoint(which)
+    if not path.exists():
+        raise PredictionError(f"run {run.run_id!r} has no {which} checkpoint yet ({path}); state: {run.state}")
+    cfg = run.config
+    state = load_checkpoint(path)
+    pair = make_pair(cfg.data)
+    if not run.normalisation_path.exists():
+        raise PredictionError(f"run {run.run_id!r} has no normalisation.json; was it trained by finescale?")
+    normaliser = NORMALISATIONS.get(cfg.data.normalisation).from_dict(json.loads(run.normalisation_path.read_text()))
+    model = build_model(cfg.model, len(state["input_channels"]), len(state["static_channels"]), int(state["scale"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(run, cfg, model, pair, normaliser, list(state["input_channels"]), list(state["static_channels"]))
+
+
+@torch.no_grad()
+def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_size: int = 8,
+            baselines: tuple[str, ...] | None = None) -> xr.Dataset:
+    """Predict every time step of ``period`` on the full domain.
+
+    Returns a Dataset with ``truth``, ``model`` and one variable per baseline, all
+    (time, lat, lon) in physical units, plus ``mask`` (1 = valid).
+    """
+    baselines = tuple(BASELINES.names()) if baselines is None else baselines
+    dataset = loaded.dataset(period)
+    cfg = loaded.config
+    variable = cfg.data.variable
+    times = dataset.times
+    hr = loaded.pair.hr.sel(time=times)
+    lr = loaded.pair.lr[variable].sel(time=times)
+    scale = loaded.pair.scale
+
+    preds = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        x = torch.stack([item["x"] for item in items])
+        static_hr = torch.stack([item["static_hr"] for item in items])
+        out = loaded.model(x, static_hr)[:, 0].numpy()
+        preds.append(np.asarray(loaded.normaliser.inverse_hr(out, times[start : start + len(items)])))
+    model_values = np.concatenate(preds).astype(np.float32)
+
+    mask = loaded.pair.mask
+    mask_values = mask.sel(time=times).values if "time" in mask.dims else mask.values
+    valid = np.broadcast_to(mask_values, model_values.shape).astype(bool)
+
+    # Baselines interpolate the physical LR field; NaN (outside the mask) is filled with the
+    # field mean first so that it does not spread into valid pixels.
+    lr_values = lr.values.astype(np.float32)
+    fill = np.nanmean(lr_values) if np.isfinite(lr_values).any() else 0.0
+    lr_tensor = torch.from_numpy(np.where(np.isfinite(lr_values), lr_values, fill))[:, None]
+    coords = {"time": times, "lat": hr.lat.values, "lon": hr.lon.values}
+    attrs = {k: hr.attrs[k] for k in ("units", "standard_name", "long_name") if k in hr.attrs}
+    data_vars: dict[str, Any] = {
+        "truth": xr.DataArray(np.where(valid, hr.values, np.nan).astype(np.float32), coords, ("time", "lat", "lon"),
+                              attrs={**attrs, "description": "high-resolution reference"}),
+        "model": xr.DataArray(np.where(valid, model_values, np.nan), coords, ("time", "lat", "lon"),
+                              attrs={**attrs, "description": f"{cfg.model.backbone}+{cfg.model.upsampling} prediction"}),
+    }
+    for name in baselines:
+        base = build_baseline(name, scale)(lr_tensor)[:, 0].numpy()
+        data_vars[name] = xr.DataArray(np.where(valid, base, np.nan).astype(np.float32), coords, ("time", "lat", "lon"),
+                                       attrs={**attrs, "description": f"{name} interpolation of the low-resolution input"})
+    mask_dims = ("time", "lat", "lon") if "time" in mask.dims else ("lat", "lon")
+    data_vars["mask"] = xr.DataArray(mask_values.astype(np.int8), {k: coords[k] for k in mask_dims}, mask_dims,
+                                     attrs={"long_name": "valid data mask", "flag_values": [0, 1],
+                                            "flag_meanings": "invalid valid"})
+    ds = xr.Dataset(data_vars)
+    ds.lat.attrs.update(standard_name="latitude", units="degrees_north", axis="Y")
+    ds.lon.attrs.update(standard_name="longitude", units="degrees_east", axis="X")
+    ds.time.attrs.update(standard_name="time", axis="T")
+    period_range = loaded.period(period)
+    ds.attrs.update(
+        Conventions="CF-1.8",
+        title=f"finescale predictions of {variable}",
+        source=f"finescale {engine.__version__}: {cfg.model.backbone}+{cfg.model.upsampling}, x{scale} "
+               f"{cfg.data.downscaling} from {cfg.data.highres}",
+        history=f"{now_iso()}: predicted by finescale run {loaded.run.run_id}",
+        finescale_run=loaded.run.run_id,
+        finescale_version=engine.__version__,
+        variable=variable,
+        period=f"{period_range[0]}/{period_range[1]}",
+    )
+    return ds
+
+
+def predict_run(run: Run, period: str | tuple[str, str] = "test", **kwargs) -> xr.Dataset:
+    """Load a trained run and predict ``period`` (see :func:`predict`)."""
+    return predict(load_run(run), period, **kwargs)
+
+
+def write_netcdf(ds: xr.Dataset, path) -> None:
+    """Write ``ds`` as compressed NetCDF4 atomically (temporary file, then rename)."""
+    encoding = {name: {"zlib": True, "complevel": 4} for name in ds.data_vars}
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+
+
+def write_predictions(run: Run, period: str | tuple[str, str] = "test") -> xr.Dataset:
+    """Predict ``period`` and store it as the run's ``predictions.nc``."""
+    ds = predict_run(run, period)
+    write_netcdf(ds, run.predictions_path)
+    return ds
