@@ -1,0 +1,650 @@
+"""The dashboard's state: plain :class:`param.Parameterized` objects, no widgets.
+
+Everything the dashboard shows is derived from :class:`AppState`; the views in
+:mod:`app.views` only render it and write user choices back into it. That keeps the logic
+testable without a browser (change a parameter, look at the derived ones) and lets the same
+state drive a served page and notebook widgets.
+
+The state talks to the engine only through its public API: the catalogue
+(:mod:`engine.data.catalog`), the registries (:mod:`engine.registry`), the configuration
+(:class:`engine.config.ExperimentConfig`), the launchers (:func:`engine.launch.submit`,
+:func:`engine.launch.attach`) and the run store (:class:`engine.runs.RunStore`). It never
+reaches into a training process: progress is read from the run folder by :meth:`AppState.poll`.
+
+Example
+-------
+>>> state = AppState(run_root="/tmp/finescale-runs")   # doctest: +SKIP
+>>> state.load_choices()                               # doctest: +SKIP
+>>> state.dataset = "demo_alps"                        # doctest: +SKIP
+>>> state.config_error                                 # doctest: +SKIP
+''
+>>> run_id = state.train()                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import param
+
+log = logging.getLogger(__name__)
+
+#: Training defaults of the form, small on purpose: a demo run finishes in about a minute on a
+#: laptop CPU. The library's own defaults (engine.config.TrainingConfig) are for real runs.
+DEMO_TRAINING = {"epochs": 3, "samples_per_epoch": 256, "batch_size": 16, "patch_size": 32}
+
+#: Columns of :attr:`AppState.runs` (one dict per run, newest first).
+RUN_COLUMNS = ("run_id", "name", "launcher", "job_id", "state", "progress", "epoch", "rmse", "created")
+
+#: Experiment fields that make up the configuration; a change to any re-validates it.
+_CONFIG_FIELDS = (
+    "name", "dataset", "variable", "scale", "patch_size", "train_period", "val_period", "test_period",
+    "backbone", "upsampling", "loss", "epochs", "samples_per_epoch", "batch_size", "lr",
+    "launcher", "partition", "account", "slurm_time", "nodes", "gpus_per_node", "cpus_per_task", "mem_gb",
+)
+
+
+def _as_list(variables: Any) -> list[str]:
+    """Variable names from catalogue metadata, which may hold a list or a {name: units} map."""
+    if variables is None:
+        return []
+    if isinstance(variables, str):
+        return [variables]
+    if isinstance(variables, dict):
+        return [str(v) for v in variables]
+    return [str(v) if not isinstance(v, dict) else str(v.get("name")) for v in variables]
+
+
+def _to_date(value: Any) -> _dt.date:
+    """A ``datetime.date`` from an ISO string, numpy datetime64, pandas Timestamp or date."""
+    import pandas as pd
+
+    return pd.Timestamp(value).date()
+
+
+class AppState(param.Parameterized):
+    """All state of the dashboard: data choice, experiment form, runs, selected run and time.
+
+    Parameters
+    ----------
+    run_root : str
+        The run store folder (default ``$FINESCALE_RUNS`` or ``./runs``). The dashboard only
+        reads and writes below it: runs are addressed by id, never by a path from the user.
+    catalog : str or None
+        The intake catalogue (None: the engine's default, with the embedded demo).
+    """
+
+    run_root = param.String(default=None, allow_None=True, constant=True, doc="Run store folder.")
+    catalog = param.String(default=None, allow_None=True, constant=True, doc="Intake catalogue.")
+
+    # -- data ---------------------------------------------------------------------------
+    dataset = param.Selector(default=None, objects=[], doc="High-resolution catalogue entry (the target).")
+    variable = param.Selector(default=None, objects=[], doc="Target variable of the dataset.")
+    dataset_info = param.Dict(default={}, doc="Catalogue metadata of the selected dataset.")
+    time_range = param.Tuple(default=None, length=2, allow_None=True, doc="First and last date of the dataset.")
+
+    # -- experiment (maps onto ExperimentConfig) ----------------------------------------
+    name = param.String(default="demo", doc="Run name: letters, digits, '_', '-', '.'.")
+    scale = param.Integer(default=4, bounds=(1, 16), doc="Downscaling factor (high-res / low-res).")
+    patch_size = param.Integer(default=DEMO_TRAINING["patch_size"], bounds=(2, 1024),
+                               doc="High-resolution training patch size (multiple of the scale).")
+    train_period = param.CalendarDateRange(default=None, allow_None=True, doc="Training period.")
+    val_period = param.CalendarDateRange(default=None, allow_None=True, doc="Validation period.")
+    test_period = param.CalendarDateRange(default=None, allow_None=True, doc="Test period (maps and scores).")
+    backbone = param.Selector(default=None, objects=[], doc="Backbone network (engine registry).")
+    upsampling = param.Selector(default=None, objects=[], doc="Upsampling method allowed with the backbone.")
+    loss = param.Selector(default=None, objects=[], doc="Training loss (engine registry).")
+    epochs = param.Integer(default=DEMO_TRAINING["epochs"], bounds=(1, 10_000))
+    samples_per_epoch = param.Integer(default=DEMO_TRAINING["samples_per_epoch"], bounds=(1, 10_000_000))
+    batch_size = param.Integer(default=DEMO_TRAINING["batch_size"], bounds=(1, 4096))
+    lr = param.Number(default=1e-3, bounds=(1e-7, 1.0), step=1e-4, doc="Learning rate.")
+
+    # -- launch -------------------------------------------------------------------------
+    launcher = param.Selector(default=None, objects=[], doc="Where the run executes (engine registry).")
+    partition = param.String(default="", doc="SLURM partition (empty: the cluster's default).")
+    account = param.String(default="", doc="SLURM account (empty: none).")
+    slurm_time = param.String(default="01:00:00", doc="SLURM time limit, e.g. 01:30:00 or 1-00:00:00.")
+    nodes = param.Integer(default=1, bounds=(1, 1024))
+    gpus_per_node = param.Integer(default=0, bounds=(0, 64))
+    cpus_per_task = param.Integer(default=2, bounds=(1, 1024))
+    mem_gb = param.Number(default=0.0, bounds=(0, 100_000), step=1.0, doc="Memory in GB (0: the cluster's default).")
+
+    # -- derived from the form ----------------------------------------------------------
+    config_error = param.String(default="", doc="Why the current form is not a valid configuration ('' if it is).")
+    message = param.String(default="", doc="The last thing the dashboard did or failed to do.")
+    choices_loaded = param.Boolean(default=False, doc="Catalogue and registries have been read.")
+
+    # -- runs ---------------------------------------------------------------------------
+    runs = param.List(default=[], item_type=dict, doc="One dict per run in the store (see RUN_COLUMNS), newest first.")
+    selected_run = param.String(default=None, allow_None=True, doc="Run id shown in the progress and results views.")
+    run_status = param.Dict(default={}, doc="status.json of the selected run.")
+    epochs_log = param.List(default=[], item_type=dict, doc="Per-epoch metrics of the selected run.")
+    log_tail = param.String(default="", doc="The last lines of the selected run's logs.")
+
+    # -- results of the selected run ----------------------------------------------------
+    times = param.List(default=[], item_type=str, doc="Time labels of the selected run's predictions.")
+    selected_time = param.Selector(default=None, objects=[], doc="Time shown in the maps.")
+    results_version = param.Integer(default=0, doc="Bumped whenever another run's results are loaded.")
+    scores = param.DataFrame(default=None, allow_None=True, doc="Scores table (model x metric) of the selected run.")
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        from engine.runs import RunStore
+
+        self._store = RunStore(self.run_root)
+        with param.edit_constant(self):
+            self.run_root = str(self._store.root)
+        self._handles: dict[str, Any] = {}  # launcher handles of runs submitted from this session
+        self._run_names: dict[str, str] = {}  # run id -> config name (config.yaml never changes)
+        self._predictions = None  # xarray.Dataset of the selected run, in memory
+        self._predictions_key: tuple | None = None
+        self._static_cache: dict[tuple, Any] = {}
+        self._rmse = None
+        self._validating = False
+
+    # ======================================================================================
+    # Choices: catalogue and registries
+    # ======================================================================================
+    def start(self) -> None:
+        """Read the choices and the run store once (the served app then polls periodically)."""
+        self.load_choices()
+        self.poll()
+
+    @property
+    def store(self):
+        """The :class:`engine.runs.RunStore` this dashboard reads."""
+        return self._store
+
+    def load_choices(self) -> None:
+        """Read the catalogue entries and the engine's registries into the selectors.
+
+        Called once per session after the page is up (it imports torch through the model
+        registry, a few seconds the first time), never at import.
+        """
+        from engine import registry
+        from engine.config import ExperimentConfig
+        from engine.data import catalog
+
+        registry.load_plugins()
+        defaults = ExperimentConfig()
+        entries = []
+        for name in catalog.list_entries(self.catalog):
+            role = (catalog.entry_metadata(name, self.catalog) or {}).get("role")
+            # Targets are high-resolution entries; static and low-res-only entries pair with them.
+            if role in (None, "highres"):
+                entries.append(name)
+        self._set_objects("backbone", registry.BACKBONES.names(), defaults.model.backbone)
+        self._update_upsampling()
+        if defaults.model.upsampling in self.param.upsampling.objects:
+            self.upsampling = defaults.model.upsampling
+        self._set_objects("loss", registry.LOSSES.names(), defaults.training.loss)
+        self._set_objects("launcher", registry.LAUNCHERS.names(), defaults.launch.launcher)
+        self._set_objects("dataset", entries, defaults.data.highres)
+        if self.dataset is not None and not self.dataset_info:  # the watcher did not fire
+            self._on_dataset()
+        self.choices_loaded = True
+        self._validate()
+
+    def _set_objects(self, name: str, objects: list, preferred: Any = None) -> None:
+        """Give a selector new choices, keeping its value when still valid."""
+        p = self.param[name]
+        p.objects = list(objects)
+        current = getattr(self, name)
+        if current not in objects:
+            value = preferred if preferred in objects else (objects[0] if objects else None)
+            setattr(self, name, value)
+
+    @param.depends("backbone", watch=True)
+    def _update_upsampling(self) -> None:
+        """Offer only the upsampling methods the backbone can be combined with."""
+        from engine import registry
+
+        names = registry.UPSAMPLERS.names()
+        if self.backbone is not None and self.backbone in registry.BACKBONES:
+            allowed = registry.BACKBONES.info(self.backbone).get("upsampling")
+            if allowed:
+                names = [n for n in names if n in allowed]
+        self._set_objects("upsampling", names, self.upsampling)
+
+    @param.depends("dataset", watch=True)
+    def _on_dataset(self) -> None:
+        """Read the dataset's variables and time range; default the periods to fit inside it."""
+        if self.dataset is None:
+            return
+        from engine.config import DataConfig
+        from engine.data import catalog
+
+        info = dict(catalog.entry_metadata(self.dataset, self.catalog) or {})
+        variables = _as_list(info.get("variables"))
+        time_range = None
+        try:
+            # Lazy open: only the time coordinate is read.
+            ds = catalog.open_dataset(self.dataset, self.catalog)
+            if "time" in ds.coords and ds.sizes.get("time", 0):
+                times = ds["time"].values
+                time_range = (_to_date(times[0]), _to_date(times[-1]))
+                if not variables:
+                    variables = [v for v in ds.data_vars if ds[v].ndim >= 2]
+            ds.close()
+        except Exception as exc:  # a remote entry may be unreachable; the form still works
+            log.warning("could not open %s: %s", self.dataset, exc)
+        defaults = DataConfig()
+        with param.parameterized.batch_call_watchers(self):
+            self.dataset_info = info
+            self._set_objects("variable", variables, defaults.variable)
+            self.time_range = time_range
+            self._set_periods(time_range)
+
+    def _set_periods(self, time_range: tuple | None) -> None:
+        """Keep the library's default periods when the data cover them, else split 70/15/15."""
+        from engine.config import DataConfig
+
+        d = DataConfig()
+        default = [tuple(_to_date(v) for v in p) for p in (d.train_period, d.val_period, d.test_period)]
+        if time_range is None or all(time_range[0] <= p[0] and p[1] <= time_range[1] for p in default):
+            periods = default
+        else:
+            start, end = time_range
+            days = (end - start).days
+            cut1 = start + _dt.timedelta(days=int(days * 0.7))
+            cut2 = start + _dt.timedelta(days=int(days * 0.85))
+            one = _dt.timedelta(days=1)
+            periods = [(start, cut1), (cut1 + one, cut2), (cut2 + one, end)]
+        for name, (lo, hi) in zip(("train_period", "val_period", "test_period"), periods):
+            p = self.param[name]
+            p.bounds = None  # a period of the previous dataset may lie outside the new bounds
+            setattr(self, name, (lo, hi))
+            if time_range is not None:
+                p.bounds = time_range
+
+    # ======================================================================================
+    # The experiment configuration
+    # ======================================================================================
+    def build_config(self):
+        """The :class:`engine.config.ExperimentConfig` that the form describes (not validated).
+
+        Returns
+        -------
+        engine.config.ExperimentConfig
+        """
+        from engine.config import DataConfig, ExperimentConfig, LaunchConfig, ModelConfig, TrainingConfig
+
+        def period(value, fallback):
+            return tuple(v.isoformat() for v in value) if value else fallback
+
+        d = DataConfig()
+        return ExperimentConfig(
+            name=self.name,
+            data=DataConfig(
+                highres=self.dataset or d.highres,
+                variable=self.variable or d.variable,
+                scale=self.scale,
+                patch_size=self.patch_size,
+                train_period=period(self.train_period, d.train_period),
+                val_period=period(self.val_period, d.val_period),
+                test_period=period(self.test_period, d.test_period),
+                catalog=self.catalog,
+            ),
+            model=ModelConfig(backbone=self.backbone or "", upsampling=self.upsampling or ""),
+            training=TrainingConfig(
+                loss=self.loss or "", epochs=self.epochs, samples_per_epoch=self.samples_per_epoch,
+                batch_size=self.batch_size, lr=float(self.lr),
+            ),
+            launch=LaunchConfig(
+                launcher=self.launcher or "",
+                partition=self.partition.strip() or None,
+                account=self.account.strip() or None,
+                time=self.slurm_time.strip(),
+                nodes=self.nodes,
+                gpus_per_node=self.gpus_per_node,
+                cpus_per_task=self.cpus_per_task,
+                mem_gb=float(self.mem_gb) if self.mem_gb else None,
+            ),
+        )
+
+    @param.depends(*_CONFIG_FIELDS, watch=True)
+    def _validate(self) -> None:
+        """Re-validate on every change so the form shows the error inline as the user types."""
+        if not self.choices_loaded:
+            return
+        from engine.config import ConfigError
+
+        try:
+            self.build_config().validate()
+        except (ConfigError, ValueError, TypeError) as exc:
+            self.config_error = str(exc)
+        else:
+            self.config_error = ""
+
+    def train(self) -> str | None:
+        """Validate the form and submit the run through its launcher.
+
+        Returns
+        -------
+        str or None
+            The new run id, or None when the configuration is invalid (see ``config_error``)
+            or the launcher refused it (see ``message``).
+        """
+        from engine import launch
+        from engine.config import ConfigError
+
+        try:
+            config = self.build_config().validate()
+        except (ConfigError, ValueError) as exc:
+            self.config_error = str(exc)
+            return None
+        try:
+            handle = launch.submit(config, self._store)
+        except Exception as exc:  # shown to the user; the traceback goes to the server log
+            log.exception("submit failed")
+            self.message = f"Could not start the run: {exc}"
+            return None
+        run_id = _handle_run_id(handle)
+        self._handles[run_id] = handle
+        self.message = f"Started run {run_id} ({config.launch.launcher})."
+        self.poll()
+        self.selected_run = run_id
+        return run_id
+
+    def cancel(self, run_id: str | None = None) -> None:
+        """Cancel a run (default: the selected one) through its launcher handle."""
+        from engine import launch
+        from engine.runs import FINAL_STATES, RunStoreError
+
+        run_id = run_id or self.selected_run
+        if not run_id:
+            return
+        try:
+            run = self._store.get(run_id)
+        except RunStoreError as exc:
+            self.message = str(exc)
+            return
+        if run.state in FINAL_STATES:
+            self.message = f"Run {run_id} is already {run.state}."
+            return
+        try:
+            handle = self._handles.get(run_id) or launch.attach(run)
+            handle.cancel()
+        except Exception as exc:
+            log.exception("cancel failed")
+            self.message = f"Could not cancel {run_id}: {exc}"
+            return
+        self.message = f"Cancelled run {run_id}."
+        self.poll()
+
+    # ======================================================================================
+    # Runs: polling the run store
+    # ======================================================================================
+    def poll(self) -> None:
+        """Re-read the run store: the runs list and the selected run's progress and results.
+
+        Cheap enough for a periodic callback (a status.json per run, the selected run's
+        events); parameters are only set when their value changed, so views re-render only
+        when something happened.
+        """
+        rows = []
+        for run in reversed(self._store.list()):
+            try:
+                status = run.status()
+            except Exception as exc:  # one broken folder must not hide the others
+                status = {"state": "unknown", "error": str(exc)}
+            rows.append(self._run_row(run, status))
+        if rows != self.runs:
+            self.runs = rows
+        if self.selected_run is not None:
+            self._refresh_selected()
+
+    def _run_row(self, run, status: dict) -> dict:
+        if run.run_id not in self._run_names:
+            try:
+                self._run_names[run.run_id] = run.config.name
+            except Exception:
+                self._run_names[run.run_id] = ""
+        scores = status.get("scores") or {}
+        rmse = (scores.get("model") or {}).get("rmse")
+        return {
+            "run_id": run.run_id,
+            "name": self._run_names[run.run_id],
+            "launcher": str(status.get("launcher") or ""),
+            "job_id": str(status.get("job_id") or ""),
+            "state": str(status.get("state", "pending")),
+            "progress": float(status.get("progress") or 0.0),
+            "epoch": _epoch_label(status),
+            "rmse": float(rmse) if rmse is not None else None,
+            "created": str(status.get("created") or ""),
+        }
+
+    @param.depends("selected_run", watch=True)
+    def _on_selected_run(self) -> None:
+        from engine.runs import RunStoreError
+
+        if self.selected_run is None:
+            self._clear_selected()
+            return
+        try:
+            self._store.get(self.selected_run)  # confines ids to the run root
+        except RunStoreError as exc:
+            self.message = str(exc)
+            self.selected_run = None
+            return
+        self._refresh_selected()
+
+    def _clear_selected(self) -> None:
+        self.run_status, self.epochs_log, self.log_tail = {}, [], ""
+        self._set_results(None)
+
+    def _refresh_selected(self) -> None:
+        from engine.runs import RunStoreError
+
+        try:
+            run = self._store.get(self.selected_run)
+        except RunStoreError:
+            self.selected_run = None
+            return
+        status = run.status()
+        if status != self.run_status:
+            self.run_status = status
+        epochs = run.epochs()
+        if epochs != self.epochs_log:
+            self.epochs_log = epochs
+        tail = run.log_tail(30)
+        if tail != self.log_tail:
+            self.log_tail = tail
+        self._load_results(run)
+
+    @property
+    def loss_history(self):
+        """Per-epoch loss values of the selected run as a tidy DataFrame (epoch, metric, value)."""
+        import pandas as pd
+
+        rows = []
+        for record in self.epochs_log:
+            for key, value in record.items():
+                if "loss" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    rows.append({"epoch": int(record["epoch"]), "metric": key, "value": float(value)})
+        return pd.DataFrame(rows, columns=["epoch", "metric", "value"])
+
+    # ======================================================================================
+    # Results of the selected run
+    # ======================================================================================
+    def _load_results(self, run) -> None:
+        """Load predictions.nc and scores.csv once they exist (and again if they change)."""
+        path = run.predictions_path
+        if not path.exists():
+            if self._predictions_key is not None and self._predictions_key[0] != run.run_id:
+                self._set_results(None)
+            return
+        stat = path.stat()
+        scores_mtime = run.scores_path.stat().st_mtime if run.scores_path.exists() else None
+        key = (run.run_id, stat.st_mtime, stat.st_size, scores_mtime)
+        if key == self._predictions_key:
+            return
+        import xarray as xr
+
+        # Read into memory and close: the file may be rewritten, and an open handle would
+        # keep a deleted run folder's file alive.
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+        self._predictions_key = key
+        self._set_results(ds, run)
+
+    def _set_results(self, ds, run=None) -> None:
+        import pandas as pd
+
+        self._predictions = ds
+        self._rmse = None
+        if ds is None:
+            self._predictions_key = None
+            with param.parameterized.batch_call_watchers(self):
+                self.times = []
+                self.param.selected_time.objects = []
+                self.selected_time = None
+                self.scores = None
+                self.results_version += 1
+            return
+        labels = [pd.Timestamp(t).strftime("%Y-%m-%d %H:%M") for t in ds["time"].values] if "time" in ds.dims else []
+        with param.parameterized.batch_call_watchers(self):
+            self.times = labels
+            self.param.selected_time.objects = labels
+            if self.selected_time not in labels:
+                self.selected_time = labels[0] if labels else None
+            self.scores = _scores_table(run.scores_path) if run is not None else None
+            self.results_version += 1
+
+    @property
+    def predictions(self):
+        """The selected run's predictions (``xarray.Dataset``, in memory) or None."""
+        return self._predictions
+
+    @property
+    def variable_name(self) -> str:
+        ds = self._predictions
+        return str(ds.attrs.get("variable", "")) if ds is not None else ""
+
+    #: The fields of :meth:`map_field`, in the order the maps show them.
+    MAP_FIELDS = ("truth", "bicubic", "model", "rmse")
+
+    def map_field(self, name: str, time: str | None = None):
+        """One map of the selected run, masked where invalid.
+
+        Parameters
+        ----------
+        name : {"truth", "bicubic", "model", "rmse"}
+            A field of predictions.nc at ``time``, or the per-pixel RMSE of the model over the
+            whole prediction period (which does not depend on ``time``).
+        time : str, optional
+            A label from :attr:`times`; default the selected time.
+
+        Returns
+        -------
+        xarray.DataArray or None
+            ``(lat, lon)``; None when the run has no such field.
+        """
+        ds = self._predictions
+        if ds is None:
+            return None
+        if name == "rmse":
+            return self.rmse_field()
+        if name not in ds:
+            return None
+        time = time or self.selected_time
+        index = self.times.index(time) if time in self.times else 0
+        da = ds[name]
+        if "member" in da.dims:  # ensembles: the maps show the ensemble mean
+            da = da.mean("member")
+        if "time" in da.dims:
+            da = da.isel(time=index)
+        mask = _valid_mask(ds)
+        if mask is not None:
+            da = da.where(mask.isel(time=index) if "time" in mask.dims else mask)
+        return da
+
+    def rmse_field(self):
+        """Per-pixel RMSE of the model over the run's prediction period, ``(lat, lon)``."""
+        ds = self._predictions
+        if ds is None or "model" not in ds or "truth" not in ds:
+            return None
+        if self._rmse is not None:
+            return self._rmse
+        import numpy as np
+
+        model = ds["model"].mean("member") if "member" in ds["model"].dims else ds["model"]
+        err2 = (model - ds["truth"]) ** 2
+        mask = _valid_mask(ds)
+        if mask is not None:
+            err2 = err2.where(mask)
+        rmse = np.sqrt(err2.mean("time")) if "time" in err2.dims else np.sqrt(err2)
+        rmse.name = "rmse"
+        rmse.attrs = {"long_name": "root mean square error of the model", "units": ds["truth"].attrs.get("units", "")}
+        self._rmse = rmse
+        return rmse
+
+    def land_mask(self):
+        """The real land mask on the predictions' grid (``engine.data.static``), or None.
+
+        Used to draw coastlines offline as its 0.5 contour; cached per grid.
+        """
+        ds = self._predictions
+        if ds is None:
+            return None
+        lat, lon = ds["lat"].values, ds["lon"].values
+        key = (lat.size, float(lat[0]), float(lat[-1]), lon.size, float(lon[0]), float(lon[-1]))
+        if key not in self._static_cache:
+            try:
+                from engine.data.static import static_fields
+
+                self._static_cache[key] = static_fields(lat, lon, ["land_mask"])["land_mask"].astype(float)
+            except Exception as exc:  # maps without coastlines beat no maps
+                log.warning("no land mask for coastlines: %s", exc)
+                self._static_cache[key] = None
+        return self._static_cache[key]
+
+
+def _epoch_label(status: dict) -> str:
+    """'2/3' for a run that finished its second of three epochs (status ``epoch`` is 0-based)."""
+    epoch, total = status.get("epoch"), status.get("epochs")
+    if epoch is None:
+        return f"0/{total}" if total else ""
+    return f"{int(epoch) + 1}/{total}" if total else str(int(epoch) + 1)
+
+
+def _valid_mask(ds):
+    if "mask" not in ds:
+        return None
+    return ds["mask"].astype(bool)
+
+
+def _scores_table(path: Path):
+    """scores.csv as a compact table: one row per model (model, baselines), one column per metric."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        return None
+    df = pd.read_csv(path)
+    if df.empty or not {"model", "metric", "value"} <= set(df.columns):
+        return None
+    # The headline table: the whole domain over the test period when those columns exist.
+    for column, preferred in (("region", ("all", "global", "domain")), ("period", ("test",))):
+        if column in df.columns:
+            chosen = df[df[column].astype(str).isin(preferred)]
+            if not chosen.empty:
+                df = chosen
+    table = df.pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
+    order = ["model"] + sorted(m for m in table.index if m != "model")
+    table = table.reindex([m for m in order if m in table.index])
+    table.columns.name = None
+    return table.reset_index()
+
+
+def _handle_run_id(handle) -> str:
+    """The run id of a launcher handle (``handle.run`` is an :class:`engine.runs.Run`)."""
+    run = getattr(handle, "run", None)
+    if run is not None:
+        return getattr(run, "run_id", None) or Path(run).name
+    run_id = getattr(handle, "run_id", None)
+    if run_id:
+        return str(run_id)
+    return str(handle.status()["run_id"])

@@ -1,0 +1,163 @@
+"""The results view: linked maps of truth, bicubic, model and RMSE, a time selector and scores.
+
+Coastlines are drawn offline: they are the 0.5 contour of the real land mask on the run's
+grid (:func:`engine.data.static.static_fields`), so no cartopy shapefile or map tile is ever
+downloaded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+import param
+from panel.viewable import Viewer
+
+from ..state import AppState
+
+#: Above this many pixels a map is rasterized by datashader on the server (aggregated to the
+#: screen's resolution) instead of sending every pixel to the browser.
+RASTERIZE_ABOVE = 300_000
+
+_TITLES = {"truth": "Truth", "bicubic": "Bicubic", "model": "Model", "rmse": "RMSE of the model (test period)"}
+
+
+def _regular(values: np.ndarray) -> bool:
+    if values.size < 3:
+        return True
+    step = np.diff(values)
+    return bool(np.allclose(step, step[0], rtol=1e-3, atol=0))
+
+
+def map_element(da, label: str, value_name: str, units: str = ""):
+    """A holoviews ``Image`` (regular grid) or ``QuadMesh`` (irregular) of a ``(lat, lon)`` array.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        ``(lat, lon)`` field; NaN where masked.
+    label : str
+        Plot title.
+    value_name : str
+        Name of the value dimension; maps that share it share a colour scale.
+    """
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
+
+    da = da.transpose("lat", "lon")
+    lat, lon = da["lat"].values, da["lon"].values
+    kdims = [hv.Dimension("lon", label="Longitude", unit="°E"), hv.Dimension("lat", label="Latitude", unit="°N")]
+    vdim = hv.Dimension(value_name, label=value_name, unit=units or None)
+    data = (lon, lat, np.asarray(da.values, dtype=float))
+    if _regular(lat) and _regular(lon):
+        return hv.Image(data, kdims=kdims, vdims=[vdim], label=label)
+    return hv.QuadMesh(data, kdims=kdims, vdims=[vdim], label=label)
+
+
+def coastline(land_mask):
+    """The 0.5 contour of a ``(lat, lon)`` land mask as black paths (an empty overlay if None)."""
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
+    from holoviews.operation import contours
+
+    kdims = [hv.Dimension("lon", label="Longitude", unit="°E"), hv.Dimension("lat", label="Latitude", unit="°N")]
+    if land_mask is None:
+        return hv.Contours([], kdims=kdims)
+    image = hv.Image((land_mask["lon"].values, land_mask["lat"].values,
+                      np.asarray(land_mask.transpose("lat", "lon").values, dtype=float)),
+                     kdims=kdims, vdims=["land_mask"])
+    lines = contours(image, levels=[0.5], filled=False)
+    return lines.opts(color="black", line_width=1.2, cmap=["black"], colorbar=False, show_legend=False,
+                      tools=[])
+
+
+class ResultsView(Viewer):
+    """Maps of the selected run at the selected time, and its scores table.
+
+    Parameters
+    ----------
+    state : AppState
+    """
+
+    state = param.ClassSelector(class_=AppState)
+    width = param.Integer(default=420, doc="Width of one map in pixels.")
+    height = param.Integer(default=330, doc="Height of one map in pixels.")
+
+    def _time_widget(self):
+        labels = self.state.times
+        if len(labels) < 2:
+            return pn.pane.Markdown(f"Time: **{labels[0]}**" if labels else "")
+        return pn.widgets.DiscreteSlider.from_param(self.state.param.selected_time, label="Time",
+                                                    css_classes=["fs-time-slider"], sizing_mode="stretch_width")
+
+    def maps(self):
+        """The 2 x 2 layout of linked maps (a holoviews ``Layout``), or None without results."""
+        import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
+
+        s = self.state
+        if s.predictions is None:
+            return None
+        truth = s.map_field("truth")
+        units = str(truth.attrs.get("units", "")) if truth is not None else ""
+        variable = s.variable_name or (truth.name if truth is not None else "value") or "value"
+        ds = s.predictions
+        # One colour scale for truth, bicubic and model, fixed over the period so it does not
+        # jump when the time changes; robust percentiles ignore a few extreme pixels.
+        values = np.asarray(ds["truth"].values if "truth" in ds else truth.values, dtype=float)
+        finite = values[np.isfinite(values)]
+        clim = tuple(float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
+        coast = coastline(s.land_mask())
+        big = truth is not None and truth.size > RASTERIZE_ABOVE
+        panels = []
+        for name in s.MAP_FIELDS:
+            if s.map_field(name) is None:
+                continue
+            if name == "rmse":
+                element = map_element(s.map_field("rmse"), _TITLES[name], "rmse", units)
+                opts = dict(cmap="magma", clim=(0.0, float(np.nanmax(element.dimension_values(2))) or 1.0))
+            else:
+                def frame(time, name=name):
+                    return map_element(s.map_field(name, time), _TITLES[name], variable, units)
+
+                # A DynamicMap keeps the plot and only swaps the data when the time changes.
+                element = hv.DynamicMap(frame, streams=dict(time=s.param.selected_time))
+                opts = dict(cmap="RdYlBu_r", clim=clim)
+            if big:
+                from holoviews.operation.datashader import rasterize
+
+                element = rasterize(element)
+            element = element.opts(colorbar=True, width=self.width, height=self.height, tools=["hover"],
+                                   title=_TITLES[name], **opts)
+            panels.append(element * coast)
+        # Shared axes: zooming or panning one map moves all four.
+        return hv.Layout(panels).cols(2).opts(shared_axes=True)
+
+    @param.depends("state.results_version")
+    def _maps_pane(self):
+        layout = self.maps()
+        if layout is None:
+            if self.state.selected_run is None:
+                text = "*Maps appear here when a run with predictions is selected.*"
+            else:
+                text = "*Maps appear here when the selected run has written its predictions.*"
+            return pn.pane.Markdown(text)
+        return pn.Column(
+            pn.pane.Markdown(f"#### Maps — run `{self.state.selected_run}`", css_classes=["fs-maps-title"]),
+            self._time_widget(),
+            pn.pane.HoloViews(layout, css_classes=["fs-maps"]),
+            sizing_mode="stretch_width",
+        )
+
+    @param.depends("state.scores")
+    def _scores_pane(self):
+        table = self.state.scores
+        if table is None:
+            return pn.pane.Markdown("*Scores appear when the run has been evaluated.*")
+        return pn.Column(
+            "#### Scores (test period, whole domain)",
+            pn.pane.DataFrame(table, index=False, float_format="{:.4g}".format, css_classes=["fs-scores"],
+                              sizing_mode="stretch_width"),
+        )
+
+    def __panel__(self):
+        return pn.Column("### Results", self._maps_pane, self._scores_pane, sizing_mode="stretch_width")

@@ -1,0 +1,98 @@
+"""Fixtures of the dashboard tests: a run store holding real run folders (the files a finished
+run leaves: config.yaml, status.json, events.jsonl, predictions.nc, scores.csv), written here
+with the engine's own RunStore so that the views read exactly what they read in production."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import pytest
+
+from engine.config import ExperimentConfig
+from engine.runs import RunStore
+
+
+@pytest.fixture(autouse=True)
+def _kill_servers():
+    """Panel servers started by a test (serve_component) must not outlive it."""
+    yield
+    pn.state.kill_all_servers()
+
+
+@pytest.fixture
+def run_root(tmp_path, monkeypatch):
+    """An empty run store, also as ``$FINESCALE_RUNS`` so every default points to it."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("FINESCALE_RUNS", str(root))
+    return root
+
+
+def write_predictions(run, nt: int = 4, ny: int = 24, nx: int = 32) -> None:
+    """A small predictions.nc in the documented format (Ligurian coast: land and sea)."""
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    lat = np.linspace(42.0, 46.6, ny)
+    lon = np.linspace(6.0, 12.2, nx)
+    time = pd.date_range("2003-07-01", periods=nt, freq="D")
+    base = 290 + 5 * np.cos(np.deg2rad(lat))[None, :, None] + np.zeros((nt, ny, nx))
+    truth = base + rng.normal(0, 1, base.shape)
+    attrs = {"units": "K", "long_name": "2 metre temperature", "standard_name": "air_temperature"}
+    mask = np.ones((ny, nx), dtype="int8")
+    mask[0, 0] = 0
+    ds = xr.Dataset(
+        {
+            "truth": (("time", "lat", "lon"), truth, attrs),
+            "model": (("time", "lat", "lon"), truth + rng.normal(0, 0.5, base.shape), attrs),
+            "bicubic": (("time", "lat", "lon"), truth + rng.normal(0, 1.0, base.shape), attrs),
+            "mask": (("lat", "lon"), mask),
+        },
+        coords={
+            "time": time,
+            "lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+            "lon": ("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+        },
+        attrs={"Conventions": "CF-1.8", "variable": "t2m", "finescale_run": run.run_id},
+    )
+    ds.to_netcdf(run.predictions_path)
+
+
+def write_scores(run) -> None:
+    rows = []
+    for model, rmse in (("model", 0.5), ("bicubic", 1.0), ("bilinear", 1.1)):
+        for metric, value in (("rmse", rmse), ("mae", rmse * 0.8)):
+            rows.append({"run": run.run_id, "model": model, "metric": metric, "variable": "t2m",
+                         "period": "test", "region": "all", "value": value})
+    pd.DataFrame(rows).to_csv(run.scores_path, index=False)
+
+
+def make_run(root, name="fake", state="completed", epochs=3, results=True, **status):
+    """A run folder as a finished (or running) run leaves it."""
+    store = RunStore(root)
+    config = ExperimentConfig(name=name).replace(training={"epochs": epochs})
+    run = store.create(config)
+    done = epochs if state == "completed" else 1
+    for epoch in range(done):
+        run.log_event("epoch", epoch=epoch, train_loss=1.0 / (epoch + 1), val_loss=1.2 / (epoch + 1), val_rmse=2.0)
+    if results:
+        write_predictions(run)
+        write_scores(run)
+    run.update_status(state=state, progress=done / epochs, epoch=done - 1, epochs=epochs,
+                      launcher=status.pop("launcher", "local"), job_id=status.pop("job_id", "4242"),
+                      scores={"model": {"rmse": 0.5, "mae": 0.4}, "bicubic": {"rmse": 1.0, "mae": 0.8}} if results else {},
+                      **status)
+    (run.logs_dir / "stdout.log").write_text("epoch 0 done\n")
+    return run
+
+
+@pytest.fixture
+def finished_run(run_root):
+    return make_run(run_root)
+
+
+def as_json(obj) -> str:
+    return json.dumps(obj, default=str)
