@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 #: Training defaults of the form, small on purpose: a demo run finishes in about a minute on a
 #: laptop CPU. The library's own defaults (engine.config.TrainingConfig) are for real runs.
 DEMO_TRAINING = {"epochs": 3, "samples_per_epoch": 256, "batch_size": 16, "patch_size": 32}
+
+#: Seconds between two questions to a launcher about an unfinished run (see AppState.poll).
+JOB_CHECK_SECONDS = 10.0
 
 #: Columns of :attr:`AppState.runs` (one dict per run, newest first).
 RUN_COLUMNS = ("run_id", "name", "launcher", "job_id", "state", "progress", "epoch", "rmse", "created")
@@ -143,7 +147,7 @@ class AppState(param.Parameterized):
         self._predictions_key: tuple | None = None
         self._static_cache: dict[tuple, Any] = {}
         self._rmse = None
-        self._validating = False
+        self._job_checked: dict[str, float] = {}
 
     # ======================================================================================
     # Choices: catalogue and registries
@@ -385,10 +389,15 @@ class AppState(param.Parameterized):
         events); parameters are only set when their value changed, so views re-render only
         when something happened.
         """
+        from engine.runs import FINAL_STATES
+
         rows = []
         for run in reversed(self._store.list()):
             try:
                 status = run.status()
+                if status.get("state") not in FINAL_STATES:
+                    self._check_job(run)
+                    status = run.status()
             except Exception as exc:  # one broken folder must not hide the others
                 status = {"state": "unknown", "error": str(exc)}
             rows.append(self._run_row(run, status))
@@ -396,6 +405,24 @@ class AppState(param.Parameterized):
             self.runs = rows
         if self.selected_run is not None:
             self._refresh_selected()
+
+    def _check_job(self, run) -> None:
+        """Ask the launcher about an unfinished run now and then (not every poll: for SLURM
+        that is a squeue call). A job that died without reporting is then marked failed in
+        its status.json by the handle, and the table shows it."""
+        now = time.monotonic()
+        if now - self._job_checked.get(run.run_id, -1e9) < JOB_CHECK_SECONDS:
+            return
+        self._job_checked[run.run_id] = now
+        from engine import launch
+
+        try:
+            handle = self._handles.get(run.run_id)
+            if handle is None:
+                handle = self._handles[run.run_id] = launch.attach(run)
+            handle.status()
+        except Exception as exc:  # a launcher that cannot be reached from here (no sbatch)
+            log.debug("cannot check job of %s: %s", run.run_id, exc)
 
     def _run_row(self, run, status: dict) -> dict:
         if run.run_id not in self._run_names:

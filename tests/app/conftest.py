@@ -90,6 +90,23 @@ def make_run(root, name="fake", state="completed", epochs=3, results=True, **sta
 
 
 @pytest.fixture
+def live_job():
+    """A real process standing in for a local training job (so the launcher sees it alive and
+    can cancel it). Reaped by a thread, so a killed job does not linger as a zombie."""
+    import subprocess
+    import threading
+
+    from engine.launch.base import boot_id, proc_start_ticks, this_host
+
+    proc = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    threading.Thread(target=proc.wait, daemon=True).start()
+    yield {"launcher": "local", "job_id": str(proc.pid), "job_start": proc_start_ticks(proc.pid),
+           "boot_id": boot_id(), "host": this_host()}
+    if proc.poll() is None:
+        proc.kill()
+
+
+@pytest.fixture
 def finished_run(run_root):
     return make_run(run_root)
 

@@ -13,9 +13,9 @@ from app.views import ResultsView, RunsView
 from .conftest import make_run
 
 
-def test_poll_lists_every_run_in_the_store_newest_first(run_root):
+def test_poll_lists_every_run_in_the_store_newest_first(run_root, live_job):
     old = make_run(run_root, name="cli-run", state="completed", launcher="slurm", job_id="123456")
-    new = make_run(run_root, name="running", state="running", results=False, launcher="local", job_id="999")
+    new = make_run(run_root, name="running", state="running", results=False, **live_job)
     state = AppState()
     assert state.run_root == str(run_root)
     state.poll()
@@ -32,11 +32,11 @@ def test_poll_lists_every_run_in_the_store_newest_first(run_root):
     assert by_id[new.run_id]["name"] == "running"
 
 
-def test_poll_sees_a_run_created_later_and_status_changes(run_root):
+def test_poll_sees_a_run_created_later_and_status_changes(run_root, live_job):
     state = AppState()
     state.poll()
     assert state.runs == []
-    run = make_run(run_root, state="running", results=False)
+    run = make_run(run_root, state="running", results=False, **live_job)
     state.poll()
     assert [r["state"] for r in state.runs] == ["running"]
     run.update_status(state="failed", error="boom")
@@ -110,10 +110,10 @@ def test_deselecting_clears_results(finished_run):
     assert state.results_version > version
 
 
-def test_results_appear_when_a_running_run_writes_predictions(run_root):
+def test_results_appear_when_a_running_run_writes_predictions(run_root, live_job):
     from .conftest import write_predictions, write_scores
 
-    run = make_run(run_root, state="running", results=False)
+    run = make_run(run_root, state="running", results=False, **live_job)
     state = AppState()
     state.selected_run = run.run_id
     assert state.predictions is None
@@ -170,9 +170,9 @@ def test_results_view_without_a_run_says_what_to_do(run_root):
     assert "Maps appear here" in panel.object
 
 
-def test_runs_view_table_and_selection(run_root):
+def test_runs_view_table_and_selection(run_root, live_job):
     a = make_run(run_root, name="a")
-    b = make_run(run_root, name="b", state="running", results=False)
+    b = make_run(run_root, name="b", state="running", results=False, **live_job)
     state = AppState()
     state.poll()
     view = RunsView(state=state)
@@ -201,3 +201,38 @@ def test_cancel_of_a_finished_run_only_says_so(finished_run):
     state = AppState()
     state.cancel(finished_run.run_id)
     assert "already completed" in state.message
+
+
+def test_a_job_that_died_is_shown_failed(run_root):
+    run = make_run(run_root, state="running", results=False, launcher="local", job_id="999999999")
+    state = AppState()
+    state.poll()
+    assert state.runs[0]["state"] == "failed"  # the launcher noticed; status.json says so too
+    assert run.state == "failed"
+
+
+def test_cancel_a_running_job(run_root, live_job):
+    import os
+    import time
+
+    run = make_run(run_root, state="running", results=False, **live_job)
+    state = AppState()
+    state.poll()
+    state.selected_run = run.run_id
+    view = RunsView(state=state)
+    view._status()
+    assert not view._cancel.disabled
+    view._cancel.clicks += 1  # the button's click, as the browser sends it
+    assert run.state == "cancelled"
+    assert state.runs[0]["state"] == "cancelled"
+    assert "Cancelled" in state.message
+    pid = int(live_job["job_id"])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"job process {pid} still alive after cancel")
