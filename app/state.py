@@ -69,6 +69,18 @@ def _to_date(value: Any) -> _dt.date:
     return pd.Timestamp(value).date()
 
 
+def _period_from_metadata(period: Any) -> tuple | None:
+    """``(first, last)`` dates from catalogue metadata ``period: [start, end]`` (end None: ongoing)."""
+    if not period or len(period) != 2 or not period[0]:
+        return None
+    try:
+        start = _to_date(period[0])
+        end = _to_date(period[1]) if period[1] else _dt.date.today()
+    except (ValueError, TypeError):
+        return None
+    return (start, end) if start <= end else None
+
+
 class AppState(param.Parameterized):
     """All state of the dashboard: data choice, experiment form, runs, selected run and time.
 
@@ -172,7 +184,11 @@ class AppState(param.Parameterized):
         from engine.config import ExperimentConfig
         from engine.data import catalog
 
-        registry.load_plugins()
+        try:
+            registry.load_plugins()
+        except Exception as exc:  # show what did register, and say what is missing
+            log.exception("engine plugins failed to load")
+            self.message = f"Some engine parts failed to load ({exc}); their choices are missing."
         defaults = ExperimentConfig()
         entries = []
         for name in catalog.list_entries(self.catalog):
@@ -223,18 +239,19 @@ class AppState(param.Parameterized):
 
         info = dict(catalog.entry_metadata(self.dataset, self.catalog) or {})
         variables = _as_list(info.get("variables"))
-        time_range = None
-        try:
-            # Lazy open: only the time coordinate is read.
-            ds = catalog.open_dataset(self.dataset, self.catalog)
-            if "time" in ds.coords and ds.sizes.get("time", 0):
-                times = ds["time"].values
-                time_range = (_to_date(times[0]), _to_date(times[-1]))
-                if not variables:
-                    variables = [v for v in ds.data_vars if ds[v].ndim >= 2]
-            ds.close()
-        except Exception as exc:  # a remote entry may be unreachable; the form still works
-            log.warning("could not open %s: %s", self.dataset, exc)
+        time_range = _period_from_metadata(info.get("period"))
+        if time_range is None and not info.get("remote") and not info.get("fetch"):
+            # No period in the metadata: read the time coordinate of a local entry (lazy open).
+            # Never for remote or downloaded entries: selecting one must not hit the network.
+            try:
+                with catalog.open_dataset(self.dataset, self.catalog) as ds:
+                    if ds.sizes.get("time", 0):
+                        times = ds["time"].values
+                        time_range = (_to_date(times[0]), _to_date(times[-1]))
+                    if not variables:
+                        variables = [v for v in ds.data_vars if ds[v].ndim >= 2]
+            except Exception as exc:  # the form still works with the library's default periods
+                log.warning("could not open %s: %s", self.dataset, exc)
         defaults = DataConfig()
         with param.parameterized.batch_call_watchers(self):
             self.dataset_info = info
@@ -320,6 +337,8 @@ class AppState(param.Parameterized):
             self.build_config().validate()
         except (ConfigError, ValueError, TypeError) as exc:
             self.config_error = str(exc)
+        except Exception as exc:  # e.g. an engine part that does not import: still say why
+            self.config_error = f"cannot validate: {type(exc).__name__}: {exc}"
         else:
             self.config_error = ""
 
@@ -337,8 +356,8 @@ class AppState(param.Parameterized):
 
         try:
             config = self.build_config().validate()
-        except (ConfigError, ValueError) as exc:
-            self.config_error = str(exc)
+        except Exception as exc:  # ConfigError names the bad value; anything else is shown too
+            self.config_error = str(exc) if isinstance(exc, (ConfigError, ValueError)) else f"{type(exc).__name__}: {exc}"
             return None
         try:
             handle = launch.submit(config, self._store)

@@ -36,11 +36,18 @@ class DataView(Viewer):
         facts = []
         if info.get("role"):
             facts.append(f"role **{info['role']}**")
-        units = info.get("units")
-        if isinstance(units, dict) and self.state.variable in units:
-            units = units[self.state.variable]
-        if isinstance(units, str) and units:
-            facts.append(f"units **{units}**")
+        variables = info.get("variables")
+        var = variables.get(self.state.variable) if isinstance(variables, dict) else None
+        if isinstance(var, dict):
+            if var.get("long_name"):
+                facts.append(str(var["long_name"]))
+            if var.get("units"):
+                facts.append(f"units **{var['units']}**")
+        if info.get("resolution"):
+            facts.append(f"{info['resolution']:.3g}° grid" if isinstance(info["resolution"], (int, float))
+                         else f"resolution {info['resolution']}")
+        if info.get("remote"):
+            facts.append("remote (needs network)")
         if self.state.time_range:
             start, end = self.state.time_range
             facts.append(f"{start} → {end}")
@@ -49,8 +56,8 @@ class DataView(Viewer):
             facts.append("pairs with " + ", ".join(pairs if isinstance(pairs, (list, tuple)) else [str(pairs)]))
         if facts:
             lines.append(" · ".join(facts))
-        # Markdown from the catalogue is the project's own YAML; escape HTML anyway.
-        return pn.pane.Markdown("\n\n".join(lines), disable_math=True, sanitize_html=True)
+        # Descriptions come from the project's own catalogue YAML; no math rendering of "$".
+        return pn.pane.Markdown("\n\n".join(lines), disable_math=True)
 
     def __panel__(self):
         return pn.Column("### Data", self._dataset, self._variable, self._description, sizing_mode="stretch_width")

@@ -1,0 +1,141 @@
+"""The served dashboard in real headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+Serves ``panel serve app`` on a free localhost port with the run store in a temporary folder,
+picks the demo dataset, trains a tiny model with the ``local`` launcher, waits for the maps and
+the scores table, and saves a screenshot to ``test-artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(run_root, tmp_path):
+    """``panel serve app`` on 127.0.0.1 (as ``make app`` does), run store in a temporary folder."""
+    port = _free_port()
+    log = open(tmp_path / "panel-serve.log", "w")
+    env = {**os.environ, "FINESCALE_RUNS": str(run_root), "BOKEH_LOG_LEVEL": "info"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address", "127.0.0.1",
+         "--allow-websocket-origin", f"127.0.0.1:{port}"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/app"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError("panel serve did not come up:\n" + (tmp_path / "panel-serve.log").read_text())
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+        )
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.js_errors = errors
+        yield page
+        browser.close()
+
+
+def _set_number(page, css: str, value: int) -> None:
+    box = page.locator(f"{css} input").first
+    box.fill(str(value))
+    box.press("Enter")  # a spinner commits its value on Enter / blur
+
+
+def test_train_and_see_maps_in_chromium(served_app, page, run_root):
+    page.goto(served_app)
+    train = page.locator(".fs-train button")
+    # The registries and catalogue load after the page is shown (onload); then Train enables.
+    page.wait_for_function(
+        "() => { const b = [...document.querySelectorAll('*')].flatMap(e => e.shadowRoot ? "
+        "[...e.shadowRoot.querySelectorAll('.fs-train button, button')] : []); "
+        "return b.some(x => x.textContent.trim() === 'Train' && !x.disabled); }",
+        timeout=120_000,
+    )
+    page.locator(".fs-dataset select").select_option("demo_alps")
+    page.locator(".fs-launcher select").select_option("local")
+
+    # The SLURM fields appear for the slurm launcher and a bad time limit is refused inline.
+    if page.locator(".fs-launcher select option[value='slurm']").count():
+        page.locator(".fs-launcher select").select_option("slurm")
+        page.locator(".fs-time input").fill("soon")
+        page.locator(".fs-time input").press("Enter")
+        alert = page.locator(".fs-config-error")
+        alert.get_by_text("launch.time").wait_for(timeout=20_000)
+        assert train.is_disabled()
+        page.locator(".fs-time input").fill("01:00:00")
+        page.locator(".fs-time input").press("Enter")
+        page.locator(".fs-launcher select").select_option("local")
+        page.wait_for_function("() => true")
+    # A tiny model, so the test finishes on a shared CPU.
+    _set_number(page, ".fs-epochs", 1)
+    _set_number(page, ".fs-samples", 64)
+    page.wait_for_timeout(500)
+    assert train.is_enabled()
+    train.click()
+
+    # Live progress: the run appears in the table while it trains.
+    page.locator(".fs-runs-table").get_by_text("local").first.wait_for(timeout=60_000)
+    # The maps and the scores table appear when the run has written its results.
+    page.locator(".fs-scores table").wait_for(timeout=600_000)
+    maps = page.locator(".fs-maps")
+    maps.wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)  # let bokeh draw the canvases
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    maps.screenshot(path=str(ARTIFACTS / "maps.png"))
+
+    scores = page.locator(".fs-scores table").text_content()
+    assert "model" in scores and "bicubic" in scores and "rmse" in scores
+    assert maps.locator("canvas").count() >= 4  # truth, bicubic, model, RMSE (+ colourbars)
+    assert "completed" in page.locator(".fs-runs-table").text_content()
+    assert page.locator(".fs-loss-curve canvas").count() >= 1
+    runs = [p for p in run_root.iterdir() if (p / "config.yaml").exists()]
+    assert len(runs) == 1 and (runs[0] / "predictions.nc").exists()
+    assert not page.js_errors, page.js_errors
