@@ -1,0 +1,700 @@
+"""Score a run's predictions: the tidy scores table, the per-pixel maps and the headline.
+
+:func:`evaluate_run` reads ``predictions.nc`` (variables ``truth``, ``model`` and the
+baselines ``nearest``, ``bilinear``, ``bicubic``; ``mask``; attribute ``variable``), scores
+``model`` and every baseline against ``truth``, writes ``scores.csv`` (columns ``run, model,
+metric, variable, period, region, value``) and ``maps.nc`` atomically, and puts the headline
+scores into ``status.json``. :func:`compare_runs` puts runs side by side with their baselines.
+:func:`evaluate_dataset` does the work on an in-memory or lazily opened dataset.
+
+How it stays cheap: the data are read in blocks of time steps; each block gives per-time-step
+sums over every region at once (one matrix product (T, H*W) @ (H*W, regions)) and per-pixel sums
+over time. Every period breakdown (season, month, hour) then aggregates the per-step sums, and
+every map comes from the per-pixel sums. The definitions are those of
+:mod:`engine.evaluation.metrics` (the tests check that the table equals the metric functions):
+
+- ``mae, rmse, mse, bias, relative_bias, ssim``: pooled over every valid (time, pixel) point;
+- ``pearson, acc``: spatial correlation per time step, averaged over the steps;
+- ``pearson_temporal``: temporal correlation per pixel, averaged over the region;
+- ``psnr``: 10 log10(R^2 / MSE) with R = ``data_range`` (stated in ``maps.nc`` attributes);
+- ``*_latw``: the same with cos(latitude) weights;
+- ``mse_skill, mae_skill``: 1 - score / score(reference), the reference being ``bicubic``;
+- distribution (``q01_bias``, ``q99_bias``; for precipitation ``wet_day_frequency_bias``,
+  ``wet_q95_bias``, ``wet_q99_bias``), spectral (``spectral_ratio_small``) and, for
+  ensembles (a ``member`` dim), ``crps``, ``spread_skill_ratio``, ``ensemble_mean_rmse``:
+  whole test period only.
+
+Example
+-------
+>>> scores = evaluate_run(run)                                   # doctest: +SKIP
+>>> scores.query("region == 'domain' and period == 'test'")      # doctest: +SKIP
+>>> compare_runs([run_a, run_b])                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from engine.evaluation._common import MetricError, lat_weights, wet_threshold
+from engine.evaluation.breakdown import BREAKDOWNS, SEASONS, period_groups, region_masks
+
+COLUMNS = ["run", "model", "metric", "variable", "period", "region", "value"]
+BASELINE_NAMES = ("nearest", "bilinear", "bicubic")
+HEADLINE = ("rmse", "mae", "bias", "pearson", "ssim", "psnr")
+NOT_PREDICTIONS = ("truth", "mask", "climatology")
+PRECIP_NAMES = ("pr", "tp", "precip", "precipitation", "rain", "rainfall", "rr", "prcp", "precip_5min")
+
+__all__ = ["evaluate_run", "evaluate_dataset", "compare_runs", "Evaluation", "COLUMNS", "HEADLINE"]
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_dataset` returns.
+
+    Attributes
+    ----------
+    scores : DataFrame with :data:`COLUMNS`
+    maps : Dataset of per-pixel maps (model, lat, lon), seasonal maps (model, season, lat, lon)
+        and spectra (source, wavenumber)
+    headline : {"model": {"rmse": .., "mae": .., ...}, "bicubic": {...}} (domain, whole period)
+    """
+
+    scores: pd.DataFrame
+    maps: xr.Dataset
+    headline: dict[str, dict[str, float]]
+
+
+# ---------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------
+def _prediction_names(ds: xr.Dataset) -> list[str]:
+    truth_dims = set(ds["truth"].dims)
+    names = [
+        str(v) for v in ds.data_vars
+        if v not in NOT_PREDICTIONS and set(ds[v].dims) - {"member"} == truth_dims
+    ]
+    order = ["model", *BASELINE_NAMES]
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def _check_dataset(ds: xr.Dataset) -> None:
+    if "truth" not in ds:
+        raise MetricError(f"predictions need a 'truth' variable; found {', '.join(map(str, ds.data_vars)) or 'none'}")
+    truth = ds["truth"]
+    need = ("time", "lat", "lon")
+    if tuple(d for d in truth.dims) != need:
+        if set(truth.dims) != set(need):
+            raise MetricError(f"truth must have dims {need}; got {truth.dims}")
+    if not _prediction_names(ds):
+        raise MetricError(
+            "no predictions to score: expected 'model' and/or baselines "
+            f"({', '.join(BASELINE_NAMES)}) with the truth's dims {truth.dims}; found {list(ds.data_vars)}"
+        )
+    for d in ("lat", "lon"):
+        if d not in ds.coords:
+            raise MetricError(f"predictions need a {d!r} coordinate")
+    if ds.sizes["time"] == 0:
+        raise MetricError("the predictions hold no time step in the period scored")
+
+
+def _is_precip(ds: xr.Dataset, variable: str) -> bool:
+    a = ds["truth"].attrs
+    return (
+        variable.lower() in PRECIP_NAMES
+        or "precipitation" in str(a.get("standard_name", "")).lower()
+        or "precipitation" in str(a.get("long_name", "")).lower()
+    )
+
+
+def _climatology(ds: xr.Dataset, climatology: xr.DataArray | None, valid_truth: xr.DataArray):
+    """(climatology per time step as a function of block indices, source description)."""
+    if climatology is None and "climatology" in ds:
+        climatology, source = ds["climatology"], "predictions.nc climatology"
+    elif climatology is not None:
+        source = "given"
+    else:
+        # No training climatology at hand: fall back to the test period's own monthly mean per
+        # pixel (what the ACC then measures is the day-to-day anomaly; stated in maps.nc).
+        climatology = valid_truth.groupby("time.month").mean("time")
+        source = "test-period monthly mean of the truth (no training climatology given)"
+    from engine.evaluation.metrics import _climatology_like
+
+    clim = _climatology_like(climatology, ds["truth"])
+    clim = clim.broadcast_like(ds["truth"].isel(time=0, drop=True)) if "time" not in clim.dims else clim
+    return clim, source
+
+
+# ---------------------------------------------------------------------------------------
+# The block loop
+# ---------------------------------------------------------------------------------------
+class _Sums:
+    """Per-time-step sums over regions (``step``) and per-pixel sums over time (``pix``)."""
+
+    STEP = ("n", "se", "sae", "sse", "st", "sp", "stt", "spp", "spt", "sss", "saa", "sa2", "sb2")
+    PIX = ("n", "se", "sae", "sse", "st", "sp", "stt", "spp", "spt", "sss", "saa", "sa2", "sb2")
+
+    def __init__(self, T: int, R: int, H: int, W: int, n_seasons: int):
+        self.step = {k: np.zeros((T, R)) for k in self.STEP}
+        self.pix = {k: np.zeros((H, W)) for k in self.PIX}
+        self.season = {k: np.zeros((n_seasons, H, W)) for k in ("n", "se", "sse")}
+        self.spec_model = None
+        self.spec_truth = None
+        self.spec_steps = 0
+
+
+def _block_sums(sums: _Sums, s: slice, p, t, v, clim, offset, regw, ssim_img, season_idx, spectra):
+    """Accumulate one block (T_b, H, W) of float64 arrays; ``v`` valid bool."""
+    Tb, H, W = t.shape
+    vf = v.astype(np.float64)
+    e = np.where(v, p - t, 0.0)
+    pp = np.where(v, p - offset, 0.0)  # offsets keep the sums of products well conditioned
+    tt = np.where(v, t - offset, 0.0)
+    a = np.where(v, p - clim, 0.0)
+    b = np.where(v, t - clim, 0.0)
+    ss = np.where(v, ssim_img, 0.0)
+    fields = {
+        "n": vf, "se": e, "sae": np.abs(e), "sse": e * e, "st": np.where(v, t, 0.0), "sp": pp, "stt": tt * tt,
+        "spp": pp * pp, "spt": pp * tt, "sss": ss, "saa": a * b, "sa2": a * a, "sb2": b * b,
+    }
+    R2 = regw.reshape(regw.shape[0], -1).T  # (H*W, R)
+    for k, f in fields.items():
+        sums.step[k][s] += f.reshape(Tb, -1) @ R2
+        sums.pix[k] += f.sum(axis=0)
+    for i in range(sums.season["n"].shape[0]):  # four seasons at most, not a loop over time steps
+        sel = season_idx == i
+        if sel.any():
+            sums.season["n"][i] += vf[sel].sum(axis=0)
+            sums.season["se"][i] += e[sel].sum(axis=0)
+            sums.season["sse"][i] += (e[sel] ** 2).sum(axis=0)
+    if spectra:
+        from engine.evaluation.spectral import power_spectrum
+
+        dims = ("time", "lat", "lon")
+        vm = xr.DataArray(v, dims=dims)
+        sp = power_spectrum(xr.DataArray(p, dims=dims), vm).sum("time").values
+        st = power_spectrum(xr.DataArray(t, dims=dims), vm).sum("time").values
+        sums.spec_model = sp if sums.spec_model is None else sums.spec_model + sp
+        sums.spec_truth = st if sums.spec_truth is None else sums.spec_truth + st
+        sums.spec_steps += Tb
+
+
+def _ratio(num, den):
+    den = np.asarray(den, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.asarray(num, dtype=float) / den
+    return np.where(den > 0, out, np.nan)
+
+
+def _corr_from_sums(n, sx, sy, sxx, syy, sxy):
+    cov = n * sxy - sx * sy
+    vx = n * sxx - sx * sx
+    vy = n * syy - sy * sy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt(vx * vy)
+    # A constant field has no correlation; tiny negative variances are rounding.
+    ok = (n >= 2) & (vx > 1e-12 * np.maximum(n * sxx, 1e-300)) & (vy > 1e-12 * np.maximum(n * syy, 1e-300))
+    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan)
+
+
+def _acc_from_sums(saa, sa2, sb2):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = saa / np.sqrt(sa2 * sb2)
+    return np.where((sa2 > 0) & (sb2 > 0), r, np.nan)
+
+
+def _nanmean(x, axis=0):
+    x = np.asarray(x, dtype=float)
+    cnt = np.isfinite(x).sum(axis=axis)
+    tot = np.where(np.isfinite(x), x, 0.0).sum(axis=axis)
+    return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+
+
+def _score_name(model: str, ds: xr.Dataset) -> xr.DataArray:
+    da = ds[model]
+    if "member" in da.dims:
+        da = da.mean("member")
+    return da.transpose("time", "lat", "lon")
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate_dataset
+# ---------------------------------------------------------------------------------------
+def evaluate_dataset(
+    ds: xr.Dataset,
+    run: str = "",
+    period: str = "test",
+    regions: Any = None,
+    climatology: xr.DataArray | None = None,
+    data_range: float | None = None,
+    breakdown: Sequence[str] = BREAKDOWNS,
+    reference: str = "bicubic",
+    spectra: bool = True,
+    distribution: bool = True,
+    spearman: bool = True,
+    block: int = 32,
+) -> Evaluation:
+    """Score every prediction in ``ds`` against ``ds.truth``.
+
+    Parameters
+    ----------
+    ds : Dataset with ``truth`` (time, lat, lon), ``model`` and/or baselines (same dims, or
+        with a ``member`` dim for ensembles), optional ``mask`` ((lat, lon) or (time, lat, lon),
+        1 = valid) and ``climatology``; attribute ``variable``. May be lazily opened.
+    run : the run id written in the ``run`` column
+    period : label of the whole period (``"test"``)
+    regions : see :func:`engine.evaluation.breakdown.region_masks`; ``"domain"`` is always there
+    climatology : for the ACC; default ``ds.climatology`` or else the test period's own monthly
+        mean per pixel (stated in ``maps.attrs["climatology_source"]``)
+    data_range : R for SSIM and PSNR; default max - min of the valid truth (stated in maps attrs)
+    breakdown : any of "season", "month", "hour" (hours only for sub-daily data)
+    reference : baseline for the skill scores (``mse_skill``, ``mae_skill``)
+    spectra, distribution, spearman : switch off the costlier parts
+    block : time steps read and processed at a time (bounds memory: about 30 arrays of
+        block x H x W float64)
+
+    Returns
+    -------
+    :class:`Evaluation` (scores, maps, headline)
+
+    Raises
+    ------
+    MetricError
+        no truth or no predictions, grids or time axes that differ, an all-NaN period, a
+        region missing the domain.
+    """
+    from engine.evaluation.metrics import check_aligned, data_range_of, ssim_map
+
+    _check_dataset(ds)
+    ds = ds.transpose("time", "lat", "lon", ...)
+    variable = str(ds.attrs.get("variable", ds["truth"].attrs.get("standard_name", "truth")))
+    names = _prediction_names(ds)
+    truth = ds["truth"]
+    for name in names:
+        check_aligned(ds[name], truth)
+
+    lat = np.asarray(ds["lat"].values, dtype=float)
+    lon = np.asarray(ds["lon"].values, dtype=float)
+    T, H, W = truth.shape
+    rmask = region_masks(regions, lat, lon)
+    region_names = [str(r) for r in rmask.region.values]
+    nr = len(region_names)
+    coslat = lat_weights(lat).values
+    regw = np.concatenate([rmask.values.astype(float), rmask.values * coslat[None, :, None]])  # (2 nr, H, W)
+
+    if "mask" in ds:
+        mask = ds["mask"].astype(bool)
+        mask = mask.transpose(*[d for d in ("time", "lat", "lon") if d in mask.dims])
+    else:
+        mask = xr.DataArray(np.ones((H, W), dtype=bool), dims=("lat", "lon"))
+    valid_truth = truth.where(mask)
+    n_truth = int(valid_truth.count())
+    if n_truth == 0:
+        t0, t1 = (str(ds["time"].values[i])[:19] for i in (0, -1))
+        raise MetricError(f"the truth is all NaN or masked in the period {period!r} ({t0} .. {t1})")
+    if data_range is None:
+        data_range = data_range_of(truth, mask)
+    offset = float(valid_truth.mean())
+    data_min = float(valid_truth.min())
+    clim, clim_source = _climatology(ds, climatology, valid_truth)
+    groups = period_groups(ds["time"], period, breakdown)
+    seasons_present = [s for s in SEASONS if s in groups] or list(SEASONS)
+    season_of_step = np.full(T, -1)
+    tseason = ds["time"].dt.season.values
+    for i, s in enumerate(seasons_present):
+        season_of_step[tseason == s] = i
+
+    rows: list[tuple] = []
+    maps: dict[str, list] = {}
+    season_maps: dict[str, list] = {"rmse_season": [], "bias_season": []}
+    spectra_out: dict[str, np.ndarray] = {}
+    step_scores: dict[str, dict[str, np.ndarray]] = {}
+    headline: dict[str, dict[str, float]] = {}
+
+    def add(model, metric, per, region, value):
+        rows.append((run, model, metric, variable, per, region, float(value)))
+
+    for name in names:
+        pred = _score_name(name, ds)
+        sums = _Sums(T, 2 * nr, H, W, len(seasons_present))
+        nvalid = 0
+        for start in range(0, T, block):
+            s = slice(start, min(start + block, T))
+            t = np.asarray(truth.isel(time=s).values, dtype=np.float64)
+            p = np.asarray(pred.isel(time=s).values, dtype=np.float64)
+            m = np.asarray(mask.isel(time=s).values if "time" in mask.dims else mask.values, dtype=bool)
+            v = np.isfinite(t) & np.isfinite(p) & np.broadcast_to(m, t.shape)
+            nvalid += int(v.sum())
+            c = np.asarray((clim.isel(time=s) if "time" in clim.dims else clim).values, dtype=np.float64)
+            dims = ("time", "lat", "lon")
+            img = ssim_map(xr.DataArray(p, dims=dims), xr.DataArray(t, dims=dims), xr.DataArray(v, dims=dims),
+                           data_range=data_range, data_min=data_min).values
+            _block_sums(sums, s, p, t, v, c, offset, regw, img, season_of_step[s], spectra)
+        if nvalid == 0:
+            raise MetricError(f"{name!r} has no valid value where the truth is valid in the period {period!r}")
+
+        st = sums.step
+        # "sp", "spp", "stt", "spt" hold sums of (x - offset); "st" the raw truth sum.
+        step_pearson = _corr_from_sums(st["n"], st["sp"], st["st"] - st["n"] * offset, st["spp"], st["stt"], st["spt"])
+        step_acc = _acc_from_sums(st["saa"], st["sa2"], st["sb2"])
+        step_scores[name] = {"pearson": step_pearson, "acc": step_acc}
+
+        # -- table: every period x region x weighting ------------------------------------
+        pix = sums.pix
+        temporal_r = _corr_from_sums(pix["n"], pix["sp"], pix["st"] - pix["n"] * offset, pix["spp"], pix["stt"],
+                                     pix["spt"])
+        for label, sel in groups.items():
+            for j, region in enumerate(region_names):
+                for suffix, col in (("", j), ("_latw", nr + j)):
+                    n = st["n"][sel, col].sum()
+                    if not n > 0:
+                        continue
+                    mse_v = st["sse"][sel, col].sum() / n
+                    vals = {
+                        "mae": st["sae"][sel, col].sum() / n,
+                        "rmse": math.sqrt(mse_v),
+                        "mse": mse_v,
+                        "bias": st["se"][sel, col].sum() / n,
+                        "pearson": _nanmean(step_pearson[sel, col]),
+                        "acc": _nanmean(step_acc[sel, col]),
+                    }
+                    if suffix == "":
+                        tsum = st["st"][sel, col].sum()
+                        vals["relative_bias"] = st["se"][sel, col].sum() / tsum if tsum != 0 else math.nan
+                        vals["ssim"] = st["sss"][sel, col].sum() / n
+                        vals["psnr"] = 10 * math.log10(data_range**2 / mse_v) if mse_v > 0 else math.inf
+                        if label == period:
+                            rm = rmask.values[j]
+                            vals["pearson_temporal"] = _nanmean(temporal_r[rm & np.isfinite(temporal_r)]) \
+                                if np.isfinite(temporal_r[rm]).any() else math.nan
+                    else:
+                        vals = {k: vals[k] for k in ("mae", "rmse", "bias", "pearson", "acc")}
+                    for metric, value in vals.items():
+                        add(name, metric + suffix, label, region, value)
+
+        # -- maps -----------------------------------------------------------------------
+        pn = pix["n"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m_mse = _ratio(pix["sse"], pn)
+            maps.setdefault("mae", []).append(_ratio(pix["sae"], pn))
+            maps.setdefault("rmse", []).append(np.sqrt(m_mse))
+            maps.setdefault("bias", []).append(_ratio(pix["se"], pn))
+            maps.setdefault("relative_bias", []).append(_ratio(pix["se"], np.where(pix["st"] != 0, pix["st"], np.nan)))
+            maps.setdefault("pearson", []).append(temporal_r)
+            maps.setdefault("acc", []).append(_acc_from_sums(pix["saa"], pix["sa2"], pix["sb2"]))
+            maps.setdefault("ssim", []).append(_ratio(pix["sss"], pn))
+            sn = sums.season["n"]
+            season_maps["rmse_season"].append(np.sqrt(_ratio(sums.season["sse"], sn)))
+            season_maps["bias_season"].append(_ratio(sums.season["se"], sn))
+        if spectra:
+            spectra_out[name] = sums.spec_model / sums.spec_steps
+            spectra_out.setdefault("truth", sums.spec_truth / sums.spec_steps)
+
+        headline[name] = {}
+
+    # -- whole-period extras: distribution, spearman, spectra, ensembles ------------------
+    valid_all = truth.notnull() & mask
+    if distribution or spearman:
+        tv = np.asarray(truth.values, dtype=np.float64)
+        vm = np.isfinite(tv) & np.broadcast_to(np.asarray(mask.values, bool), tv.shape)
+        for name in names:
+            pv = np.asarray(_score_name(name, ds).values, dtype=np.float64)
+            v = vm & np.isfinite(pv)
+            if distribution:
+                qs = [0.01, 0.99]
+                for j, region in enumerate(region_names):
+                    vr = v & rmask.values[j][None]
+                    if not vr.any():
+                        continue
+                    qp = np.quantile(pv[vr], qs)
+                    qt = np.quantile(tv[vr], qs)
+                    add(name, "q01_bias", period, region, qp[0] - qt[0])
+                    add(name, "q99_bias", period, region, qp[1] - qt[1])
+                    if _is_precip(ds, variable):
+                        thr = wet_threshold(ds["truth"].attrs.get("units"))
+                        wp, wt = pv[vr] >= thr, tv[vr] >= thr
+                        add(name, "wet_day_frequency_bias", period, region, wp.mean() - wt.mean())
+                        for q in (0.95, 0.99):
+                            val = (np.quantile(pv[vr][wp], q) - np.quantile(tv[vr][wt], q)) if wp.any() and wt.any() \
+                                else math.nan
+                            add(name, f"wet_q{round(q * 100)}_bias", period, region, val)
+                qmap = _quantile_maps(pv, tv, v, qs)
+                maps.setdefault("q01_bias", []).append(qmap[0])
+                maps.setdefault("q99_bias", []).append(qmap[1])
+            if spearman:
+                from engine.evaluation.metrics import spearman as sp_fn
+
+                dims3 = ("time", "lat", "lon")
+                P = xr.DataArray(np.where(v, pv, np.nan), dims=dims3)
+                Tt = xr.DataArray(np.where(v, tv, np.nan), dims=dims3)
+                if T >= 3:
+                    maps.setdefault("spearman", []).append(_quiet(sp_fn, P, Tt, dim="time").values)
+                if H * W >= 3:
+                    r = _quiet(sp_fn, P, Tt, dim=("lat", "lon")).values
+                    add(name, "spearman", period, "domain", _nanmean(r))
+
+    if spectra:
+        for name in names:
+            ratio = _ratio(spectra_out[name], spectra_out["truth"])
+            L = max(H, W)
+            wl = L / np.arange(1, ratio.size + 1)
+            small = ratio[wl < 4.0]
+            add(name, "spectral_ratio_small", period, "domain", _nanmean(small) if small.size else math.nan)
+
+    ens = [n for n in names if "member" in ds[n].dims]
+    for name in ens:
+        from engine.evaluation.probabilistic import crps, ensemble_mean_rmse, spread_skill_ratio
+
+        for metric, fn in (("crps", crps), ("spread_skill_ratio", spread_skill_ratio),
+                           ("ensemble_mean_rmse", ensemble_mean_rmse)):
+            add(name, metric, period, "domain", float(fn(ds[name], truth, mask=valid_all)))
+
+    scores = pd.DataFrame(rows, columns=COLUMNS)
+    scores = _add_skill(scores, reference)
+
+    # -- headline ---------------------------------------------------------------------------
+    top = scores[(scores.period == period) & (scores.region == "domain")]
+    for name in names:
+        sel = top[top.model == name].set_index("metric")["value"]
+        headline[name] = {k: _json_float(sel.get(k, math.nan)) for k in HEADLINE}
+
+    maps_ds = _maps_dataset(ds, names, maps, season_maps, seasons_present, spectra_out, rmask, lat, lon)
+    maps_ds.attrs.update(
+        Conventions="CF-1.8",
+        finescale_run=run,
+        variable=variable,
+        period=period,
+        data_range=float(data_range),
+        data_min=data_min,
+        data_range_note="R used by PSNR and SSIM (max - min of the valid truth unless given); SSIM is taken on "
+        "fields scaled to (x - data_min) / data_range",
+        climatology_source=clim_source,
+        skill_reference=reference,
+    )
+    return Evaluation(scores=scores, maps=maps_ds, headline=headline)
+
+
+def _quiet(fn, *a, **kw):
+    # xskillscore's correlations warn (RuntimeWarning) on constant series (masked pixels):
+    # those give NaN, which is what we want.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn(*a, **kw)
+
+
+def _quantile_maps(pv, tv, v, qs):
+    if v.all(axis=0).sum() == v.any(axis=0).sum():
+        # Static mask: fast exact quantiles on the fully valid pixels.
+        full = v.all(axis=0)
+        qp = np.quantile(np.where(v, pv, 0.0), qs, axis=0)
+        qt = np.quantile(np.where(v, tv, 0.0), qs, axis=0)
+        out = qp - qt
+        out[:, ~full] = np.nan
+        return out
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> NaN
+        return np.nanquantile(np.where(v, pv, np.nan), qs, axis=0) - np.nanquantile(np.where(v, tv, np.nan), qs, axis=0)
+
+
+def _json_float(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _add_skill(scores: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Rows ``mse_skill`` and ``mae_skill`` (1 - score / reference score) for every model but
+    the reference, per period and region."""
+    if scores.empty or reference not in set(scores.model):
+        return scores
+    keys = ["period", "region"]
+    ref = scores[(scores.model == reference) & scores.metric.isin(["mse", "mae"])]
+    ref = ref.pivot_table(index=keys, columns="metric", values="value")
+    out = []
+    for model, sub in scores[scores.metric.isin(["mse", "mae"])].groupby("model"):
+        if model == reference:
+            continue
+        piv = sub.pivot_table(index=keys, columns="metric", values="value")
+        for metric in ("mse", "mae"):
+            if metric not in piv or metric not in ref:
+                continue
+            r = ref[metric].reindex(piv.index)
+            skill = 1.0 - piv[metric] / r.where(r > 0)
+            for (per, region), val in skill.items():
+                out.append((sub.run.iloc[0], model, f"{metric}_skill", sub.variable.iloc[0], per, region, float(val)))
+    if out:
+        scores = pd.concat([scores, pd.DataFrame(out, columns=COLUMNS)], ignore_index=True)
+    return scores
+
+
+def _maps_dataset(ds, names, maps, season_maps, seasons, spectra_out, rmask, lat, lon) -> xr.Dataset:
+    units = ds["truth"].attrs.get("units", "")
+    coords = {"model": names, "lat": ds["lat"].values, "lon": ds["lon"].values}
+    desc = {
+        "mae": ("mean absolute error", units), "rmse": ("root mean squared error", units),
+        "bias": ("mean error (prediction minus truth)", units), "relative_bias": ("bias / mean truth", "1"),
+        "pearson": ("temporal Pearson correlation", "1"), "spearman": ("temporal Spearman correlation", "1"),
+        "acc": ("temporal anomaly correlation", "1"), "ssim": ("time-mean SSIM", "1"),
+        "q01_bias": ("1st-percentile bias over time", units), "q99_bias": ("99th-percentile bias over time", units),
+    }
+    out = xr.Dataset(coords=coords)
+    for k, arrs in maps.items():
+        out[k] = (("model", "lat", "lon"), np.stack(arrs).astype(np.float32))
+        out[k].attrs.update(long_name=desc.get(k, (k, ""))[0], units=desc.get(k, ("", ""))[1])
+    for k, arrs in season_maps.items():
+        if arrs:
+            out[k] = (("model", "season", "lat", "lon"), np.stack(arrs).astype(np.float32))
+            out[k].attrs.update(long_name=k.replace("_season", "") + " by season", units=units)
+    if seasons:
+        out = out.assign_coords(season=list(seasons))
+    if spectra_out:
+        sources = ["truth", *names]
+        nb = spectra_out["truth"].size
+        L = max(lat.size, lon.size)
+        k = np.arange(1, nb + 1)
+        out = out.assign_coords(source=sources, wavenumber=k, wavelength=("wavenumber", L / k))
+        out["power_spectrum"] = (("source", "wavenumber"), np.stack([spectra_out[s] for s in sources]))
+        out["power_spectrum"].attrs.update(long_name="time-mean radially averaged power spectrum",
+                                           units=f"({units})2" if units else "")
+        out["spectral_ratio"] = (("model", "wavenumber"), np.stack([_ratio(spectra_out[n], spectra_out["truth"])
+                                                                    for n in names]))
+        out["spectral_ratio"].attrs.update(long_name="power spectrum ratio prediction / truth", units="1")
+        out["wavelength"].attrs.update(long_name="wavelength", units="grid cells")
+    out["region_mask"] = rmask.astype("int8").assign_coords(lat=coords["lat"], lon=coords["lon"])
+    out["region_mask"].attrs.update(long_name="regions of the scores table (1 = inside)")
+    for c in ("lat", "lon"):
+        out[c].attrs.update(ds[c].attrs)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------
+def _resolve(run):
+    from engine.runs import Run, RunStore
+
+    if isinstance(run, Run):
+        return run
+    return RunStore().resolve(run)
+
+
+def _open_predictions(run) -> xr.Dataset:
+    path = Path(run.predictions_path)
+    if not path.exists():
+        raise MetricError(f"run {run.run_id!r} has no predictions.nc at {path}; write predictions first")
+    return xr.open_dataset(path)
+
+
+def _test_period(run, ds: xr.Dataset) -> xr.Dataset:
+    try:
+        start, end = run.config.data.test_period
+    except Exception:  # no readable config: score what the file holds
+        return ds
+    sub = ds.sel(time=slice(start, end))
+    if sub.sizes["time"] == 0:
+        t = ds["time"].values
+        raise MetricError(
+            f"predictions.nc of run {run.run_id!r} holds no time step in the test period {start} .. {end} "
+            f"(it spans {str(t[0])[:10]} .. {str(t[-1])[:10]})" if t.size else "predictions.nc holds no time step"
+        )
+    return sub
+
+
+def evaluate_run(run, regions: Any = None, climatology: xr.DataArray | None = None,
+                 data_range: float | None = None, **options: Any) -> pd.DataFrame:
+    """Score a run's ``predictions.nc`` on the test period and write the results.
+
+    Writes ``scores.csv`` (:data:`COLUMNS`) and ``maps.nc`` in the run folder atomically and
+    ``status.json["scores"] = {"model": {"rmse", "mae", "bias", "pearson", "ssim", "psnr"},
+    "bicubic": {...}, ...}`` (domain, whole test period; None for non-finite values).
+
+    Parameters
+    ----------
+    run : :class:`engine.runs.Run`, a run folder or a run id in the default store
+    regions, climatology, data_range, **options : see :func:`evaluate_dataset`
+
+    Returns
+    -------
+    DataFrame with columns ``run, model, metric, variable, period, region, value``.
+
+    Example
+    -------
+    >>> df = evaluate_run(run)                                                 # doctest: +SKIP
+    >>> df.query("metric == 'rmse' and period == 'test' and region == 'domain'")  # doctest: +SKIP
+    """
+    from engine.runs import atomic_path
+
+    run = _resolve(run)
+    with _open_predictions(run) as ds:
+        ds = _test_period(run, ds)
+        result = evaluate_dataset(ds, run=run.run_id, period="test", regions=regions, climatology=climatology,
+                                  data_range=data_range, **options)
+    with atomic_path(run.scores_path) as tmp:
+        result.scores.to_csv(tmp, index=False)
+    with atomic_path(run.maps_path) as tmp:
+        result.maps.to_netcdf(tmp)
+    run.update_status(scores=result.headline)
+    return result.scores
+
+
+def read_scores(run) -> pd.DataFrame:
+    """The run's ``scores.csv`` (evaluating the run first when it has none)."""
+    run = _resolve(run)
+    if not Path(run.scores_path).exists():
+        return evaluate_run(run)
+    return pd.read_csv(run.scores_path)
+
+
+def compare_runs(runs: Iterable, metrics: Sequence[str] = HEADLINE, period: str = "test",
+                 region: str = "domain", baselines: bool = True) -> pd.DataFrame:
+    """Runs side by side with their baselines: one row per (run, model), one column per metric.
+
+    Parameters
+    ----------
+    runs : Runs, run folders or run ids (runs without ``scores.csv`` are evaluated first)
+    metrics : metric names (columns); unknown names raise an error listing the registered ones
+    period, region : which slice of the scores tables
+
+    Returns
+    -------
+    DataFrame with columns ``run, model, <metrics...>``; ``model`` is ``model`` or a baseline.
+
+    Example
+    -------
+    >>> compare_runs(["run-a", "run-b"], metrics=("rmse", "ssim"))   # doctest: +SKIP
+           run    model  rmse  ssim
+    0    run-a    model  0.61  0.93
+    1    run-a  bicubic  0.88  0.87
+    ...
+    """
+    from engine.registry import METRICS
+
+    import engine.evaluation.metrics  # noqa: F401  (registers the metrics)
+
+    metrics = [METRICS.check(m) if not m.endswith("_temporal") else m for m in metrics]
+    runs = list(runs)
+    if not runs:
+        raise MetricError("compare_runs needs at least one run")
+    frames = []
+    for r in runs:
+        df = read_scores(r)
+        df = df[(df.period == period) & (df.region == region) & df.metric.isin(metrics)]
+        if not baselines:
+            df = df[~df.model.isin(BASELINE_NAMES)]
+        if df.empty:
+            raise MetricError(f"run {_resolve(r).run_id!r} has no scores for period {period!r}, region {region!r}")
+        frames.append(df)
+    all_scores = pd.concat(frames, ignore_index=True)
+    table = all_scores.pivot_table(index=["run", "model"], columns="metric", values="value", sort=False)
+    table = table.reindex(columns=[m for m in metrics if m in table.columns]).reset_index()
+    table.columns.name = None
+    return table
