@@ -6,7 +6,9 @@
 - ``rc``: resize (nearest) + convolution after the backbone.
 - ``dc``: transposed ("de-") convolution after the backbone.
 
-Each post-upsampler maps (B, C, h, w) -> (B, C, h*scale, w*scale).
+Each post-upsampler maps (B, C, h, w) -> (B, C, h*scale, w*scale). The last stage is linear (no
+activation, as in EDSR): the network's HR head applies one activation after adding the static-field
+features, which saves a full-resolution activation (the most expensive elementwise op on CPU).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class SubPixelUpsampler(nn.Module):
         layers: list[nn.Module] = []
         for factor in _stages(scale):
             layers += [nn.Conv2d(channels, channels * factor * factor, 3, padding=1), nn.PixelShuffle(factor), activation(act)]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers[:-1])  # linear last stage (see the module docstring)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -51,7 +53,7 @@ class ResizeConvUpsampler(nn.Module):
         layers: list[nn.Module] = []
         for factor in _stages(scale):
             layers += [nn.Upsample(scale_factor=factor, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1), activation(act)]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers[:-1])  # linear last stage (see the module docstring)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -68,7 +70,7 @@ class DeconvUpsampler(nn.Module):
             kernel = 2 * factor - factor % 2
             padding = (kernel - factor) // 2
             layers += [nn.ConvTranspose2d(channels, channels, kernel, stride=factor, padding=padding), activation(act)]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers[:-1])  # linear last stage (see the module docstring)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -2,8 +2,8 @@
 
 A backbone maps (B, in_channels, h, w) -> (B, out_channels, h, w) at constant resolution and is
 built as ``cls(in_channels, filters=..., blocks=..., norm=..., act=..., dropout=..., mc_dropout=...)``.
-Registry info: ``upsampling`` (allowed upsampling methods, None = all), ``temporal`` (has a
-spatio-temporal variant).
+Registry info: ``upsampling`` (allowed upsampling methods, None = all), ``temporal`` (may run
+behind the recurrent (ConvGRU) encoder on spatio-temporal samples).
 """
 
-from engine.models.backbones import resnet  # noqa: F401  (registers)
+from engine.models.backbones import convnet, convnext, densenet, resnet, swin, unet  # noqa: F401  (registers)

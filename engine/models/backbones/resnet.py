@@ -27,7 +27,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-@BACKBONES.register("resnet", upsampling=None, temporal=False, description="residual blocks with a global skip (EDSR/DL4DS)")
+@BACKBONES.register("resnet", upsampling=None, temporal=True, description="residual blocks with a global skip (EDSR/DL4DS)")
 class ResNetBackbone(nn.Module):
     def __init__(self, in_channels: int, filters: int = 32, blocks: int = 4, norm: str = "none",
                  act: str = "relu", dropout: float = 0.0, mc_dropout: bool = False):
