@@ -183,19 +183,24 @@ class SlurmHandle(Handle):
         return self._job
 
     def job_state(self) -> str:
-        """SLURM's state of the job (``PENDING``, ``RUNNING``, ``COMPLETED``, ``CANCELLED`` ...)."""
+        """SLURM's state of the job (``PENDING``, ``RUNNING``, ``COMPLETED``, ``CANCELLED`` ...).
+
+        The controller (``squeue -t all``) is asked first: it is current, while accounting
+        (``sacct``) can lag by seconds. ``sacct`` answers for jobs the controller has
+        forgotten (``MinJobAge`` after their end, or after a controller restart).
+        """
+        try:
+            out = _run_cmd(["squeue", "-h", "-t", "all", "-j", self.job_id, "-o", "%T"], timeout=20).strip()
+            if out:
+                return out.split()[0]
+        except LaunchError:
+            pass  # "Invalid job id": no longer known to the controller
         try:
             out = _run_cmd(["sacct", "-j", self.job_id, "-X", "-n", "-P", "-o", "JobID,State"], timeout=20)
             for line in out.splitlines():
                 jid, _, state = line.partition("|")
                 if jid == self.job_id and state:
                     return state.split()[0]  # "CANCELLED by 0" -> "CANCELLED"
-        except LaunchError:
-            pass  # no accounting: ask the controller
-        try:
-            out = _run_cmd(["squeue", "-h", "-j", self.job_id, "-o", "%T"], timeout=20).strip()
-            if out:
-                return out.split()[0]
         except LaunchError:
             pass
         return "UNKNOWN"
