@@ -1,0 +1,365 @@
+"""Normalisation of inputs and targets, fitted on the training period only.
+
+The options DeepR compared (ERA5 -> CERRA), plus plain standardisation. Each is a class registered
+in :data:`engine.registry.NORMALISATIONS` (``data.normalisation`` names one):
+
+==================== ================================================================================
+``global``           one mean/std per variable; the target's low-resolution channel uses the target's
+                     high-resolution statistics, so input and target stay on the same scale
+``per_pixel``        mean/std per grid cell (LR cells for inputs, HR cells for the target)
+``monthly_pixel``    monthly climatology per grid cell (12 x H x W); erases the spatial pattern
+``monthly_domain``   monthly climatology over the domain; LR and HR each with their own statistics
+``monthly_domain_lr``monthly climatology over the domain; LR and HR both with the LR statistics
+``instance``         per sample: mean/std of the LR input over the domain at that time step, applied
+                     to the LR channels and to the HR target (DeepR's best spatial pattern)
+==================== ================================================================================
+
+Interface (used by :class:`engine.data.torch_dataset.DownscalingDataset`, the trainer, inference):
+``fit(pair, train_times)``, ``lr(ds) -> ds`` and ``hr(da) -> da`` to normalised space,
+``inverse_hr(array, times)`` back to physical units, ``to_dict()`` / ``from_dict()`` (JSON).
+All NaN-aware: NaN stays NaN, statistics ignore it. Standard deviations are floored at 1 % of the
+variable's global standard deviation (per-pixel and instance statistics of precipitation are 0 on
+dry days or at dry pixels).
+
+Example
+-------
+>>> norm = create("global").fit(pair, pair.times[:730])      # doctest: +SKIP
+>>> y = norm.hr(pair.hr); back = norm.inverse_hr(y.values, pair.times)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from engine.data.errors import DataError
+from engine.registry import NORMALISATIONS
+
+_FLOOR = 0.01  # std floor, as a fraction of the variable's global std
+
+
+def _nanstats(a: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-ignoring mean and std along ``axis`` without numpy's empty-slice warnings (all-NaN -> NaN)."""
+    a = np.asarray(a, dtype=np.float64)
+    valid = np.isfinite(a)
+    n = valid.sum(axis=axis)
+    filled = np.where(valid, a, 0.0)
+    mean = filled.sum(axis=axis) / np.maximum(n, 1)
+    dev = np.where(valid, a - np.expand_dims(mean, axis) if np.ndim(mean) else a - mean, 0.0)
+    std = np.sqrt((dev**2).sum(axis=axis) / np.maximum(n, 1))
+    empty = n == 0
+    return np.where(empty, np.nan, mean), np.where(empty, np.nan, std)
+
+
+def _times(train_times) -> pd.DatetimeIndex:
+    if isinstance(train_times, (tuple, list)) and len(train_times) == 2 and all(isinstance(t, str) for t in train_times):
+        raise TypeError  # a period; handled by the caller
+    return pd.DatetimeIndex(train_times)
+
+
+class Normaliser:
+    """Base class: statistics ``{"lr": {var: (mean, std)}, "hr": (mean, std)}`` and how they apply.
+
+    Subclasses set :attr:`name`, :attr:`monthly`, :attr:`pixel`, :attr:`hr_from_lr` and
+    :attr:`target_shares_hr`.
+    """
+
+    name = "base"
+    monthly = False  #: statistics per calendar month
+    pixel = False  #: statistics per grid cell (else over the domain)
+    hr_from_lr = False  #: the target uses the LR statistics of its variable
+    target_shares_hr = False  #: the target's LR channel uses the HR statistics
+
+    def __init__(self) -> None:
+        self.variable: str | None = None
+        self.lr_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.hr_stats: tuple[np.ndarray, np.ndarray] | None = None
+        self.floor: dict[str, float] = {}
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(self, pair, train_times) -> "Normaliser":
+        """Fit on ``pair`` (a :class:`~engine.data.pairing.PairedData`) at ``train_times`` only.
+
+        ``train_times``: the training time steps (anything ``pandas.DatetimeIndex`` accepts) or an
+        inclusive ``(start, end)`` period.
+        """
+        from engine.data.splits import period_times
+
+        try:
+            times = _times(train_times)
+        except TypeError:
+            times = period_times(pair.times, train_times, "training period")
+        times = times.intersection(pair.times)
+        if times.size == 0:
+            raise DataError(f"no training time step lies in the data ({pair.times[0]} .. {pair.times[-1]})")
+        self.variable = pair.variable
+        lr = pair.lr.sel(time=times)
+        hr = pair.hr.sel(time=times)
+        hr_vals = hr.values
+        self.floor = {}
+        for v in pair.lr.data_vars:
+            self.floor[v] = float(_nanstats(lr[v].values, None)[1])
+        self.floor["__hr__"] = float(_nanstats(hr_vals, None)[1])
+        self.lr_stats = {v: self._stats(lr[v].values, times, self.floor[v]) for v in lr.data_vars}
+        self.hr_stats = self._stats(hr_vals, times, self.floor["__hr__"])
+        if self.target_shares_hr:
+            self.lr_stats[self.variable] = self.hr_stats
+        if self.hr_from_lr:
+            self.hr_stats = self.lr_stats[self.variable]
+        return self
+
+    def _stats(self, values: np.ndarray, times: pd.DatetimeIndex, floor: float):
+        """(mean, std) of ``values`` (T, H, W): shapes (), (H, W), (12,) or (12, H, W)."""
+        axis = 0 if self.pixel else None
+        g_mean, g_std = _nanstats(values, axis)
+        # cells that never have data get the domain statistics (keeps JSON free of NaN)
+        d_mean, d_std = _nanstats(values, None)
+        g_mean = np.where(np.isfinite(g_mean), g_mean, d_mean)
+        g_std = np.where(np.isfinite(g_std), g_std, d_std)
+        if not self.monthly:
+            return g_mean, self._floor(g_std, floor)
+        months = times.month.values
+        means, stds = [], []
+        for m in range(1, 13):
+            sel = months == m
+            if sel.any():
+                mm, ss = _nanstats(values[sel], axis)
+                mm = np.where(np.isfinite(mm), mm, g_mean)
+                ss = np.where(np.isfinite(ss), ss, g_std)
+            else:  # a month without training data: the all-months statistics
+                mm, ss = g_mean, g_std
+            means.append(mm)
+            stds.append(ss)
+        return np.stack(means), self._floor(np.stack(stds), floor)
+
+    @staticmethod
+    def _floor(std, floor: float):
+        floor = floor if np.isfinite(floor) and floor > 0 else 1.0
+        return np.maximum(np.where(np.isfinite(std), std, floor), _FLOOR * floor)
+
+    # -- applying ---------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.hr_stats is None:
+            raise DataError(f"normaliser {self.name!r} is not fitted; call fit(pair, train_times) first")
+
+    def _broadcast(self, stats, times, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) broadcastable to an array of ``shape`` = (T, ..., H, W)."""
+        mean, std = (np.asarray(s, dtype=np.float64) for s in stats)
+        if self.monthly:
+            idx = pd.DatetimeIndex(times).month.values - 1
+            mean, std = mean[idx], std[idx]
+            if not self.pixel:
+                mean, std = mean[:, None, None], std[:, None, None]
+        if self.pixel and tuple(mean.shape[-2:]) != tuple(shape[-2:]):
+            raise DataError(
+                f"normalisation {self.name!r} has per-pixel statistics on a {mean.shape[-2:]} grid; "
+                f"got an array of shape {shape} (use the full domain)"
+            )
+        if mean.ndim == 3 and len(shape) > 3:  # (T, H, W) against (T, C, H, W)
+            extra = (1,) * (len(shape) - 3)
+            mean = mean.reshape(mean.shape[:1] + extra + mean.shape[1:])
+            std = std.reshape(std.shape[:1] + extra + std.shape[1:])
+        return mean, std
+
+    def _apply(self, da: xr.DataArray, stats) -> xr.DataArray:
+        da = da.transpose("time", ..., "lat", "lon")
+        mean, std = self._broadcast(stats, da.time.values, da.shape)
+        out = ((da.values - mean) / std).astype(np.float32)
+        return da.copy(data=out)
+
+    def lr(self, ds: xr.Dataset) -> xr.Dataset:
+        """Normalise the low-resolution channels of ``ds`` (time, lat, lon) -> float32."""
+        self._check_fitted()
+        missing = [v for v in ds.data_vars if v not in self.lr_stats]
+        if missing:
+            raise DataError(f"no statistics for variable(s) {missing}; fitted variables: {', '.join(self.lr_stats)}")
+        return xr.Dataset({v: self._apply(ds[v], self.lr_stats[v]) for v in ds.data_vars}, attrs=ds.attrs)
+
+    def hr(self, da: xr.DataArray) -> xr.DataArray:
+        """Normalise the high-resolution target ``da`` (time, lat, lon) -> float32."""
+        self._check_fitted()
+        return self._apply(da, self.hr_stats)
+
+    def inverse_hr(self, array, times):
+        """Back to physical units.
+
+        Parameters
+        ----------
+        array : numpy array, torch tensor or DataArray of shape (T, ..., H, W), normalised
+        times : the T time steps (needed by monthly and instance normalisation)
+
+        Returns
+        -------
+        The same type and shape, in the target's physical units.
+        """
+        self._check_fitted()
+        shape = tuple(array.shape)
+        times = pd.DatetimeIndex(np.atleast_1d(np.asarray(times, dtype="datetime64[ns]")))
+        if (self.monthly or self.name == "instance") and len(shape) >= 3 and shape[0] != times.size:
+            raise DataError(f"inverse_hr got {times.size} times for an array of shape {shape}; expected one per leading entry")
+        mean, std = self._broadcast(self.hr_stats, times, shape)
+        mean, std = self._time_stats(mean, std, times, shape)
+        if isinstance(array, xr.DataArray):
+            return array.copy(data=(array.values * std + mean).astype(np.float32))
+        if hasattr(array, "detach"):  # a torch tensor, without importing torch here
+            import torch
+
+            m = torch.as_tensor(mean, dtype=array.dtype, device=array.device)
+            s = torch.as_tensor(std, dtype=array.dtype, device=array.device)
+            return array * s + m
+        return (np.asarray(array) * std + mean).astype(np.float32)
+
+    def _time_stats(self, mean, std, times, shape):
+        return mean, std
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable statistics (stored as the run's ``normalisation.json``)."""
+        self._check_fitted()
+
+        def arr(s):
+            return {"mean": np.asarray(s[0]).tolist(), "std": np.asarray(s[1]).tolist()}
+
+        return {
+            "name": self.name,
+            "variable": self.variable,
+            "lr": {v: arr(s) for v, s in self.lr_stats.items()},
+            "hr": arr(self.hr_stats),
+            "floor": dict(self.floor),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "Normaliser":
+        """Rebuild a fitted normaliser from :meth:`to_dict` output (dispatches on ``raw["name"]``)."""
+        name = raw.get("name")
+        klass = NORMALISATIONS.get(name) if cls is Normaliser or name != cls.name else cls
+        obj = klass()
+        obj.variable = raw.get("variable")
+
+        def arr(d):
+            return np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64)
+
+        obj.lr_stats = {v: arr(d) for v, d in raw["lr"].items()}
+        obj.hr_stats = arr(raw["hr"])
+        obj.floor = {k: float(v) for k, v in (raw.get("floor") or {}).items()}
+        return obj
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.hr_stats is not None else "not fitted"
+        return f"{type(self).__name__}({self.name!r}, {state})"
+
+
+@NORMALISATIONS.register("global", description="one mean/std per variable over the training period")
+class GlobalNormaliser(Normaliser):
+    name = "global"
+    target_shares_hr = True
+
+
+@NORMALISATIONS.register("per_pixel", description="mean/std per grid cell")
+class PerPixelNormaliser(Normaliser):
+    name = "per_pixel"
+    pixel = True
+
+
+@NORMALISATIONS.register("monthly_pixel", description="monthly climatology per grid cell")
+class MonthlyPixelNormaliser(Normaliser):
+    name = "monthly_pixel"
+    pixel = True
+    monthly = True
+
+
+@NORMALISATIONS.register("monthly_domain", description="monthly climatology over the domain; LR and HR own statistics")
+class MonthlyDomainNormaliser(Normaliser):
+    name = "monthly_domain"
+    monthly = True
+
+
+@NORMALISATIONS.register("monthly_domain_lr", description="monthly climatology over the domain; both with LR statistics")
+class MonthlyDomainLRNormaliser(Normaliser):
+    name = "monthly_domain_lr"
+    monthly = True
+    hr_from_lr = True
+
+
+@NORMALISATIONS.register("instance", description="per-sample mean/std of the LR input, applied to LR and HR")
+class InstanceNormaliser(Normaliser):
+    """Per time step: the mean and std of the LR target channel over the domain normalise that
+    channel and the HR target; each predictor uses its own per-time-step statistics.
+
+    The statistics of the time steps seen by :meth:`lr` are remembered, so :meth:`hr` and
+    :meth:`inverse_hr` must come after :meth:`lr` for the same times (they do in the dataset and in
+    inference, which normalise the inputs first).
+    """
+
+    name = "instance"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._per_time: dict[str, dict[np.datetime64, tuple[float, float]]] = {}
+
+    def fit(self, pair, train_times) -> "InstanceNormaliser":
+        super().fit(pair, train_times)  # the global statistics serve as std floors only
+        return self
+
+    def _instance(self, da: xr.DataArray, var: str):
+        vals = da.transpose("time", ..., "lat", "lon").values
+        flat = vals.reshape(vals.shape[0], -1)
+        mean, std = _nanstats(flat, 1)
+        floor = self.floor.get(var, np.nan)
+        mean = np.where(np.isfinite(mean), mean, np.asarray(self.lr_stats[var][0]).mean())
+        std = self._floor(std, floor)
+        book = self._per_time.setdefault(var, {})
+        for t, m, s in zip(da.time.values.astype("datetime64[ns]"), mean, std):
+            book[t] = (float(m), float(s))
+        return mean, std
+
+    def lr(self, ds: xr.Dataset) -> xr.Dataset:
+        self._check_fitted()
+        out = {}
+        for v in ds.data_vars:
+            if v not in self.lr_stats:
+                raise DataError(f"no statistics for variable {v!r}; fitted variables: {', '.join(self.lr_stats)}")
+            da = ds[v].transpose("time", ..., "lat", "lon")
+            mean, std = self._instance(da, v)
+            shape = (-1,) + (1,) * (da.ndim - 1)
+            out[v] = da.copy(data=((da.values - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32))
+        return xr.Dataset(out, attrs=ds.attrs)
+
+    def _lookup(self, times) -> tuple[np.ndarray, np.ndarray]:
+        book = self._per_time.get(self.variable, {})
+        keys = np.asarray(times, dtype="datetime64[ns]")
+        missing = [k for k in keys if k not in book]
+        if missing:
+            raise DataError(
+                f"instance normalisation has no LR statistics for {len(missing)} time step(s) "
+                f"(first {pd.Timestamp(missing[0])}); normalise the LR inputs with lr() first"
+            )
+        stats = np.array([book[k] for k in keys])
+        return stats[:, 0], stats[:, 1]
+
+    def hr(self, da: xr.DataArray) -> xr.DataArray:
+        self._check_fitted()
+        da = da.transpose("time", ..., "lat", "lon")
+        mean, std = self._lookup(da.time.values)
+        shape = (-1,) + (1,) * (da.ndim - 1)
+        return da.copy(data=((da.values - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32))
+
+    def _time_stats(self, mean, std, times, shape):
+        m, s = self._lookup(times)
+        tshape = (-1,) + (1,) * (len(shape) - 1)
+        return m.reshape(tshape), s.reshape(tshape)
+
+
+def create(name: str) -> Normaliser:
+    """A new, unfitted normaliser by registered name (the error lists the accepted names)."""
+    return NORMALISATIONS.get(name)()
+
+
+def from_dict(raw: Mapping[str, Any]) -> Normaliser:
+    """Rebuild a fitted normaliser from ``to_dict()`` output."""
+    if not isinstance(raw, Mapping) or "name" not in raw:
+        raise DataError("normalisation statistics must be a mapping with a 'name' (from Normaliser.to_dict())")
+    return Normaliser.from_dict(raw)

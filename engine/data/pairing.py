@@ -1,0 +1,254 @@
+"""Pairing: the low-resolution input and the high-resolution target of a downscaling problem.
+
+Two ways (``data.downscaling``):
+
+- ``perfectprog`` (perfect prognosis): the input is the target itself, block-mean coarsened by
+  ``scale`` (NaN-aware: a block's mean over its valid cells). The grid must be divisible by
+  ``scale``; ``data.bbox`` cuts it to a size that is.
+- ``mos`` (model output statistics): the input comes from another catalogue entry (``data.lowres``,
+  e.g. a GCM or reanalysis) at any resolution. Only the time steps both have are kept; the
+  high-resolution box must lie inside the low-resolution one. The input is regridded onto an
+  intermediate grid exactly ``scale`` times coarser than the target (the block centres of the
+  target grid): conservatively when the source is finer than that grid, bilinearly when coarser,
+  so a non-integer resolution ratio (0.3 degree -> 1/12 degree with scale 4) works.
+
+Predictors (extra low-resolution variables) come from the low-resolution source (for PerfectProg,
+the coarsened high-resolution entry); static fields (elevation, land mask) on the target grid come
+from :mod:`engine.data.static`.
+
+Example
+-------
+>>> from engine.config import DataConfig
+>>> pair = make_pair(DataConfig(highres="demo_alps", variable="t2m", scale=4))
+>>> pair.hr.shape, pair.lr.t2m.shape
+((1095, 64, 128), (1095, 16, 32))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from engine.data.catalog import open_dataset, standardise
+from engine.data.errors import DataError
+from engine.data.regrid import block_mean, cell_edges, regrid
+from engine.data.static import static_fields
+
+
+@dataclass
+class PairedData:
+    """A paired downscaling problem, in memory, in physical units.
+
+    Attributes
+    ----------
+    lr : xr.Dataset
+        The target variable (same name) and the predictors, ``(time, h, w)`` on the low-resolution
+        grid, exactly ``scale`` times coarser than ``hr`` (``h = H / scale``). May hold NaN.
+    hr : xr.DataArray
+        The target ``(time, H, W)``. NaN where missing (e.g. sea for a land-only dataset).
+    static : xr.Dataset
+        Static fields ``(H, W)`` on the target grid (may have no variables).
+    mask : xr.DataArray
+        ``(H, W)`` bool, True where the target has a value at some time step (the domain's valid
+        support); per-time-step validity is ``hr.notnull()``.
+    scale : int
+        The resolution factor.
+    """
+
+    lr: xr.Dataset
+    hr: xr.DataArray
+    static: xr.Dataset
+    mask: xr.DataArray
+    scale: int
+    variable: str = "t2m"
+    predictors: tuple[str, ...] = ()
+    downscaling: str = "perfectprog"
+    highres: str = ""
+    lowres: str | None = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def times(self) -> pd.DatetimeIndex:
+        """The paired time steps."""
+        return pd.DatetimeIndex(self.hr.time.values)
+
+    @property
+    def lr_channels(self) -> list[str]:
+        """Names of the low-resolution channels: the variable first, then the predictors."""
+        return [self.variable, *self.predictors]
+
+
+def _box(ds) -> tuple[float, float, float, float]:
+    """(lat_min, lat_max, lon_min, lon_max) of the grid cells' outer edges."""
+    la, lo = ds.lat.values, ds.lon.values
+    if la.size < 2 or lo.size < 2:
+        return float(la.min()), float(la.max()), float(lo.min()), float(lo.max())
+    ey, ex = cell_edges(la), cell_edges(lo)
+    return float(ey[0]), float(ey[-1]), float(ex[0]), float(ex[-1])
+
+
+def _fmt_box(b) -> str:
+    return f"lat {b[0]:.4g}..{b[1]:.4g}, lon {b[2]:.4g}..{b[3]:.4g}"
+
+
+def _fmt_times(t) -> str:
+    t = pd.DatetimeIndex(t)
+    return f"{t[0]} .. {t[-1]} ({t.size} steps)" if t.size else "no time steps"
+
+
+def _check_vars(ds: xr.Dataset, names, entry: str, role: str) -> None:
+    have = sorted(ds.data_vars)
+    for n in names:
+        if n not in ds.data_vars:
+            raise DataError(f"{role} variable {n!r} is not in entry {entry!r}; its variables: {', '.join(have)}")
+        if "lat" not in ds[n].dims or "lon" not in ds[n].dims or "time" not in ds[n].dims:
+            raise DataError(f"{role} variable {n!r} of entry {entry!r} has dims {ds[n].dims}; expected (time, lat, lon)")
+
+
+def _cut_bbox(ds: xr.Dataset, bbox, entry: str) -> xr.Dataset:
+    if bbox is None:
+        return ds
+    lat_min, lat_max, lon_min, lon_max = bbox
+    out = ds.sel(lat=slice(lat_min, lat_max), lon=slice(lon_min, lon_max))
+    if out.sizes["lat"] == 0 or out.sizes["lon"] == 0:
+        raise DataError(
+            f"data.bbox={tuple(bbox)} contains no grid cell of entry {entry!r}, whose grid covers {_fmt_box(_box(ds))}"
+        )
+    return out
+
+
+def _check_divisible(hr: xr.DataArray, scale: int, entry: str) -> None:
+    ny, nx = hr.sizes["lat"], hr.sizes["lon"]
+    if ny % scale == 0 and nx % scale == 0:
+        return
+    ny2, nx2 = ny - ny % scale, nx - nx % scale
+    if ny2 == 0 or nx2 == 0:
+        raise DataError(f"the grid of entry {entry!r} ({ny} x {nx}) is smaller than data.scale={scale}")
+    ey, ex = cell_edges(hr.lat.values), cell_edges(hr.lon.values)
+    # a box that keeps the first ny2 x nx2 cells (its edges sit between cell centres)
+    suggestion = [round(float(v), 4) for v in (ey[0], ey[ny2], ex[0], ex[nx2])]
+    raise DataError(
+        f"data.scale={scale} does not divide the grid of entry {entry!r}: {ny} x {nx} (lat x lon); "
+        f"both sizes must be multiples of {scale}. Cut the domain with data.bbox, e.g. "
+        f"bbox: {suggestion} ({ny2} x {nx2})"
+    )
+
+
+def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | None = None) -> PairedData:
+    """Build the paired data that ``data_cfg`` (a :class:`engine.config.DataConfig`) describes.
+
+    Parameters
+    ----------
+    data_cfg : DataConfig
+        Uses ``highres, variable, downscaling, lowres, scale, predictors, static, bbox, catalog``.
+    highres, lowres : xr.Dataset, optional
+        Datasets to use instead of opening the catalogue entries (tests, a user's own data).
+
+    Returns
+    -------
+    PairedData
+        Loaded into memory (float32).
+
+    Raises
+    ------
+    DataError
+        unknown entry or variable, a scale that does not divide the grid (PerfectProg), no common
+        time steps or a target box outside the input box (MOS), a target that is all NaN.
+    """
+    cfg = data_cfg
+    scale = int(cfg.scale)
+    if scale < 1:
+        raise DataError(f"data.scale={cfg.scale!r} is not valid; expected an integer >= 1")
+    hr_name = cfg.highres if highres is None else getattr(cfg, "highres", "highres")
+    hr_ds = open_dataset(cfg.highres, cfg.catalog) if highres is None else standardise(highres, "highres dataset")
+    _check_vars(hr_ds, [cfg.variable], hr_name, "target")
+    hr_ds = _cut_bbox(hr_ds, cfg.bbox, hr_name).sortby("time")
+    predictors = tuple(cfg.predictors)
+
+    if cfg.downscaling == "perfectprog":
+        _check_vars(hr_ds, predictors, hr_name, "predictor")
+        hr_vars = hr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].astype(np.float32).load()
+        hr = hr_vars[cfg.variable]
+        _check_target(hr, hr_name)
+        _check_divisible(hr, scale, hr_name)
+        lr = block_mean(hr_vars, scale)
+        lr_name = None
+    elif cfg.downscaling == "mos":
+        if not cfg.lowres and lowres is None:
+            raise DataError("data.downscaling='mos' needs data.lowres, the low-resolution catalogue entry")
+        lr_name = cfg.lowres or "lowres"
+        lr_ds = open_dataset(cfg.lowres, cfg.catalog) if lowres is None else standardise(lowres, "lowres dataset")
+        _check_vars(lr_ds, [cfg.variable, *predictors], lr_name, "input")
+        hr_t, lr_t = pd.DatetimeIndex(hr_ds.time.values), pd.DatetimeIndex(lr_ds.time.values)
+        common = hr_t.intersection(lr_t)
+        if common.size == 0:
+            raise DataError(
+                f"entries {hr_name!r} and {lr_name!r} have no common time steps: {hr_name!r} has "
+                f"{_fmt_times(hr_t)}, {lr_name!r} has {_fmt_times(lr_t)}"
+            )
+        hr_box, lr_box = _box(hr_ds), _box(lr_ds)
+        tol = 1e-6
+        inside = (
+            hr_box[0] >= lr_box[0] - tol
+            and hr_box[1] <= lr_box[1] + tol
+            and hr_box[2] >= lr_box[2] - tol
+            and hr_box[3] <= lr_box[3] + tol
+        )
+        if not inside:
+            raise DataError(
+                f"the high-resolution box of {hr_name!r} ({_fmt_box(hr_box)}) does not lie inside the "
+                f"low-resolution box of {lr_name!r} ({_fmt_box(lr_box)}); cut it with data.bbox"
+            )
+        hr = hr_ds[cfg.variable].sel(time=common).astype(np.float32).load()
+        _check_target(hr, hr_name)
+        _check_divisible(hr, scale, hr_name)
+        # The intermediate grid: centres of scale x scale blocks of the target grid.
+        ilat = hr.lat.values.reshape(-1, scale).mean(axis=1)
+        ilon = hr.lon.values.reshape(-1, scale).mean(axis=1)
+        # Load only the neighbourhood of the target box (matters for large lazy archives).
+        dlat = abs(float(np.diff(lr_ds.lat.values[:2])[0])) if lr_ds.sizes["lat"] > 1 else 1.0
+        dlon = abs(float(np.diff(lr_ds.lon.values[:2])[0])) if lr_ds.sizes["lon"] > 1 else 1.0
+        near = lr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].sel(
+            time=common,
+            lat=slice(hr_box[0] - 2 * dlat, hr_box[1] + 2 * dlat),
+            lon=slice(hr_box[2] - 2 * dlon, hr_box[3] + 2 * dlon),
+        )
+        near = near.astype(np.float32).load()
+        lr = xr.Dataset({n: regrid(near[n], ilat, ilon).astype(np.float32) for n in near.data_vars})
+        lr = lr.assign_coords(time=hr.time.values)
+        for n in lr.data_vars:
+            lr[n].attrs = dict(lr_ds[n].attrs)
+    else:
+        raise DataError(f"data.downscaling={cfg.downscaling!r} is not valid; accepted: perfectprog, mos")
+
+    lr = lr[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].transpose("time", "lat", "lon")
+    static = static_fields(hr.lat.values, hr.lon.values, tuple(cfg.static))
+    static = static.assign_coords(lat=hr.lat, lon=hr.lon)
+    mask = hr.notnull().any("time").rename("mask")
+    mask.attrs = {"long_name": "target has data (True = valid)"}
+    return PairedData(
+        lr=lr,
+        hr=hr.transpose("time", "lat", "lon"),
+        static=static,
+        mask=mask,
+        scale=scale,
+        variable=cfg.variable,
+        predictors=tuple(p for p in predictors if p != cfg.variable),
+        downscaling=cfg.downscaling,
+        highres=hr_name,
+        lowres=lr_name,
+        attrs={"bbox": tuple(cfg.bbox) if cfg.bbox is not None else None},
+    )
+
+
+def _check_target(hr: xr.DataArray, entry: str) -> None:
+    if hr.sizes.get("time", 0) == 0:
+        raise DataError(f"target {hr.name!r} of entry {entry!r} has no time steps")
+    if not bool(np.isfinite(hr.values).any()):
+        raise DataError(
+            f"target {hr.name!r} of entry {entry!r} is all NaN over {_fmt_box(_box(hr))}, "
+            f"{_fmt_times(hr.time.values)}; check data.bbox and the periods"
+        )

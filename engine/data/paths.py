@@ -1,0 +1,43 @@
+"""Where the data layer keeps files it generates or downloads.
+
+The cache folder is ``$FINESCALE_DATA`` when set, else ``~/.cache/finescale``. Everything written
+there is written atomically (temporary name, then :func:`os.replace`), because several processes
+(a dashboard, a training job, the tests) may create the same file at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+#: The repository root (``catalogs/`` lives there); the package sits in ``<root>/engine/data``.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The catalogue bundled with finescale.
+DEFAULT_CATALOG = REPO_ROOT / "catalogs" / "finescale.yaml"
+
+
+def cache_dir(sub: str | None = None) -> Path:
+    """The cache folder (created if missing), or its subfolder ``sub``."""
+    root = os.environ.get("FINESCALE_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "finescale")
+    path = Path(root) / sub if sub else Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success it replaces ``target`` atomically."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
