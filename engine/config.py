@@ -40,6 +40,38 @@ def _positive(section: str, name: str, value: Any, minimum: float = 1) -> None:
         raise ConfigError(f"{section}.{name}={value!r} is not valid; expected a number >= {minimum}")
 
 
+_LOSS_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)\s*\*\s*)?([A-Za-z][A-Za-z0-9_]*)\s*$")
+
+
+def parse_loss(spec: str, known) -> list[tuple[float, str]]:
+    """Parse a loss name or weighted mix into ``[(weight, name), ...]``.
+
+    A registered name (also a registered mix such as ``"dssim+mae"``) is one term of weight 1;
+    otherwise ``spec`` is ``w1*name1 + w2*name2 + ...`` with positive weights (a missing weight is 1).
+
+    >>> parse_loss("0.8*dssim+0.2*mae", ["dssim", "mae"])
+    [(0.8, 'dssim'), (0.2, 'mae')]
+    """
+    known = list(known)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"training.loss={spec!r} is not valid; accepted: {', '.join(known)} or a mix like '0.8*dssim+0.2*mae'")
+    if spec in known:
+        return [(1.0, spec)]
+    terms = []
+    for term in spec.split("+"):
+        match = _LOSS_TERM.match(term)
+        if not match:
+            raise ConfigError(f"training.loss={spec!r}: cannot read the term {term.strip()!r}; write mixes as "
+                              f"'0.8*dssim+0.2*mae' with losses from: {', '.join(known)}")
+        weight, name = float(match.group(1) or 1.0), match.group(2)
+        if name not in known:
+            raise ConfigError(f"training.loss={spec!r}: unknown loss {name!r}; accepted: {', '.join(known)}")
+        if weight <= 0:
+            raise ConfigError(f"training.loss={spec!r}: the weight of {name!r} must be > 0, got {weight}")
+        terms.append((weight, name))
+    return terms
+
+
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?$")
 
 
@@ -95,6 +127,7 @@ class ModelConfig:
     mc_dropout: bool = False
     activation: str = "relu"
     residual: bool = True
+    discriminator_filters: int = 16  # width of the PatchGAN discriminator (training.learning="gan")
 
 
 @dataclass(frozen=True)
@@ -299,13 +332,14 @@ class ExperimentConfig:
         _one_of("model", "activation", m.activation, ACTIVATIONS)
         _positive("model", "filters", m.filters, 1)
         _positive("model", "blocks", m.blocks, 1)
+        _positive("model", "discriminator_filters", m.discriminator_filters, 1)
         if not 0.0 <= m.dropout < 1.0:
             raise ConfigError(f"model.dropout={m.dropout!r} is not valid; expected 0 <= dropout < 1")
         if m.mc_dropout and m.dropout == 0.0:
             raise ConfigError("model.mc_dropout=True needs model.dropout > 0 (e.g. 0.1)")
 
         _one_of("training", "learning", t.learning, LEARNING)
-        _one_of("training", "loss", t.loss, registry.LOSSES.names())
+        parse_loss(t.loss, registry.LOSSES.names())
         _one_of("training", "optimizer", t.optimizer, OPTIMIZERS)
         _one_of("training", "precision", t.precision, PRECISIONS)
         _one_of("training", "device", t.device, DEVICES)
@@ -314,6 +348,7 @@ class ExperimentConfig:
         for name in ("epochs", "batch_size", "samples_per_epoch", "patience"):
             _positive("training", name, getattr(t, name), 1)
         _positive("training", "num_workers", t.num_workers, 0)
+        _positive("training", "gan_pixel_weight", t.gan_pixel_weight, 0)
 
         _one_of("launch", "launcher", lch.launcher, registry.LAUNCHERS.names())
         if not _SLURM_TIME.match(str(lch.time)):
