@@ -109,6 +109,9 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
 
     Resumes after the last completed epoch when ``checkpoints/last.pt`` exists and ``resume``.
     """
+    if run.config.training.learning == "gan":  # the adversarial loop lives in its own module
+        from engine.training.gan import train_gan
+        return train_gan(run, resume=resume)
     cfg = run.config.validate()
     t = cfg.training
     fabric = make_fabric(cfg)

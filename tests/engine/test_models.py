@@ -271,3 +271,46 @@ def test_bf16_autocast_and_channels_last():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x, static)
     assert out.shape == (2, 1, 32, 32) and torch.isfinite(out.float()).all()
+
+
+# -- configuration-time refusals (never at epoch 3) -----------------------------------------------
+
+@pytest.mark.parametrize("changes, words", [
+    ({"model": {"backbone": "unet", "upsampling": "spc"}}, ["model.backbone='unet'", "model.upsampling='spc'", "accepted upsampling for unet: pin"]),
+    ({"model": {"backbone": "unet", "upsampling": "dc"}}, ["accepted upsampling for unet: pin"]),
+    ({"model": {"upsampling": "rc"}, "data": {"scale": 6, "patch_size": 48}}, ["data.scale=6", "2, 3, 4, 5, 8", "pin"]),
+    ({"model": {"backbone": "transformer"}}, ["model.backbone='transformer'", "convnet", "swin", "unet"]),
+    ({"model": {"normalization": "group"}}, ["model.normalization='group'", "batch", "layer", "none"]),
+    ({"model": {"activation": "tanh"}}, ["model.activation='tanh'", "relu", "gelu"]),
+    ({"model": {"filters": 0}}, ["model.filters=0", ">= 1"]),
+    ({"model": {"discriminator_filters": 0}}, ["model.discriminator_filters=0"]),
+    ({"model": {"dropout": -0.1}}, ["model.dropout=-0.1"]),
+    ({"data": {"sample": "spatiotemporal", "time_window": 3}, "model": {"backbone": "swin"}},
+     ["model.backbone='swin'", "spatio-temporal", "resnet"]),
+    ({"training": {"loss": "0.8*dssim+0.2*l1"}}, ["unknown loss 'l1'", "mae"]),
+    ({"training": {"learning": "diffusion"}}, ["training.learning='diffusion'", "gan", "supervised"]),
+    ({"training": {"gan_pixel_weight": -1}}, ["training.gan_pixel_weight=-1"]),
+])
+def test_experiment_validation_refuses_bad_models(changes, words):
+    from engine.config import ConfigError, ExperimentConfig
+
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig().replace(**changes).validate()
+    for word in words:
+        assert word in str(err.value)
+
+
+@pytest.mark.parametrize("backbone, upsampling, scale", [c.values for c in COMBOS])
+def test_every_tested_combination_validates(backbone, upsampling, scale):
+    from engine.config import ExperimentConfig
+
+    ExperimentConfig().replace(model={"backbone": backbone, "upsampling": upsampling},
+                               data={"scale": scale, "patch_size": 8 * scale}).validate()
+
+
+def test_valid_temporal_and_mixed_loss_configs():
+    from engine.config import ExperimentConfig
+
+    ExperimentConfig().replace(data={"sample": "spatiotemporal", "time_window": 4},
+                               model={"backbone": "convnext"}, training={"loss": "0.8*dssim+0.2*mae"}).validate()
+    ExperimentConfig().replace(training={"learning": "gan", "loss": "mae+spectral"}, model={"lcb": True}).validate()
