@@ -17,7 +17,7 @@ with some Ligurian and Adriatic sea), daily 2001-01-01 … 2003-12-31 (1095 days
   gradient), so windward slopes get more rain than lee sides; always >= 0.
 
 ``demo_alps_gcm`` (low resolution, for MOS): the same weather on a 0.3 degree grid (a non-integer
-3.6 times coarser, 20 x 39 cells on a larger box, about 42.6–48.6N, 4.6–16.0E), conservatively averaged from the same
+3.6 times coarser, 20 x 38 cells on a larger box, about 42.6–48.6N, 4.6–16.0E), conservatively averaged from the same
 realisation, with a smooth spatial and seasonal warm bias (~1–2 K), a wet bias with drizzle, and extra
 spatially smooth noise that the high-resolution truth does not share. It also carries the daily
 steering wind ``uas``, ``vas`` [m/s] as predictors.
@@ -65,7 +65,7 @@ from engine.data.regrid import conservative
 from engine.data.static import static_fields
 
 #: Bump when the generator's output changes, so caches are not reused.
-VERSION = 1
+VERSION = 2
 
 #: The demo box: south-west corner, resolution and size of the high-resolution grid.
 HR_LAT0, HR_LON0, HR_RES, HR_SHAPE = 43.0, 5.0, 1.0 / 12.0, (64, 128)
@@ -166,7 +166,7 @@ def make_demo(
     land = st.land_mask.values.astype(np.float32)
     H, W = z.shape
 
-    doy = times.dayofyear.values.astype(np.float32)
+    doy = times.day_of_year.values.astype(np.float32)
     season = np.cos(2 * np.pi * (doy - 200.0) / 365.25).astype(np.float32)  # +1 mid July, -1 mid January
     s3 = season[:, None, None]
 
@@ -217,8 +217,13 @@ def make_demo(
     hr = _finish(hr, "finescale demo_alps: synthetic high-resolution truth", seed)
 
     # GCM-like side: a grid that covers the HR box with ~1 cell to spare, not aligned with it.
-    glat = np.arange(wlat[0] - res / 2 + 0.1 * gcm_res, wlat[-1], gcm_res)[:-1] + gcm_res / 2
-    glon = np.arange(wlon[0] - res / 2 + 0.1 * gcm_res, wlon[-1], gcm_res)[:-1] + gcm_res / 2
+    def gcm_axis(fine: np.ndarray) -> np.ndarray:
+        lo, hi = fine[0] - res / 2, fine[-1] + res / 2  # the world's outer edges
+        start = lo + 0.1 * gcm_res  # offset, so GCM and HR cell edges do not line up
+        n = int(np.floor((hi - start) / gcm_res + 1e-9))  # whole GCM cells inside the world
+        return start + (np.arange(n) + 0.5) * gcm_res
+
+    glat, glon = gcm_axis(wlat), gcm_axis(wlon)
     g_t = conservative(world.t2m, glat, glon)
     g_pr = conservative(world.pr, glat, glon)
     gs = (len(glat), len(glon))

@@ -5,7 +5,7 @@ predictors with no download:
 
 - ``elevation`` [m]: pvlib's ``data/Altitude.h5``, 1/12 degree (2160 x 4320, row 0 at 90N, column 0
   at 180W, cell centres), stored as ``uint8 * 28 - 450`` metres with 255 = no data. No data is the
-  sea, so sea elevation is 0 here.
+  sea, so sea elevation is 0 here (also where the land mask below sees no land at all).
 - ``land_mask`` [1]: the ``global-land-mask`` package (GLOBE, 30 arc-seconds, 21600 x 43200 booleans;
   the package stores True = ocean, we return 1 = land). On a grid coarser than 30" the value is the land *fraction* of the cell.
 
@@ -186,7 +186,9 @@ def _field(name: str, lat_bytes: bytes, lon_bytes: bytes) -> np.ndarray:
     lon = np.frombuffer(lon_bytes, dtype=np.float64)
     if name == "elevation":
         alt = _altitude()
-        return _block_mean(lambda a, b: alt[a:b], alt.shape, 1 / 12, 0.5, lat, lon)
+        elev = _block_mean(lambda a, b: alt[a:b], alt.shape, 1 / 12, 0.5, lat, lon)
+        # the two sources disagree on some coastal cells: where the land mask sees only sea, 0 m
+        return np.where(_field("land_mask", lat_bytes, lon_bytes) > 0, elev, np.float32(0.0))
     packed = _landmask_packed()
     ncol = packed.shape[1] * 8
     return _block_mean(
@@ -216,7 +218,9 @@ def static_fields(lat: Sequence[float], lon: Sequence[float], names: Sequence[st
     lat_a, lon_a = _check_grid(lat, lon)
     data_vars = {}
     for name in names:
-        values = _field(name, lat_a.tobytes(), lon_a.tobytes()).copy()
+        # unwrap across the date line / Greenwich so cell edges stay monotonic (359.5, 0.5 -> 359.5, 360.5)
+        lon_u = np.unwrap(lon_a, period=360.0) if lon_a.size > 1 else lon_a
+        values = _field(name, lat_a.tobytes(), np.ascontiguousarray(lon_u).tobytes()).copy()
         data_vars[name] = (("lat", "lon"), values, dict(_ATTRS[name]))
     coords = {
         "lat": ("lat", lat_a, {"units": "degrees_north", "standard_name": "latitude"}),
