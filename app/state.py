@@ -45,7 +45,7 @@ RUN_COLUMNS = ("run_id", "name", "launcher", "job_id", "state", "progress", "epo
 
 #: Experiment fields that make up the configuration; a change to any re-validates it.
 _CONFIG_FIELDS = (
-    "name", "dataset", "variable", "scale", "patch_size", "train_period", "val_period", "test_period",
+    "run_name", "dataset", "variable", "scale", "patch_size", "train_period", "val_period", "test_period",
     "backbone", "upsampling", "loss", "epochs", "samples_per_epoch", "batch_size", "lr",
     "launcher", "partition", "account", "slurm_time", "nodes", "gpus_per_node", "cpus_per_task", "mem_gb",
 )
@@ -103,7 +103,7 @@ class AppState(param.Parameterized):
     time_range = param.Tuple(default=None, length=2, allow_None=True, doc="First and last date of the dataset.")
 
     # -- experiment (maps onto ExperimentConfig) ----------------------------------------
-    name = param.String(default="demo", doc="Run name: letters, digits, '_', '-', '.'.")
+    run_name = param.String(default="demo", doc="Run name: letters, digits, '_', '-', '.'.")
     scale = param.Integer(default=4, bounds=(1, 16), doc="Downscaling factor (high-res / low-res).")
     patch_size = param.Integer(default=DEMO_TRAINING["patch_size"], bounds=(2, 1024),
                                doc="High-resolution training patch size (multiple of the scale).")
@@ -210,11 +210,13 @@ class AppState(param.Parameterized):
 
     def _set_objects(self, name: str, objects: list, preferred: Any = None) -> None:
         """Give a selector new choices, keeping its value when still valid."""
-        p = self.param[name]
-        p.objects = list(objects)
+        objects = list(objects)
         current = getattr(self, name)
-        if current not in objects:
-            value = preferred if preferred in objects else (objects[0] if objects else None)
+        value = current if current in objects else (preferred if preferred in objects else (objects[0] if objects else None))
+        self.param[name].objects = objects
+        # Set the value after the choices, and even if it looks unchanged: a widget shown for
+        # this parameter may have picked its first new option and written it back here.
+        if getattr(self, name) != value:
             setattr(self, name, value)
 
     @param.depends("backbone", watch=True)
@@ -274,12 +276,10 @@ class AppState(param.Parameterized):
             cut2 = start + _dt.timedelta(days=int(days * 0.85))
             one = _dt.timedelta(days=1)
             periods = [(start, cut1), (cut1 + one, cut2), (cut2 + one, end)]
-        for name, (lo, hi) in zip(("train_period", "val_period", "test_period"), periods):
-            p = self.param[name]
-            p.bounds = None  # a period of the previous dataset may lie outside the new bounds
-            setattr(self, name, (lo, hi))
-            if time_range is not None:
-                p.bounds = time_range
+        # No bounds on the period parameters: a picker holding the previous dataset's period
+        # would refuse the new bounds. The data's range is shown beside the dataset instead.
+        for name, value in zip(("train_period", "val_period", "test_period"), periods):
+            setattr(self, name, tuple(value))
 
     # ======================================================================================
     # The experiment configuration
@@ -298,7 +298,7 @@ class AppState(param.Parameterized):
 
         d = DataConfig()
         return ExperimentConfig(
-            name=self.name,
+            name=self.run_name,
             data=DataConfig(
                 highres=self.dataset or d.highres,
                 variable=self.variable or d.variable,
@@ -335,12 +335,28 @@ class AppState(param.Parameterized):
 
         try:
             self.build_config().validate()
+            self._check_periods()
         except (ConfigError, ValueError, TypeError) as exc:
             self.config_error = str(exc)
         except Exception as exc:  # e.g. an engine part that does not import: still say why
             self.config_error = f"cannot validate: {type(exc).__name__}: {exc}"
         else:
             self.config_error = ""
+
+    def _check_periods(self) -> None:
+        """Periods must lie inside the dataset; the configuration cannot know the data's range,
+        the dashboard does (catalogue metadata), so it says so before a job fails on it."""
+        from engine.config import ConfigError
+
+        if self.time_range is None:
+            return
+        lo, hi = self.time_range
+        for name in ("train_period", "val_period", "test_period"):
+            value = getattr(self, name)
+            if value and not (lo <= value[0] and value[1] <= hi):
+                raise ConfigError(
+                    f"data.{name}=[{value[0]}, {value[1]}] is not valid; {self.dataset} covers {lo} to {hi}"
+                )
 
     def train(self) -> str | None:
         """Validate the form and submit the run through its launcher.
@@ -356,6 +372,7 @@ class AppState(param.Parameterized):
 
         try:
             config = self.build_config().validate()
+            self._check_periods()
         except Exception as exc:  # ConfigError names the bad value; anything else is shown too
             self.config_error = str(exc) if isinstance(exc, (ConfigError, ValueError)) else f"{type(exc).__name__}: {exc}"
             return None
