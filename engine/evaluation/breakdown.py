@@ -45,7 +45,13 @@ def _box_mask(name: str, box, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 def _regionmask_masks(regions, lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:
     import regionmask
 
-    m3 = regions.mask_3D(xr.DataArray(lon, dims="lon"), xr.DataArray(lat, dims="lat"))
+    import warnings
+
+    with warnings.catch_warnings():
+        # "No gridpoint belongs to any region": we say so ourselves, naming the domain
+        warnings.filterwarnings("ignore", message="No gridpoint", category=UserWarning)
+        m3 = regions.mask_3D(lon, lat)
+    m3 = m3.rename({d: n for d, n in zip(m3.dims[1:], ("lat", "lon")) if d != n})
     names = m3["names"].values if "names" in m3.coords else m3["region"].values
     return {str(n): m3.isel(region=i).transpose("lat", "lon").values for i, n in enumerate(names)}
 

@@ -333,7 +333,9 @@ def evaluate_dataset(
             nvalid += int(v.sum())
             c = np.asarray((clim.isel(time=s) if "time" in clim.dims else clim).values, dtype=np.float64)
             dims = ("time", "lat", "lon")
-            img = ssim_map(xr.DataArray(p, dims=dims), xr.DataArray(t, dims=dims), xr.DataArray(v, dims=dims),
+            # float32 SSIM: 3x faster convolutions, good to ~1e-4 (see ssim_map)
+            img = ssim_map(xr.DataArray(p.astype(np.float32), dims=dims), xr.DataArray(t.astype(np.float32), dims=dims),
+                           xr.DataArray(v, dims=dims),
                            data_range=data_range, data_min=data_min).values
             _block_sums(sums, s, p, t, v, c, offset, regw, img, season_of_step[s], spectra)
         if nvalid == 0:
