@@ -58,7 +58,8 @@ class DownscalingDataset(Dataset):
         for the full domain, one item per time step in order (inference, validation)
     samples_per_epoch : number of random patches per epoch (patch mode; default: one per time step)
     seed : patches are a function of ``(seed, epoch, index)`` only: deterministic and worker-safe
-    sample : ``"spatial"`` or ``"spatiotemporal"``; time_window : LR steps per item (spatiotemporal)
+    sample : ``"spatial"`` or ``"spatiotemporal"``; None: spatiotemporal when ``time_window > 1``
+    time_window : LR steps per item (spatiotemporal)
     """
 
     def __init__(
@@ -69,9 +70,11 @@ class DownscalingDataset(Dataset):
         patch_size: int | None = None,
         samples_per_epoch: int | None = None,
         seed: int = 0,
-        sample: str = "spatial",
+        sample: str | None = None,
         time_window: int = 1,
     ) -> None:
+        if sample is None:  # callers that pass only time_window (as the configuration allows)
+            sample = "spatiotemporal" if int(time_window) > 1 else "spatial"
         if sample not in ("spatial", "spatiotemporal"):
             raise DataError(f"sample={sample!r} is not valid; accepted: spatial, spatiotemporal")
         if int(time_window) < 1 or (sample == "spatial" and time_window != 1):

@@ -99,7 +99,7 @@ def test_spatiotemporal_window(pair, norm):
     assert torch.equal(later["x"][-1], spatial[10]["x"])
     assert torch.equal(later["x"][0], spatial[8]["x"])
     assert torch.equal(first["x"][0], first["x"][2])  # before the first step, the first repeats
-    patches = DownscalingDataset(pair, norm, TRAIN, 8, 5, 0, sample="spatiotemporal", time_window=2)
+    patches = DownscalingDataset(pair, norm, TRAIN, 8, 5, 0, time_window=2)  # sample inferred
     assert patches[0]["x"].shape == (2, 4, 2, 2)
 
 
