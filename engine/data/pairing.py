@@ -170,7 +170,7 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
 
     if cfg.downscaling == "perfectprog":
         _check_vars(hr_ds, predictors, hr_name, "predictor")
-        hr_vars = hr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].astype(np.float32).load()
+        hr_vars = _load(hr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]], hr_name)
         hr = hr_vars[cfg.variable]
         _check_target(hr, hr_name)
         _check_divisible(hr, scale, hr_name)
@@ -202,7 +202,7 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
                 f"the high-resolution box of {hr_name!r} ({_fmt_box(hr_box)}) does not lie inside the "
                 f"low-resolution box of {lr_name!r} ({_fmt_box(lr_box)}); cut it with data.bbox"
             )
-        hr = hr_ds[cfg.variable].sel(time=common).astype(np.float32).load()
+        hr = _load(hr_ds[[cfg.variable]].sel(time=common), hr_name)[cfg.variable]
         _check_target(hr, hr_name)
         _check_divisible(hr, scale, hr_name)
         # The intermediate grid: centres of scale x scale blocks of the target grid.
@@ -216,7 +216,7 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
             lat=slice(hr_box[0] - 2 * dlat, hr_box[1] + 2 * dlat),
             lon=slice(hr_box[2] - 2 * dlon, hr_box[3] + 2 * dlon),
         )
-        near = near.astype(np.float32).load()
+        near = _load(near, lr_name)
         lr = xr.Dataset({n: regrid(near[n], ilat, ilon).astype(np.float32) for n in near.data_vars})
         lr = lr.assign_coords(time=hr.time.values)
         for n in lr.data_vars:
@@ -242,6 +242,20 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         lowres=lr_name,
         attrs={"bbox": tuple(cfg.bbox) if cfg.bbox is not None else None},
     )
+
+
+def _load(ds: xr.Dataset, entry: str) -> xr.Dataset:
+    """Read into memory as float32; a read failure (corrupt file, lost connection) names the source."""
+    try:
+        return ds.astype(np.float32).load()
+    except Exception as exc:
+        source = ds.encoding.get("source") or next(
+            (ds[v].encoding.get("source") for v in ds.data_vars if ds[v].encoding.get("source")), None
+        )
+        raise DataError(
+            f"could not read the data of entry {entry!r}{f' from {source}' if source else ''}: "
+            f"{type(exc).__name__}: {exc}. The file may be truncated or corrupt"
+        ) from None
 
 
 def _check_target(hr: xr.DataArray, entry: str) -> None:
