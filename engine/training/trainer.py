@@ -62,7 +62,11 @@ def make_fabric(cfg: ExperimentConfig):
         devices = max(1, world // max(1, launch.nodes))
         return Fabric(accelerator=accelerator, devices=devices, num_nodes=launch.nodes, strategy="ddp",
                       precision=t.precision)
-    return Fabric(accelerator=accelerator, devices=1, precision=t.precision)
+    # One process: say so explicitly, otherwise Fabric inspects SLURM variables (and warns about
+    # srun) when a single-task job runs on a cluster node.
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    return Fabric(accelerator=accelerator, devices=1, precision=t.precision, plugins=[LightningEnvironment()])
 
 
 def fit_normaliser(cfg: ExperimentConfig, pair):
