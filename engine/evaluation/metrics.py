@@ -271,7 +271,40 @@ def _image_stack(pred, truth, valid, lo=0.0, scale=1.0):
     return pv, tv, order, [truth.sizes[d] for d in other], other
 
 
-def ssim_map(pred, truth, mask=None, data_range=None, data_min=None, chunk=64, kernel_size=11, sigma=1.5):
+def _separable_ssim_image(a, b, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03):
+    """torchmetrics' SSIM image (Gaussian window of 2 * int(3.5 sigma + 0.5) + 1 taps,
+    reflect padding, data range 1), with the 2-D Gaussian applied as two 1-D passes.
+
+    Why not torchmetrics itself: its single 11x11 convolution costs 121 multiply-adds per pixel
+    and quantity against 22 here; a year of daily 256x256 fields took minutes instead of
+    seconds. Same arithmetic otherwise; the tests check equality with torchmetrics.
+
+    a, b : tensors (N, 1, H, W) -> (N, 1, H, W)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size = int(3.5 * sigma + 0.5) * 2 + 1
+    pad = (size - 1) // 2
+    dist = torch.arange((1 - size) / 2, (1 + size) / 2, 1.0, dtype=a.dtype)
+    g = torch.exp(-((dist / sigma) ** 2) / 2)
+    g = g / g.sum()
+    a = F.pad(a, (pad, pad, pad, pad), mode="reflect")
+    b = F.pad(b, (pad, pad, pad, pad), mode="reflect")
+    x = torch.cat((a, b, a * a, b * b, a * b))
+    x = F.conv2d(x, g.view(1, 1, 1, size))
+    x = F.conv2d(x, g.view(1, 1, size, 1))
+    mu_a, mu_b, e_aa, e_bb, e_ab = x.split(a.shape[0])
+    mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
+    s_aa = torch.clamp(e_aa - mu_aa, min=0.0)
+    s_bb = torch.clamp(e_bb - mu_bb, min=0.0)
+    s_ab = e_ab - mu_ab
+    c1, c2 = k1**2, k2**2
+    return ((2 * mu_ab + c1) * (2 * s_ab + c2)) / ((mu_aa + mu_bb + c1) * (s_aa + s_bb + c2))
+
+
+def ssim_map(pred, truth, mask=None, data_range=None, data_min=None, chunk=64, kernel_size=11, sigma=1.5,
+             backend="separable"):
     """The SSIM image (torchmetrics, Gaussian window 11 / sigma 1.5, reflect padding) of every
     (lat, lon) field: same dims as ``truth``. NaN at invalid pixels.
 
@@ -285,6 +318,8 @@ def ssim_map(pred, truth, mask=None, data_range=None, data_min=None, chunk=64, k
     data_range : float; default :func:`data_range_of` (valid truth max - min)
     data_min : float; default the valid truth minimum
     chunk : images per torch call (bounds memory)
+    backend : "separable" (the same SSIM as torchmetrics with a separable Gaussian, ~5x faster)
+        or "torchmetrics" (its ``structural_similarity_index_measure``)
     """
     import torch
     from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
@@ -304,8 +339,13 @@ def ssim_map(pred, truth, mask=None, data_range=None, data_min=None, chunk=64, k
         for s in range(0, pv.shape[0], chunk):
             a = torch.from_numpy(np.ascontiguousarray(pv[s : s + chunk]))[:, None]
             b = torch.from_numpy(np.ascontiguousarray(tv[s : s + chunk]))[:, None]
-            _, img = tm_ssim(a, b, data_range=1.0, reduction="none", return_full_image=True,
-                             kernel_size=kernel_size, sigma=sigma)
+            if backend == "separable":
+                img = _separable_ssim_image(a, b, sigma=sigma)
+            elif backend == "torchmetrics":
+                _, img = tm_ssim(a, b, data_range=1.0, reduction="none", return_full_image=True,
+                                 kernel_size=kernel_size, sigma=sigma)
+            else:
+                raise MetricError(f"backend={backend!r} is not valid; accepted: separable, torchmetrics")
             out[s : s + chunk] = img[:, 0].numpy()
     out = out.reshape(*other_sizes, H, W)
     coords = {k: v for k, v in truth.coords.items() if set(v.dims) <= set(order)}

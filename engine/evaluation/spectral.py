@@ -77,14 +77,14 @@ def power_spectrum(da: xr.DataArray, mask=None, dims=SPATIAL_DIMS, average: str 
     power = np.abs(np.fft.fft2(anomaly)) ** 2 / float(H * W) ** 2
     k, nbins, L = _bins(H, W)
     keep = (k >= 1) & (k <= nbins)
-    flat = power.reshape(power.shape[0], -1)[:, keep]
+    N = power.shape[0]
+    flat = power.reshape(N, -1)[:, keep]
     kk = k[keep] - 1
-    # One matrix product bins every field at once: (N, HW) @ (HW, nbins).
-    onehot = np.zeros((kk.size, nbins))
-    onehot[np.arange(kk.size), kk] = 1.0
-    spec = flat @ onehot
+    # One bincount bins every field at once: field n's bin b goes to n * nbins + b.
+    index = (np.arange(N)[:, None] * nbins + kk[None, :]).ravel()
+    spec = np.bincount(index, weights=flat.ravel(), minlength=N * nbins).reshape(N, nbins)
     if average == "mean":
-        spec = spec / onehot.sum(axis=0)
+        spec = spec / np.bincount(kk, minlength=nbins)
     spec[cnt == 0] = np.nan
     wavenumber = np.arange(1, nbins + 1)
     shape = [x.sizes[d] for d in other] + [nbins]

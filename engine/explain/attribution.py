@@ -165,7 +165,7 @@ def attribute(
     n_steps: int = 32,
     layer: str | nn.Module | None = None,
     internal_batch_size: int | None = None,
-    window: int = 3,
+    window: int = 4,
 ) -> dict[str, Any]:
     """Attribute the output summed over ``region`` to both inputs.
 
@@ -183,7 +183,9 @@ def attribute(
         second-to-last Conv2d
     internal_batch_size : IG steps evaluated per forward pass; default all steps at once for a
         batch of one (fast on CPU for small domains)
-    window : occlusion window on the LR grid (static fields use ``window * scale``)
+    window : occlusion tile on the LR grid (static fields use ``window * scale``); tiles do
+        not overlap, so each forward pass answers for one tile and the cost stays at
+        (C_in + S) * (h / window) * (w / window) forward passes
 
     Returns
     -------
@@ -233,7 +235,9 @@ def attribute(
     elif method == "occlusion":
         scale = max(1, H // x.shape[-2])
         bx, bs = _baselines(baseline, x, static_hr)
-        stride_lr = max(1, window // 2 + 1) if window > 1 else 1
+        if window < 1:
+            raise ExplainError(f"window={window} is not valid; expected >= 1")
+        stride_lr = window
         ax, asx = Occlusion(f).attribute(
             inputs,
             sliding_window_shapes=((1, window, window), (1, window * scale, window * scale)),

@@ -67,7 +67,7 @@ def test_region_mask_forms():
 def test_attributions_vanish_outside_the_receptive_field(net, method):
     x, s = _inputs()
     r, c = 13, 18  # HR pixel; HR rows 12..14 -> LR rows 3..3 -> with the LR conv 2..4; cols 17..19 -> 4 -> 3..5
-    out = attribute(net, x, s, region=(r, c), method=method, n_steps=8)
+    out = attribute(net, x, s, region=(r, c), method=method, n_steps=8, window=2)
     ax, asx = np.abs(out["x"][0]), np.abs(out["static_hr"][0])
     assert ax.shape == (3, 8, 8) and asx.shape == (2, 32, 32)
     inside_lr = np.zeros((8, 8), bool)
@@ -75,11 +75,12 @@ def test_attributions_vanish_outside_the_receptive_field(net, method):
     inside_hr = np.zeros((32, 32), bool)
     inside_hr[12:15, 17:20] = True
     if method == "occlusion":
-        # a 3x3 window (stride 2) touching the field credits all its pixels: widen by 2
+        # a 2x2 LR tile (8x8 HR tile for the static fields) touching the field credits all of
+        # its pixels: LR rows 2..5, cols 2..5; HR rows 8..15, cols 16..23
         inside_lr = np.zeros((8, 8), bool)
-        inside_lr[0:7, 1:8] = True
+        inside_lr[2:6, 2:6] = True
         inside_hr = np.zeros((32, 32), bool)
-        inside_hr[0:27, 5:32] = True
+        inside_hr[8:16, 16:24] = True
     # occlusion differences of batched forwards carry float32 rounding (~1e-8)
     tol = 1e-5 * max(ax.max(), asx.max()) if method == "occlusion" else 0.0
     assert ax[:, ~inside_lr].max() <= tol

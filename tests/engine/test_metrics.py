@@ -181,6 +181,23 @@ def test_ssim_matches_torchmetrics_unmasked():
     assert ours.attrs["data_range"] == 1.0
 
 
+def test_separable_ssim_image_equals_torchmetrics():
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    rng = np.random.default_rng(3)
+    t = rng.random((2, 1, 24, 30))
+    p = np.clip(t + 0.2 * rng.normal(size=t.shape), 0, 1)
+    ours = M._separable_ssim_image(torch.tensor(p), torch.tensor(t))
+    _, theirs = structural_similarity_index_measure(torch.tensor(p), torch.tensor(t), data_range=1.0,
+                                                    reduction="none", return_full_image=True)
+    assert ours.numpy() == pytest.approx(theirs.numpy(), abs=1e-10)
+    dims = ("lat", "lon")
+    a = M.ssim_map(xr.DataArray(p[0, 0], dims=dims), xr.DataArray(t[0, 0], dims=dims), backend="torchmetrics")
+    b = M.ssim_map(xr.DataArray(p[0, 0], dims=dims), xr.DataArray(t[0, 0], dims=dims))
+    assert a.values == pytest.approx(b.values, abs=1e-10)
+
+
 def test_ssim_mask_ignores_garbage_and_maps():
     rng = np.random.default_rng(2)
     t = xr.DataArray(rng.random((2, 16, 16)), dims=("time", "lat", "lon"))
