@@ -17,6 +17,8 @@ from typing import Any
 
 from engine.runs import FINAL_STATES, Run, RunStore, RunStoreError, now_iso
 
+JOB_EXIT_GRACE_S = 60.0
+
 
 class LaunchError(ValueError):
     """A run cannot be launched (or reached) as configured; the message names the bad value and
@@ -72,12 +74,22 @@ class Handle:
         while True:
             state = self.status()["state"]
             if state in FINAL_STATES:
-                return state
+                break
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(
                     f"run {self.run.run_id} ({self.launcher} job {self.job_id}) still {state!r} after {timeout} s"
                 )
             time.sleep(poll)
+        # The run has recorded its outcome; give the job a moment to exit too, so that the
+        # launcher's state (process, SLURM job) is final as well when wait() returns.
+        grace = time.monotonic() + JOB_EXIT_GRACE_S
+        while self._job_active() and time.monotonic() < grace:
+            time.sleep(min(poll, 0.2))
+        return self.run.state
+
+    def _job_active(self) -> bool:
+        """Whether the launcher's job (process, SLURM job) still exists."""
+        return False
 
     # -- conveniences ----------------------------------------------------------------------
     @property

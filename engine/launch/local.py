@@ -57,6 +57,9 @@ class LocalHandle(Handle):
             return None
         return process_alive(self.pid, self.start_ticks)
 
+    def _job_active(self) -> bool:
+        return bool(self.alive())
+
     def status(self) -> dict[str, Any]:
         alive = self.alive()
         status = self.run.status()

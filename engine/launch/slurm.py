@@ -205,6 +205,9 @@ class SlurmHandle(Handle):
             pass
         return "UNKNOWN"
 
+    def _job_active(self) -> bool:
+        return self.job_state() in ACTIVE_STATES
+
     def status(self) -> dict[str, Any]:
         job_state = self.job_state()
         status = self.run.status()

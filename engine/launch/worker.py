@@ -13,8 +13,9 @@ With ``--nprocs N > 1`` this process supervises N ranks on this machine (torch.d
 ``env://`` variables, gloo on CPU / NCCL on GPU as Fabric chooses) and stops them all when one
 fails or when it receives SIGTERM (cancel).
 
-``FINESCALE_TRAIN_FN=module:function`` replaces the trainer by another ``function(run) -> dict``;
-the launcher tests and benchmarks use it to time the machinery without training a network.
+``FINESCALE_TRAIN_FN=module:function`` replaces the trainer by another ``function(run) -> dict``
+(and skips predictions and evaluation, which need a trained network); the launcher tests and
+benchmarks use it to exercise and time the machinery without training.
 """
 
 from __future__ import annotations
@@ -105,16 +106,16 @@ def run_job(run_path: str | Path) -> dict[str, Any]:
         run.log_event("message", text=f"job started on {socket.gethostname()} (pid {os.getpid()})")
     try:
         summary = _train_function()(run) or {}
-        if rank0:
+        if rank0 and not os.environ.get("FINESCALE_TRAIN_FN"):
             for module, name, what in (("engine.inference.predict", "write_predictions", "predictions"),
                                        ("engine.evaluation.report", "evaluate_run", "evaluation")):
                 fn = _optional(module, name)
                 if fn is not None:
                     run.update_status(phase=what)
                     fn(run)
-            if _still_ours(run):
-                run.update_status(state="completed", progress=1.0, phase=None, ended=now_iso(),
-                                  summary=_jsonable(summary))
+        if rank0 and _still_ours(run):
+            run.update_status(state="completed", progress=1.0, phase=None, ended=now_iso(),
+                              summary=_jsonable(summary))
         return summary
     except JobCancelled:
         if rank0:

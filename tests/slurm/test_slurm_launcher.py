@@ -1,0 +1,145 @@
+"""The SLURM launcher against a real single-node cluster (see conftest.py): training to a
+complete run store, 2-task DDP equal to one process, a failing job, cancel, a time limit that
+requeues and resumes, and bad input refused before anything is submitted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import torch
+
+from engine.config import ConfigError
+from engine.launch import LaunchError, SlurmHandle, attach, cancel, submit
+from engine.runs import RunStore
+from engine.training.trainer import load_checkpoint
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def _jobs_known() -> int:
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True)
+    return len(out.stdout.split())
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_tiny_training_run_completes(tmp_path, slurm_config):
+    handle = submit(slurm_config, RunStore(tmp_path))
+    assert isinstance(handle, SlurmHandle) and handle.job_id
+    assert handle.wait(timeout=300) == "completed", handle.status().get("error")
+    run = handle.run
+    status = handle.status()
+    assert status["job_state"] == "COMPLETED" and status["launcher"] == "slurm"
+    assert [e["epoch"] for e in run.epochs()] == [0, 1]
+    assert run.checkpoint("last").exists() and run.checkpoint("best").exists()
+    assert run.predictions_path.exists() and run.scores_path.exists()
+    assert "Job completed successfully" in handle.logs()
+    # A new session re-attaches from the run store alone.
+    again = attach(run.path)
+    assert isinstance(again, SlurmHandle) and again.job_id == handle.job_id
+    assert again.status()["state"] == "completed"
+
+
+def test_two_task_ddp_matches_a_single_process(tmp_path, slurm_config):
+    """Same global batch (2 x 8 vs 1 x 16), same samples: the weights must agree."""
+    base = slurm_config.replace(training={"epochs": 2, "samples_per_epoch": 64, "channels_last": False})
+    ddp = submit(base.replace(training={"batch_size": 8}, launch={"tasks_per_node": 2}), RunStore(tmp_path / "ddp"))
+    single = submit(base.replace(training={"batch_size": 16}), RunStore(tmp_path / "single"), launcher="inline")
+    assert single.status()["state"] == "completed", single.status().get("error")
+    assert ddp.wait(timeout=300) == "completed", ddp.status().get("error")
+    assert ddp.run.status()["world_size"] == 2
+    a = load_checkpoint(ddp.run.checkpoint("last"))["model"]
+    b = load_checkpoint(single.run.checkpoint("last"))["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    logs = ddp.logs()
+    assert "global_rank=1(2)" in logs  # both tasks ran
+
+
+def test_failing_job_reports_error_and_traceback(tmp_path, slurm_config, monkeypatch):
+    monkeypatch.setenv("FINESCALE_TRAIN_FN", "tests.slurm.jobs:fail")  # sbatch exports the environment
+    handle = submit(slurm_config, RunStore(tmp_path))
+    assert handle.wait(timeout=120) == "failed"
+    status = handle.status()
+    assert status["job_state"] == "FAILED"
+    assert "ValueError: deliberate failure" in status["error"]
+    assert "tests/slurm/jobs.py" in status["traceback"] and "raise ValueError" in status["traceback"]
+    assert "deliberate failure" in handle.logs()
+
+
+def test_cancel_leaves_a_consistent_run(tmp_path, slurm_config):
+    cfg = slurm_config.replace(training={"epochs": 200, "samples_per_epoch": 256, "patience": 1000})
+    handle = submit(cfg, RunStore(tmp_path))
+    _wait_for(lambda: len(handle.run.epochs()) >= 1, 180, "a first epoch")
+    status = cancel(handle)
+    assert status["state"] == "cancelled" and status["job_state"] == "CANCELLED"
+    run = handle.run
+    time.sleep(1)  # nothing may write after the cancel returned
+    assert json.loads(run.status_path.read_text())["state"] == "cancelled"
+    assert not list(run.path.rglob("*.tmp"))  # no half-written file
+    state = load_checkpoint(run.checkpoint("last"))  # loads: never half-written
+    assert state["epoch"] <= run.epochs()[-1]["epoch"] + 1
+    assert attach(run).status()["state"] == "cancelled"
+
+
+def test_time_limit_requeues_and_resumes(tmp_path, slurm_config, monkeypatch):
+    """A 1-minute limit: SLURM signals (USR2) before the end, the job records the requeue,
+    submitit requeues it and the next attempt resumes after the last completed epoch.
+
+    The stand-in trainer (tests.slurm.jobs.epochs: 60 epochs of 1 s, more than one attempt can hold, atomic checkpoint after each,
+    resume after the last) keeps the timing deterministic: the real trainer's start-up and the
+    prediction/evaluation after it take most of a 1-minute attempt on a loaded 2-core machine.
+    The trainer's own resume is tested in tests/engine (test_training, test_launch)."""
+    monkeypatch.setenv("FINESCALE_TRAIN_FN", "tests.slurm.jobs:epochs")
+    monkeypatch.setenv("FINESCALE_TEST_EPOCH_S", "1.0")
+    cfg = slurm_config.replace(training={"epochs": 60}, launch={"time": "1", "extra": {"max_num_timeout": 8}})
+    handle = submit(cfg, RunStore(tmp_path))
+    assert handle.wait(timeout=540) == "completed", handle.status().get("error")
+    run = handle.run
+    status = run.status()
+    assert status.get("requeued", 0) >= 1 and status["attempt"] >= 2
+    logged = [e["epoch"] for e in run.events("epoch")]
+    assert logged == list(range(60))  # every epoch exactly once: none redone, none lost
+    starts = [e["epoch"] for e in run.events("start")]
+    assert starts[0] == 0 and len(starts) >= 2 and starts == sorted(set(starts))
+    for later in starts[1:]:  # each attempt started right after the last completed epoch
+        assert later - 1 in logged[: logged.index(later)]
+    assert any("requeued; resumes after epoch" in e.get("text", "") for e in run.events("message"))
+    assert "Requeued job" in handle.logs(1000)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"partition": "nosuchpartition"}, "launch.partition='nosuchpartition' does not exist"),
+    ({"gpus_per_node": 1}, "launch.gpus_per_node=1"),
+])
+def test_bad_resources_refused_before_submission(tmp_path, slurm_config, change, match):
+    before = _jobs_known()
+    with pytest.raises(LaunchError, match=match) as info:
+        submit(slurm_config.replace(launch=change), RunStore(tmp_path))
+    assert "accepted" in str(info.value)
+    assert not list(tmp_path.iterdir())  # no run folder
+    assert _jobs_known() == before  # nothing submitted
+
+
+def test_bad_time_format_refused(tmp_path, slurm_config):
+    with pytest.raises(ConfigError, match="launch.time='90 minutes' is not valid; accepted SLURM formats"):
+        submit(slurm_config.replace(launch={"time": "90 minutes"}), RunStore(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_run_folder_refused(slurm_config):
+    before = _jobs_known()
+    with pytest.raises(LaunchError, match="not writable"):
+        submit(slurm_config, RunStore("/proc/finescale-runs"))  # not even root can write there
+    assert _jobs_known() == before
