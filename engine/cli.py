@@ -119,7 +119,7 @@ def cmd_runs(args) -> int:
     for run in runs:
         s = run.status()
         print(f"{run.run_id:50s} {s.get('state', '?'):10s} {100 * float(s.get('progress') or 0):7.0f}% "
-              f"{str(s.get('launcher', '')):9s} {str(s.get('job_id', '')):>8s}  {_format_scores(s)}")
+              f"{str(s.get('launcher', '')):9s} {str(s.get('job_id') or ''):>8s}  {_format_scores(s)}")
     return 0
 
 

@@ -147,7 +147,9 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
 
     model, optimizer = fabric.setup(net, optimizer)
     train_loader = fabric.setup_dataloaders(
-        DataLoader(train_set, batch_size=t.batch_size, shuffle=False, num_workers=t.num_workers,
+        # Random patches are already drawn at random; whole fields (patch_size None) come in time
+        # order, so shuffle them (consecutive days in one batch would be nearly duplicates).
+        DataLoader(train_set, batch_size=t.batch_size, shuffle=cfg.data.patch_size is None, num_workers=t.num_workers,
                    persistent_workers=t.num_workers > 0, drop_last=True))
     val_loader = fabric.setup_dataloaders(DataLoader(val_set, batch_size=t.batch_size, shuffle=False))
 

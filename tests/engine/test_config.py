@@ -38,7 +38,7 @@ def test_replace_sections_and_tuples():
         ({"model": {"dropout": 1.5}}, ["model.dropout=1.5", "0 <= dropout < 1"]),
         ({"model": {"mc_dropout": True}}, ["mc_dropout", "dropout > 0"]),
         ({"training": {"epochs": 0}}, ["training.epochs=0", ">= 1"]),
-        ({"data": {"scale": 6}}, ["does not support data.scale=6", "pin"]),
+        ({"data": {"scale": 6, "patch_size": 48}}, ["does not support data.scale=6", "pin"]),
         ({"data": {"bbox": [50, 40, 0, 1]}}, ["data.bbox", "min < max"]),
     ],
 )
