@@ -28,17 +28,19 @@ def _regular(values: np.ndarray) -> bool:
     return bool(np.allclose(step, step[0], rtol=1e-3, atol=0))
 
 
-def map_element(da, label: str, value_name: str, units: str = ""):
+def map_element(da, title: str, value_name: str, units: str = "", **opts):
     """A holoviews ``Image`` (regular grid) or ``QuadMesh`` (irregular) of a ``(lat, lon)`` array.
 
     Parameters
     ----------
     da : xarray.DataArray
         ``(lat, lon)`` field; NaN where masked.
-    label : str
-        Plot title.
+    title : str
+        Plot title; also the element's group, so that options never leak between maps.
     value_name : str
-        Name of the value dimension; maps that share it share a colour scale.
+        Name of the value dimension (the colour bar's label).
+    **opts
+        Plot and style options of this element (cmap, clim, ...).
     """
     import holoviews as hv
     import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
@@ -48,9 +50,10 @@ def map_element(da, label: str, value_name: str, units: str = ""):
     kdims = [hv.Dimension("lon", label="Longitude", unit="°E"), hv.Dimension("lat", label="Latitude", unit="°N")]
     vdim = hv.Dimension(value_name, label=value_name, unit=units or None)
     data = (lon, lat, np.asarray(da.values, dtype=float))
-    if _regular(lat) and _regular(lon):
-        return hv.Image(data, kdims=kdims, vdims=[vdim], label=label)
-    return hv.QuadMesh(data, kdims=kdims, vdims=[vdim], label=label)
+    group = "".join(c for c in title.title() if c.isalnum()) or "Map"
+    kind = hv.Image if _regular(lat) and _regular(lon) else hv.QuadMesh
+    element = kind(data, kdims=kdims, vdims=[vdim], group=group)
+    return element.opts(title=title, **opts)
 
 
 def coastline(land_mask):
@@ -109,25 +112,27 @@ class ResultsView(Viewer):
         coast = coastline(s.land_mask())
         big = truth is not None and truth.size > RASTERIZE_ABOVE
         panels = []
+        common = dict(colorbar=True, width=self.width, height=self.height, tools=["hover"])
         for name in s.MAP_FIELDS:
             if s.map_field(name) is None:
                 continue
             if name == "rmse":
-                element = map_element(s.map_field("rmse"), _TITLES[name], "rmse", units)
-                opts = dict(cmap="magma", clim=(0.0, float(np.nanmax(element.dimension_values(2))) or 1.0))
+                rmse = s.map_field("rmse")
+                top = float(np.nanmax(rmse.values)) if np.isfinite(rmse.values).any() else 1.0
+                element = map_element(rmse, _TITLES[name], "rmse", units, cmap="magma", clim=(0.0, top or 1.0), **common)
             else:
                 def frame(time, name=name):
-                    return map_element(s.map_field(name, time), _TITLES[name], variable, units)
+                    # Options are set on each frame's element, not on the DynamicMap, so the four
+                    # maps keep their own titles and colour maps.
+                    return map_element(s.map_field(name, time), _TITLES[name], variable, units,
+                                       cmap="RdYlBu_r", clim=clim, **common)
 
                 # A DynamicMap keeps the plot and only swaps the data when the time changes.
                 element = hv.DynamicMap(frame, streams=dict(time=s.param.selected_time))
-                opts = dict(cmap="RdYlBu_r", clim=clim)
             if big:
                 from holoviews.operation.datashader import rasterize
 
-                element = rasterize(element)
-            element = element.opts(colorbar=True, width=self.width, height=self.height, tools=["hover"],
-                                   title=_TITLES[name], **opts)
+                element = rasterize(element).opts(**common)
             panels.append(element * coast)
         # Shared axes: zooming or panning one map moves all four.
         return hv.Layout(panels).cols(2).opts(shared_axes=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import panel as pn
+from bokeh.models.widgets.tables import NumberFormatter
 import param
 from panel.viewable import Viewer
 
@@ -33,17 +34,17 @@ class RunsView(Viewer):
             selectable=1,
             disabled=True,
             show_index=False,
-            height=220,
+            max_height=220,
             layout="fit_data_stretch",
-            formatters={"progress": {"type": "progress", "max": 1, "legend": False}},
+            formatters={"progress": {"type": "progress", "max": 1}, "rmse": NumberFormatter(format="0.000")},
             css_classes=["fs-runs-table"],
             sizing_mode="stretch_width",
         )
         self._syncing = False
         self._table.param.watch(self._on_selection, "selection")
         self.state.param.watch(self._on_runs, ["runs", "selected_run"])
-        self._cancel = pn.widgets.Button(label="Cancel run", color="danger", disabled=True,
-                                         css_classes=["fs-cancel"])
+        self._cancel = pn.widgets.Button(label="Cancel run", color="danger", disabled=True, width=140,
+                                         sizing_mode="fixed", css_classes=["fs-cancel"])
         self._cancel.on_click(lambda event: self.state.cancel())
         self._progress = pn.indicators.Progress(value=0, max=100, bar_color="primary", sizing_mode="stretch_width",
                                                 css_classes=["fs-progress"])
@@ -101,12 +102,15 @@ class RunsView(Viewer):
         history = self.state.loss_history
         if history.empty:
             return pn.pane.Markdown("*The loss curve appears after the first epoch.*", height=60)
-        curves = {
-            metric: hv.Curve(group, "epoch", ("value", "loss")).opts(tools=["hover"])
-            for metric, group in history.groupby("metric")
-        }
-        plot = hv.NdOverlay(curves, kdims="metric").opts(
+        history = history.assign(epoch=history["epoch"] + 1)  # events count from 0, people from 1
+        layers = []
+        for metric, group in history.groupby("metric"):
+            layers.append(hv.Curve(group, "epoch", ("value", "loss"), label=metric).opts(tools=["hover"]))
+            layers.append(hv.Scatter(group, "epoch", ("value", "loss"), label=metric).opts(size=6))
+        epochs = sorted(set(history["epoch"]))
+        plot = hv.Overlay(layers).opts(
             height=220, responsive=True, title="Loss per epoch", legend_position="top_right", show_grid=True,
+            xticks=epochs if len(epochs) <= 12 else None,
         )
         return pn.pane.HoloViews(plot, sizing_mode="stretch_width", css_classes=["fs-loss-curve"])
 

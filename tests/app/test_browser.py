@@ -89,15 +89,12 @@ def _set_number(page, css: str, value: int) -> None:
 
 
 def test_train_and_see_maps_in_chromium(served_app, page, run_root):
+    from playwright.sync_api import expect
+
     page.goto(served_app)
     train = page.locator(".fs-train button")
     # The registries and catalogue load after the page is shown (onload); then Train enables.
-    page.wait_for_function(
-        "() => { const b = [...document.querySelectorAll('*')].flatMap(e => e.shadowRoot ? "
-        "[...e.shadowRoot.querySelectorAll('.fs-train button, button')] : []); "
-        "return b.some(x => x.textContent.trim() === 'Train' && !x.disabled); }",
-        timeout=120_000,
-    )
+    expect(train).to_be_enabled(timeout=180_000)
     page.locator(".fs-dataset select").select_option("demo_alps")
     page.locator(".fs-launcher select").select_option("local")
 
@@ -106,18 +103,16 @@ def test_train_and_see_maps_in_chromium(served_app, page, run_root):
         page.locator(".fs-launcher select").select_option("slurm")
         page.locator(".fs-time input").fill("soon")
         page.locator(".fs-time input").press("Enter")
-        alert = page.locator(".fs-config-error")
-        alert.get_by_text("launch.time").wait_for(timeout=20_000)
-        assert train.is_disabled()
+        expect(page.locator(".fs-config-error")).to_contain_text("launch.time", timeout=20_000)
+        expect(train).to_be_disabled()
         page.locator(".fs-time input").fill("01:00:00")
         page.locator(".fs-time input").press("Enter")
         page.locator(".fs-launcher select").select_option("local")
-        page.wait_for_function("() => true")
+        expect(page.locator(".fs-config-error")).to_be_hidden(timeout=20_000)
     # A tiny model, so the test finishes on a shared CPU.
     _set_number(page, ".fs-epochs", 1)
     _set_number(page, ".fs-samples", 64)
-    page.wait_for_timeout(500)
-    assert train.is_enabled()
+    expect(train).to_be_enabled(timeout=20_000)
     train.click()
 
     # Live progress: the run appears in the table while it trains.
@@ -134,7 +129,7 @@ def test_train_and_see_maps_in_chromium(served_app, page, run_root):
     scores = page.locator(".fs-scores table").text_content()
     assert "model" in scores and "bicubic" in scores and "rmse" in scores
     assert maps.locator("canvas").count() >= 4  # truth, bicubic, model, RMSE (+ colourbars)
-    assert "completed" in page.locator(".fs-runs-table").text_content()
+    expect(page.locator(".fs-runs-table").get_by_text("completed").first).to_be_visible(timeout=20_000)
     assert page.locator(".fs-loss-curve canvas").count() >= 1
     runs = [p for p in run_root.iterdir() if (p / "config.yaml").exists()]
     assert len(runs) == 1 and (runs[0] / "predictions.nc").exists()

@@ -236,3 +236,18 @@ def test_cancel_a_running_job(run_root, live_job):
         time.sleep(0.05)
     else:
         raise AssertionError(f"job process {pid} still alive after cancel")
+
+
+def test_large_grids_are_rasterized(finished_run, monkeypatch):
+    import holoviews as hv
+
+    from app.views import results
+
+    monkeypatch.setattr(results, "RASTERIZE_ABOVE", 10)  # the fake grid (24 x 32) counts as large
+    state = AppState()
+    state.selected_run = finished_run.run_id
+    layout = ResultsView(state=state).maps()
+    assert len(layout) == 4
+    for panel in layout:
+        assert isinstance(panel, hv.DynamicMap)  # rasterize makes every map dynamic
+    ResultsView(state=state).__panel__().get_root()
