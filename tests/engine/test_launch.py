@@ -1,0 +1,172 @@
+"""Launchers without SLURM: a local process per run with status, logs, cancel and re-attach;
+faults (``kill -9`` mid-epoch, then resume); bad input refused before anything starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from engine.launch import LaunchError, LocalHandle, attach, cancel, resume, submit
+from engine.runs import RunStore
+from engine.training.trainer import load_checkpoint
+
+STAND_IN = "tests.slurm.jobs:"
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _kill9(handle: LocalHandle) -> None:
+    os.killpg(int(handle.job_id), signal.SIGKILL)
+    _wait_for(lambda: not handle.alive(), 10, "the killed process to go")
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    def use(name: str, epoch_s: float = 0.2):
+        monkeypatch.setenv("FINESCALE_TRAIN_FN", STAND_IN + name)
+        monkeypatch.setenv("FINESCALE_TEST_EPOCH_S", str(epoch_s))
+    return use
+
+
+def test_local_run_is_a_separate_process_with_status_and_logs(tmp_path, tiny_config, stand_in):
+    stand_in("epochs")
+    handle = submit(tiny_config, RunStore(tmp_path), launcher="local")
+    assert isinstance(handle, LocalHandle) and int(handle.job_id) != os.getpid()
+    assert handle.wait(timeout=120) == "completed"
+    status = handle.status()
+    assert status["launcher"] == "local" and status["job_state"] == "EXITED"
+    assert status["job_id"] == handle.job_id and status["job_start"] and status["host"]
+    assert handle.run.config.launch.launcher == "local"  # the override is recorded
+    assert "stdout.log" in handle.logs()
+
+
+def test_failure_reports_error_and_traceback(tmp_path, tiny_config, stand_in):
+    stand_in("fail")
+    handle = submit(tiny_config, RunStore(tmp_path), launcher="local")
+    assert handle.wait(timeout=120) == "failed"
+    status = handle.status()
+    assert status["error"].startswith("ValueError: deliberate failure")
+    assert "raise ValueError" in status["traceback"]
+    assert "deliberate failure" in handle.logs()
+
+
+def test_reattach_after_restart_and_cancel(tmp_path, tiny_config, stand_in):
+    stand_in("epochs", 0.3)
+    store = RunStore(tmp_path)
+    first = submit(tiny_config.replace(training={"epochs": 500}), store, launcher="local")
+    _wait_for(lambda: first.run.epochs(), 60, "a first epoch")
+    # "The dashboard restarts": a handle from the run store alone, no Popen object.
+    again = attach(first.run.run_id, store)
+    assert isinstance(again, LocalHandle) and again.job_id == first.job_id and again.alive()
+    assert again.status()["state"] == "running"
+    status = cancel(again)
+    assert status["state"] == "cancelled"
+    assert not again.alive() and not first.alive()
+    assert not list(first.run.path.rglob("*.tmp"))
+    json.loads(first.run.checkpoint("last").read_text())  # complete
+
+
+def test_dead_process_is_marked_failed(tmp_path, tiny_config, stand_in):
+    stand_in("epochs", 0.3)
+    handle = submit(tiny_config.replace(training={"epochs": 500}), RunStore(tmp_path), launcher="local")
+    _wait_for(lambda: handle.run.epochs(), 60, "a first epoch")
+    _kill9(handle)
+    assert handle.run.status()["state"] == "running"  # nobody has told the run store yet
+    status = attach(handle.run).status()
+    assert status["state"] == "failed"
+    assert f"process {handle.job_id}" in status["error"] and "ended without reporting" in status["error"]
+    assert "resume continues from checkpoints/last.pt" in status["error"]
+
+
+def test_kill9_never_leaves_a_half_written_checkpoint(tmp_path, tiny_config, stand_in):
+    """Kill the stand-in (which writes a 200 kB checkpoint every 50 ms) at many moments; the
+    checkpoint always parses and resuming never loses a completed epoch."""
+    stand_in("epochs", 0.05)
+    store = RunStore(tmp_path)
+    handle = submit(tiny_config.replace(training={"epochs": 60}), store, launcher="local")
+    for i in range(4):
+        _wait_for(lambda: len(handle.run.epochs()) > 3 * (i + 1), 60, "more epochs")
+        time.sleep(0.013 * (i + 1))
+        _kill9(handle)
+        done = handle.run.epochs()[-1]["epoch"]
+        saved = json.loads(handle.run.checkpoint("last").read_text())["epoch"]
+        assert saved >= done  # the checkpoint is written before the epoch is reported
+        assert attach(handle.run).status()["state"] == "failed"
+        handle = resume(handle.run)
+    assert handle.wait(timeout=120) == "completed"
+    logged = [e["epoch"] for e in handle.run.events("epoch")]
+    assert sorted(set(logged)) == list(range(60))
+    assert len(logged) - 60 <= 4  # at most the epoch in flight at each kill is redone
+    assert not list(handle.run.path.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_kill9_mid_epoch_of_real_training_then_resume(tmp_path, tiny_config):
+    cfg = tiny_config.replace(training={"epochs": 4, "samples_per_epoch": 512, "patience": 100})
+    store = RunStore(tmp_path)
+    handle = submit(cfg, store, launcher="local")
+    _wait_for(lambda: handle.run.epochs(), 300, "a first epoch")
+    time.sleep(0.3)  # into the next epoch
+    _kill9(handle)
+    finished = [e["epoch"] for e in handle.run.epochs()]
+    state = load_checkpoint(handle.run.checkpoint("last"))  # loads: not half-written
+    assert state["epoch"] >= finished[-1]
+    assert attach(handle.run).status()["state"] == "failed"
+    handle = resume(handle.run)
+    assert handle.wait(timeout=600) == "completed", handle.status().get("error")
+    run = handle.run
+    starts = [e["epoch"] for e in run.events("start")]
+    assert starts == [0, state["epoch"] + 1]  # resumed after the last completed epoch
+    assert [e["epoch"] for e in run.epochs()] == list(range(4))
+    assert load_checkpoint(run.checkpoint("last"))["epoch"] == 3
+    assert not list(run.path.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_inline_runs_the_whole_job(tmp_path, tiny_config):
+    handle = submit(tiny_config, RunStore(tmp_path), launcher="inline")
+    assert handle.status()["state"] == "completed", handle.status().get("error")
+    assert handle.run.predictions_path.exists()
+
+
+def test_resume_refuses_an_active_run(tmp_path, tiny_config, stand_in):
+    stand_in("epochs", 0.3)
+    handle = submit(tiny_config.replace(training={"epochs": 500}), RunStore(tmp_path), launcher="local")
+    try:
+        with pytest.raises(LaunchError, match="cancel it before resuming"):
+            resume(handle.run)
+    finally:
+        handle.cancel()
+
+
+@pytest.mark.parametrize("launcher, change, match", [
+    ("local", {"gpus_per_node": 1}, "launch.gpus_per_node=1 but this machine has"),
+    ("inline", {"tasks_per_node": 2}, "the inline launcher runs one process"),
+])
+def test_bad_resources_refused_before_start(tmp_path, tiny_config, launcher, change, match):
+    import torch
+
+    if "gpus_per_node" in change and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(LaunchError, match=match):
+        submit(tiny_config.replace(launch=change), RunStore(tmp_path), launcher=launcher)
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_launcher_and_unwritable_folder(tmp_path, tiny_config):
+    with pytest.raises(LaunchError, match="launcher='cluster' is not valid; accepted: inline, local, slurm"):
+        submit(tiny_config, RunStore(tmp_path), launcher="cluster")
+    with pytest.raises(LaunchError, match="not writable"):
+        submit(tiny_config, RunStore("/proc/finescale-runs"), launcher="local")
