@@ -162,6 +162,7 @@ class DownscalingDataset(Dataset):
                 "y": self._y[k],
                 "mask": self._mask[k].float(),
                 "time": k,
+                "offset": torch.zeros(2, dtype=torch.long),
             }
         rng = np.random.default_rng((self.seed, self.epoch, i))
         s, p = self.scale, self.patch_size
@@ -181,6 +182,8 @@ class DownscalingDataset(Dataset):
             "y": self._y[k, :, hy : hy + p, hx : hx + p],
             "mask": m.float(),
             "time": k,
+            # Where the patch sits in the HR grid: location-specific layers (LCB) need it.
+            "offset": torch.tensor([hy, hx], dtype=torch.long),
         }
 
     # -- coordinates for building outputs ----------------------------------------------------------

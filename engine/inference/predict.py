@@ -110,7 +110,8 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         x = torch.stack([item["x"] for item in items])
         static_hr = torch.stack([item["static_hr"] for item in items])
-        out = loaded.model(x, static_hr)[:, 0].numpy()
+        offset = torch.stack([item["offset"] for item in items])
+        out = loaded.model(x, static_hr, offset)[:, 0].numpy()
         preds.append(np.asarray(loaded.normaliser.inverse_hr(out, times[start : start + len(items)])))
     model_values = np.concatenate(preds).astype(np.float32)
 

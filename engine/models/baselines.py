@@ -16,7 +16,8 @@ class InterpolationBaseline(nn.Module):
         super().__init__()
         self.mode, self.scale, self.channel = mode, scale, channel
 
-    def forward(self, x: torch.Tensor, static_hr: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, static_hr: torch.Tensor | None = None,
+                offset: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"expected x of shape (B, C, h, w), got {tuple(x.shape)}")
         return interpolate(x[:, self.channel : self.channel + 1], self.scale, self.mode)

@@ -179,7 +179,7 @@ def train_gan(run: Run, resume: bool = True) -> dict[str, Any]:
         n = totals[3].clamp_min(1)
         train_loss, adv_loss, disc_loss = (float(totals[i] / n) for i in range(3))
         samples = int(totals[3].item()) * t.batch_size
-        val = evaluate_loss(gen, val_loader, pixel_loss, normaliser, val_set, fabric, t.channels_last)
+        val = evaluate_loss(gen, val_loader, pixel_loss, normaliser, val_set, fabric, cfg)
 
         improved = val["val_loss"] < best_val
         if improved:
