@@ -83,7 +83,6 @@ class ResultsView(Viewer):
 
     state = param.ClassSelector(class_=AppState)
     width = param.Integer(default=420, doc="Width of one map in pixels.")
-    height = param.Integer(default=330, doc="Height of one map in pixels.")
 
     def _time_widget(self):
         labels = self.state.times
@@ -112,7 +111,12 @@ class ResultsView(Viewer):
         coast = coastline(s.land_mask())
         big = truth is not None and truth.size > RASTERIZE_ABOVE
         panels = []
-        common = dict(colorbar=True, width=self.width, height=self.height, tools=["hover"])
+        # Frames shaped like the domain (a degree of longitude is cos(lat) of a degree of latitude).
+        lat, lon = ds["lat"].values, ds["lon"].values
+        span_lat = float(np.ptp(lat)) or 1.0
+        span_lon = float(np.ptp(lon)) * float(np.cos(np.deg2rad(np.mean(lat)))) or 1.0
+        aspect = float(np.clip(span_lon / span_lat, 0.5, 3.0))
+        common = dict(colorbar=True, frame_width=self.width - 90, aspect=aspect, tools=["hover"])
         for name in s.MAP_FIELDS:
             if s.map_field(name) is None:
                 continue

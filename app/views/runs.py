@@ -89,10 +89,12 @@ class RunsView(Viewer):
             parts.append(f"epochs done {label}")
         if status.get("launcher"):
             parts.append(f"launcher {status['launcher']}" + (f", job {status['job_id']}" if status.get("job_id") else ""))
-        text = " · ".join(parts)
-        if status.get("error"):
-            text += f"\n\n```\n{status['error']}\n```"
-        return pn.pane.Markdown(text, css_classes=["fs-run-status"])
+        summary = pn.pane.Markdown(" · ".join(parts), css_classes=["fs-run-status"])
+        if not status.get("error") or state == "cancelled":
+            return summary
+        # Plain text: an error message is never interpreted as Markdown or HTML.
+        return pn.Column(summary, pn.pane.Str(str(status["error"]), styles={"color": "#a00", "font-size": "12px"},
+                                               css_classes=["fs-run-error"]))
 
     @param.depends("state.epochs_log")
     def _loss_curve(self):

@@ -5,6 +5,13 @@ with the engine's own RunStore so that the views read exactly what they read in 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +20,9 @@ import pytest
 
 from engine.config import ExperimentConfig
 from engine.runs import RunStore
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +123,42 @@ def finished_run(run_root):
 
 def as_json(obj) -> str:
     return json.dumps(obj, default=str)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(run_root, tmp_path):
+    """``panel serve app`` on 127.0.0.1 (as ``make app`` does), run store in a temporary folder."""
+    port = _free_port()
+    log = open(tmp_path / "panel-serve.log", "w")
+    env = {**os.environ, "FINESCALE_RUNS": str(run_root), "BOKEH_LOG_LEVEL": "info"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address", "127.0.0.1",
+         "--allow-websocket-origin", f"127.0.0.1:{port}"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/app"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError("panel serve did not come up:\n" + (tmp_path / "panel-serve.log").read_text())
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+

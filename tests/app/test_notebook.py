@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,11 @@ def test_quickstart_notebook_runs(run_root):
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    # The native kernel is this interpreter (the venv's), and it starts in the repository so
-    # that `app` and `engine` import the working tree.
+    # The native kernel runs this interpreter (jupyter_client swaps the kernelspec's "python"
+    # for sys.executable, the venv's), in the repository so that `app` and `engine` import the
+    # working tree.
     client = nbclient.NotebookClient(nb, kernel_name=NATIVE_KERNEL_NAME, timeout=900,
                                      resources={"metadata": {"path": str(NOTEBOOK.parents[1])}})
-    assert Path(sys.executable).resolve().is_relative_to(Path(sys.prefix).resolve())
     client.execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     errors = [o for o in outputs if o.get("output_type") == "error"]

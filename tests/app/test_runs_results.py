@@ -251,3 +251,21 @@ def test_large_grids_are_rasterized(finished_run, monkeypatch):
     for panel in layout:
         assert isinstance(panel, hv.DynamicMap)  # rasterize makes every map dynamic
     ResultsView(state=state).__panel__().get_root()
+
+
+def test_panel_serve_app_serves_the_page_on_localhost(served_app, finished_run):
+    """``panel serve app`` (what ``make app`` runs) answers on 127.0.0.1 with the template."""
+    import urllib.request
+
+    assert served_app.startswith("http://127.0.0.1:")
+    html = urllib.request.urlopen(served_app, timeout=30).read().decode()
+    assert "finescale" in html
+
+
+def test_a_failed_runs_error_is_shown_as_plain_text(run_root):
+    run = make_run(run_root, state="failed", results=False, error="<script>alert(1)</script> ``` boom")
+    state = AppState()
+    state.selected_run = run.run_id
+    shown = RunsView(state=state)._status()
+    error = shown.objects[1]
+    assert isinstance(error, pn.pane.Str) and "boom" in error.object
