@@ -33,13 +33,12 @@ import json
 import os
 import re
 import socket
-import tempfile
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from engine.config import ExperimentConfig
+from engine.files import atomic_path, write_text_atomic  # noqa: F401  (re-exported)
 
 STATES = ("pending", "running", "completed", "failed", "cancelled")
 FINAL_STATES = ("completed", "failed", "cancelled")
@@ -55,30 +54,6 @@ def default_root() -> Path:
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block ends
-    without error, delete it otherwise. Readers see the old file or the new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:  # durable before the rename makes it visible
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 class Run:

@@ -8,10 +8,9 @@ there is written atomically (temporary name, then :func:`os.replace`), because s
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+from engine.files import atomic_path  # noqa: F401  (re-exported for the data layer)
 
 #: The repository root (``catalogs/`` lives there); the package sits in ``<root>/engine/data``.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,20 +24,3 @@ def cache_dir(sub: str | None = None) -> Path:
     path = Path(root) / sub if sub else Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-@contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success it replaces ``target`` atomically."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; a shared cache must be readable by others
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
