@@ -18,6 +18,10 @@ from ..state import AppState
 #: screen's resolution) instead of sending every pixel to the browser.
 RASTERIZE_ABOVE = 300_000
 
+#: Metrics shown first in the scores table (when the evaluation wrote them); the rest are one
+#: click away.
+HEADLINE_METRICS = ("rmse", "mae", "bias", "pearson", "ssim", "psnr", "rmse_skill", "mae_skill")
+
 _TITLES = {"truth": "Truth", "bicubic": "Bicubic", "model": "Model", "rmse": "RMSE of the model (test period)"}
 
 
@@ -162,10 +166,14 @@ class ResultsView(Viewer):
         table = self.state.scores
         if table is None:
             return pn.pane.Markdown("*Scores appear when the run has been evaluated.*")
+        headline = ["model"] + [m for m in HEADLINE_METRICS if m in table.columns]
+        table_kw = dict(index=False, float_format="{:.4g}".format, sizing_mode="stretch_width")
         return pn.Column(
             "#### Scores (test period, whole domain)",
-            pn.pane.DataFrame(table, index=False, float_format="{:.4g}".format, css_classes=["fs-scores"],
-                              sizing_mode="stretch_width"),
+            pn.pane.DataFrame(table[headline], css_classes=["fs-scores"], **table_kw),
+            pn.Card(pn.pane.DataFrame(table, css_classes=["fs-scores-all"], styles={"overflow-x": "auto"}, **table_kw),
+                    title=f"All {table.shape[1] - 1} metrics", collapsed=True, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
         )
 
     def __panel__(self):
