@@ -168,6 +168,76 @@ def reference_speed(epochs: int = 3, samples: int = 512) -> dict:
         trainer.make_pair = original
 
 
+def head_ab(repeats: int = 5, steps: int = 8) -> list[dict]:
+    """Step speed of the reference network (resnet+spc, 8 filters, 4 blocks, batch 16, 128x128,
+    x4, one static field, MAE) in variants, interleaved in one process so that the ratios hold on
+    a shared machine: our fused HR head vs DL4DS's head (two conv blocks on the static field,
+    concat + 1x1 fusion, activation after the last pixel shuffle), in float32 NCHW,
+    channels-last, and channels-last + bf16 autocast (the trainer's default)."""
+    import statistics
+
+    import torch
+    from torch import nn
+
+    from engine.config import ModelConfig
+    from engine.models import build_model
+    from engine.models.layers import ConvBlock, activation
+    from engine.training.losses import mae
+
+    class DL4DSFusion(nn.Module):
+        def __init__(self, static_channels: int, features: int):
+            super().__init__()
+            self.static_block = nn.Sequential(ConvBlock(static_channels, features), ConvBlock(features, features))
+            self.fusion = nn.Sequential(nn.Conv2d(2 * features, features, 1), activation("relu"))
+
+        def forward(self, features, static_hr):
+            return self.fusion(torch.cat([features, self.static_block(static_hr)], dim=1))
+
+    def network(head: str):
+        torch.manual_seed(0)
+        net = build_model(ModelConfig(backbone="resnet", upsampling="spc", filters=8, blocks=4), 2, 1, 4)
+        if head == "dl4ds":
+            net.fusion = DL4DSFusion(1, 8)
+            net.upsample.body.append(activation("relu"))
+        return net
+
+    g = torch.Generator().manual_seed(0)
+    data = [torch.randn(16, 2, 32, 32, generator=g), torch.randn(16, 1, 128, 128, generator=g),
+            torch.randn(16, 1, 128, 128, generator=g), torch.ones(16, 1, 128, 128)]
+    variants = {}
+    for head in ("dl4ds", "finescale"):
+        for fmt in ("fp32 NCHW", "channels-last", "channels-last+bf16"):
+            cl = fmt != "fp32 NCHW"
+            net = network(head)
+            tensors = [t.contiguous(memory_format=torch.channels_last) if cl else t for t in data]
+            if cl:
+                net = net.to(memory_format=torch.channels_last)
+            variants[(head, fmt)] = (net, torch.optim.Adam(net.parameters(), 1e-3), tensors, fmt.endswith("bf16"))
+
+    def run(key) -> float:
+        net, opt, (x, s, y, m), bf16 = variants[key]
+        start = time.perf_counter()
+        for _ in range(steps):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                pred = net(x, s)
+            loss = mae(pred.float(), y, m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return 16 * steps / (time.perf_counter() - start)
+
+    for key in variants:  # warm-up (allocator, oneDNN primitive caches)
+        run(key)
+    rates = {key: [] for key in variants}
+    for _ in range(repeats):
+        for key in variants:
+            rates[key].append(run(key))
+    best = statistics.median(rates[("finescale", "channels-last+bf16")])
+    return [{"head": h, "format": f, "parameters": sum(p.numel() for p in variants[(h, f)][0].parameters()),
+             "samples_per_s": statistics.median(r), "ratio": statistics.median(r) / best}
+            for (h, f), r in rates.items()]
+
+
 def _subprocess(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.zoo", *args], capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("ROW ")]
@@ -207,6 +277,12 @@ def table(rows: list[dict], speed: dict | None, budget: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few configurations, tiny budget")
@@ -215,6 +291,8 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--samples", type=int, default=None)
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--head-ab", action="store_true",
+                        help="step speed of our HR head vs DL4DS's, fp32/channels-last/bf16, interleaved")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: case|label|epochs|samples
     parser.add_argument("--speed", action="store_true", help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
@@ -227,6 +305,13 @@ def main(argv=None) -> None:
         print("ROW " + json.dumps(reference_speed(2 if args.quick else 3)), flush=True)
         return
 
+    if args.head_ab:
+        print(f"Reference network step speed (bare loop, batch 16, 128x128 HR, x4), {torch_threads()} threads, "
+              "medians of interleaved repeats\n")
+        print("| head | format | params | samples/s | ratio to default |\n|---|---|---:|---:|---:|")
+        for r in head_ab():
+            print(f"| {r['head']} | {r['format']} | {r['parameters']:,} | {r['samples_per_s']:.0f} | {r['ratio']:.2f} |")
+        return
     epochs = args.epochs or (2 if args.quick else 6)
     samples = args.samples or (128 if args.quick else 768)
     speed = _subprocess(["--speed"] + (["--quick"] if args.quick else []))

@@ -18,6 +18,7 @@ lowest validation pixel loss; a run resumes after its last completed epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -36,6 +37,7 @@ from engine.training.trainer import (
     TrainingError,
     _json,
     _to_device,
+    autocast,
     evaluate_loss,
     fit_normaliser,
     load_checkpoint,
@@ -54,30 +56,38 @@ def discriminator_loss(discriminator, batch: dict[str, torch.Tensor], fake: torc
 
 
 def generator_loss(discriminator, batch: dict[str, torch.Tensor], fake: torch.Tensor, pixel_loss,
-                   pixel_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(total, pixel, adversarial)``: BCE(D(fake), 1) + ``pixel_weight`` x pixel loss."""
+                   pixel_weight: float, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(total, pixel, adversarial)``: BCE(D(fake), 1) + ``pixel_weight`` x pixel loss (the pixel
+    loss outside autocast: SSIM's convolutions need float32)."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    logits = discriminator(batch["x"], batch["static_hr"], fake * batch["mask"]).float()
+    with autocast():
+        logits = discriminator(batch["x"], batch["static_hr"], fake * batch["mask"]).float()
     adversarial = bce(logits, torch.ones_like(logits))
     pixel = pixel_loss(fake, batch["y"], batch["mask"])
     return adversarial + pixel_weight * pixel, pixel, adversarial
 
 
-def gan_step(generator, discriminator, opt_g, opt_d, batch, pixel_loss, pixel_weight: float, backward=None):
+def gan_step(generator, discriminator, opt_g, opt_d, batch, pixel_loss, pixel_weight: float, backward=None,
+             autocast=None):
     """One adversarial step (discriminator, then generator against the updated discriminator).
 
-    ``backward`` is ``fabric.backward`` in the trainer (plain ``loss.backward()`` otherwise).
+    ``backward`` is ``fabric.backward`` in the trainer (plain ``loss.backward()`` otherwise);
+    ``autocast`` a callable returning the forward passes' autocast context (none by default).
     Returns detached ``(pixel, adversarial, discriminator)`` losses.
     """
     backward = backward or (lambda loss: loss.backward())
-    fake = generator(batch["x"], batch["static_hr"], batch.get("offset")).float()
-    d_loss = discriminator_loss(discriminator, batch, fake.detach())
+    autocast = autocast or contextlib.nullcontext
+    with autocast():
+        fake = generator(batch["x"], batch["static_hr"], batch.get("offset"))
+    fake = fake.float()
+    with autocast():
+        d_loss = discriminator_loss(discriminator, batch, fake.detach())
     opt_d.zero_grad(set_to_none=True)
     backward(d_loss)
     opt_d.step()
     discriminator.requires_grad_(False)  # the generator step needs no discriminator gradients
     try:
-        g_loss, pixel, adversarial = generator_loss(discriminator, batch, fake, pixel_loss, pixel_weight)
+        g_loss, pixel, adversarial = generator_loss(discriminator, batch, fake, pixel_loss, pixel_weight, autocast)
         opt_g.zero_grad(set_to_none=True)
         backward(g_loss)
         opt_g.step()
@@ -162,7 +172,8 @@ def train_gan(run: Run, resume: bool = True) -> dict[str, Any]:
             wait += time.perf_counter() - tick
             batch = _to_device(batch, fabric.device, t.channels_last)
             pixel, adversarial, d_loss = gan_step(gen, disc, opt_g, opt_d, batch, pixel_loss, t.gan_pixel_weight,
-                                                  backward=fabric.backward)
+                                                  backward=fabric.backward,
+                                                  autocast=lambda: autocast(cfg, fabric.device))
             values = torch.stack([pixel, adversarial, d_loss]).float()
             if not torch.isfinite(values).all():
                 raise TrainingError(f"GAN losses became {values.tolist()} at epoch {epoch} step {step}; "
