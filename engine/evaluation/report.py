@@ -403,10 +403,11 @@ def evaluate_dataset(
     # -- whole-period extras: distribution, spearman, spectra, ensembles ------------------
     valid_all = truth.notnull() & mask
     if distribution or spearman:
-        tv = np.asarray(truth.values, dtype=np.float64)
+        # float32 is plenty for quantiles and ranks and halves the memory of the full arrays
+        tv = np.asarray(truth.values, dtype=np.float32)
         vm = np.isfinite(tv) & np.broadcast_to(np.asarray(mask.values, bool), tv.shape)
         for name in names:
-            pv = np.asarray(_score_name(name, ds).values, dtype=np.float64)
+            pv = np.asarray(_score_name(name, ds).values, dtype=np.float32)
             v = vm & np.isfinite(pv)
             if distribution:
                 qs = [0.01, 0.99]
@@ -414,18 +415,20 @@ def evaluate_dataset(
                     vr = v & rmask.values[j][None]
                     if not vr.any():
                         continue
-                    qp = np.quantile(pv[vr], qs)
-                    qt = np.quantile(tv[vr], qs)
+                    pr, tr = pv[vr], tv[vr]
+                    qp = np.quantile(pr, qs)
+                    qt = np.quantile(tr, qs)
                     add(name, "q01_bias", period, region, qp[0] - qt[0])
                     add(name, "q99_bias", period, region, qp[1] - qt[1])
                     if _is_precip(ds, variable):
                         thr = wet_threshold(ds["truth"].attrs.get("units"))
-                        wp, wt = pv[vr] >= thr, tv[vr] >= thr
+                        wp, wt = pr >= thr, tr >= thr
                         add(name, "wet_day_frequency_bias", period, region, wp.mean() - wt.mean())
                         for q in (0.95, 0.99):
-                            val = (np.quantile(pv[vr][wp], q) - np.quantile(tv[vr][wt], q)) if wp.any() and wt.any() \
+                            val = (np.quantile(pr[wp], q) - np.quantile(tr[wt], q)) if wp.any() and wt.any() \
                                 else math.nan
                             add(name, f"wet_q{round(q * 100)}_bias", period, region, val)
+                    del pr, tr
                 qmap = _quantile_maps(pv, tv, v, qs)
                 maps.setdefault("q01_bias", []).append(qmap[0])
                 maps.setdefault("q99_bias", []).append(qmap[1])
@@ -433,13 +436,26 @@ def evaluate_dataset(
                 from engine.evaluation.metrics import spearman as sp_fn
 
                 dims3 = ("time", "lat", "lon")
-                P = xr.DataArray(np.where(v, pv, np.nan), dims=dims3)
-                Tt = xr.DataArray(np.where(v, tv, np.nan), dims=dims3)
-                if T >= 3:
-                    maps.setdefault("spearman", []).append(_quiet(sp_fn, P, Tt, dim="time").values)
+                # Spatial: per time step, in time blocks; temporal: per pixel, in row blocks.
+                # Blocks bound the memory of the rank transforms (several copies of the data).
                 if H * W >= 3:
-                    r = _quiet(sp_fn, P, Tt, dim=("lat", "lon")).values
-                    add(name, "spearman", period, "domain", _nanmean(r))
+                    r = []
+                    for start in range(0, T, block):
+                        sl = slice(start, start + block)
+                        P = xr.DataArray(np.where(v[sl], pv[sl], np.nan), dims=dims3)
+                        Tt = xr.DataArray(np.where(v[sl], tv[sl], np.nan), dims=dims3)
+                        r.append(_quiet(sp_fn, P, Tt, dim=("lat", "lon")).values)
+                    add(name, "spearman", period, "domain", _nanmean(np.concatenate(r)))
+                if T >= 3:
+                    rows_per = max(1, (block * H) // max(T, 1))
+                    smap = np.full((H, W), np.nan)
+                    for start in range(0, H, rows_per):
+                        sl = slice(start, start + rows_per)
+                        P = xr.DataArray(np.where(v[:, sl], pv[:, sl], np.nan), dims=dims3)
+                        Tt = xr.DataArray(np.where(v[:, sl], tv[:, sl], np.nan), dims=dims3)
+                        smap[sl] = _quiet(sp_fn, P, Tt, dim="time").values
+                    maps.setdefault("spearman", []).append(smap)
+            del pv, v
 
     if spectra:
         for name in names:
