@@ -128,6 +128,16 @@ class ModelConfig:
     activation: str = "relu"
     residual: bool = True
     discriminator_filters: int = 16  # width of the PatchGAN discriminator (training.learning="gan")
+    # Diffusion (training.learning="diffusion"; see engine.models.diffusion): the denoiser ("unet",
+    # ours, or "diffusers", UNet2DModel) uses ``filters`` and ``blocks`` (= U-Net levels, 1-4);
+    # ``diffusion_steps`` is the training noise schedule, ``sampler`` / ``sampling_steps`` the
+    # defaults at inference; ``regression_run`` names a trained run (id in the same run store, or
+    # a run folder) whose model predicts the mean, the diffusion model its residual (CorrDiff).
+    denoiser: str = "unet"
+    diffusion_steps: int = 1000
+    sampler: str = "ddim"
+    sampling_steps: int = 50
+    regression_run: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,23 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How predictions are made (see engine.inference).
+
+    ``members`` > 1 asks for an ensemble with a ``member`` dimension: diffusion samples, or
+    Monte-Carlo dropout passes for a zoo model with ``model.dropout`` > 0 (deep ensembles of N
+    runs: :func:`engine.inference.ensembles.predict_deep_ensemble`). ``tile`` (HR pixels, a
+    multiple of ``data.scale``; None = the whole domain at once) with ``overlap`` predicts a large
+    domain in overlapping, blended tiles, ``tile_batch`` tiles at a time.
+    """
+
+    members: int = 1
+    tile: int | None = None
+    overlap: int = 16
+    tile_batch: int = 16
+
+
+@dataclass(frozen=True)
 class LaunchConfig:
     """Where the run executes. ``local`` runs a separate process on this machine, ``inline``
     runs in the calling process (tests, notebooks), ``slurm`` submits through submitit."""
@@ -172,7 +199,9 @@ class LaunchConfig:
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DOWNSCALING = ("perfectprog", "mos")
-LEARNING = ("supervised", "gan")
+LEARNING = ("supervised", "gan", "diffusion")
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+DENOISERS = ("unet", "diffusers")
 SAMPLES = ("spatial", "spatiotemporal")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 NORMALIZATIONS = ("none", "batch", "layer")
@@ -180,7 +209,8 @@ ACTIVATIONS = ("relu", "gelu", "silu", "leaky_relu", "elu", "prelu")
 DEVICES = ("auto", "cpu", "cuda")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "launch": LaunchConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "launch": LaunchConfig,
+             "inference": InferenceConfig}
 
 
 @dataclass(frozen=True)
@@ -192,6 +222,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     # -- conversion ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -349,6 +380,31 @@ class ExperimentConfig:
             _positive("training", name, getattr(t, name), 1)
         _positive("training", "num_workers", t.num_workers, 0)
         _positive("training", "gan_pixel_weight", t.gan_pixel_weight, 0)
+
+        _one_of("model", "sampler", m.sampler, SAMPLERS)
+        _one_of("model", "denoiser", m.denoiser, DENOISERS)
+        _positive("model", "diffusion_steps", m.diffusion_steps, 2)
+        _positive("model", "sampling_steps", m.sampling_steps, 1)
+        if m.sampling_steps > m.diffusion_steps:
+            raise ConfigError(f"model.sampling_steps={m.sampling_steps} is not valid; accepted: 1 .. "
+                              f"model.diffusion_steps={m.diffusion_steps}")
+        if m.regression_run is not None and t.learning != "diffusion":
+            raise ConfigError(f"model.regression_run={m.regression_run!r} needs training.learning='diffusion' "
+                              f"(residual diffusion); got training.learning={t.learning!r}")
+        if t.learning == "diffusion" and d.sample != "spatial":
+            raise ConfigError(f"training.learning='diffusion' needs data.sample='spatial'; got {d.sample!r}")
+
+        inf = self.inference
+        if not isinstance(inf.members, int) or isinstance(inf.members, bool) or inf.members < 1:
+            raise ConfigError(f"inference.members={inf.members!r} is not valid; expected an integer >= 1 "
+                              "(1 = one prediction, N > 1 = an ensemble of N members)")
+        _positive("inference", "overlap", inf.overlap, 0)
+        _positive("inference", "tile_batch", inf.tile_batch, 1)
+        if inf.tile is not None:
+            _positive("inference", "tile", inf.tile, d.scale)
+            if inf.tile % d.scale or inf.overlap % d.scale or inf.overlap >= inf.tile:
+                raise ConfigError(f"inference.tile={inf.tile}, inference.overlap={inf.overlap} are not valid; accepted: "
+                                  f"multiples of data.scale={d.scale} with 0 <= overlap < tile")
 
         _one_of("launch", "launcher", lch.launcher, registry.LAUNCHERS.names())
         if not _SLURM_TIME.match(str(lch.time)):

@@ -82,20 +82,32 @@ def load_run(run: Run, which: str = "best") -> LoadedRun:
     if not run.normalisation_path.exists():
         raise PredictionError(f"run {run.run_id!r} has no normalisation.json; was it trained by finescale?")
     normaliser = NORMALISATIONS.get(cfg.data.normalisation).from_dict(json.loads(run.normalisation_path.read_text()))
-    model = build_model(cfg.model, len(state["input_channels"]), len(state["static_channels"]), int(state["scale"]))
-    model.load_state_dict(state["model"])
+    if cfg.training.learning == "diffusion":  # a DiffusionDownscaler (and its frozen regression)
+        from engine.training.diffusion import rebuild_from_checkpoint
+        model = rebuild_from_checkpoint(cfg, state)
+    else:
+        model = build_model(cfg.model, len(state["input_channels"]), len(state["static_channels"]), int(state["scale"]))
+        model.load_state_dict(state["model"])
     model.eval()
     return LoadedRun(run, cfg, model, pair, normaliser, list(state["input_channels"]), list(state["static_channels"]))
 
 
 @torch.no_grad()
 def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_size: int = 8,
-            baselines: tuple[str, ...] | None = None) -> xr.Dataset:
+            baselines: tuple[str, ...] | None = None, members: int | None = None, tile: int | None = None,
+            overlap: int | None = None, seed: int = 0, sampler: str | None = None,
+            steps: int | None = None) -> xr.Dataset:
     """Predict every time step of ``period`` on the full domain.
 
     Returns a Dataset with ``truth``, ``model`` and one variable per baseline, all
-    (time, lat, lon) in physical units, plus ``mask`` (1 = valid).
+    (time, lat, lon) in physical units, plus ``mask`` (1 = valid). With ``members`` > 1
+    (default ``inference.members``) ``model`` is an ensemble (member, time, lat, lon)
+    (:mod:`engine.inference.ensembles`); ``tile`` / ``overlap`` (default ``inference.*``) predict in
+    blended tiles (:mod:`engine.inference.stitching`); ``sampler`` / ``steps`` override a diffusion
+    run's defaults.
     """
+    from engine.inference.ensembles import make_forward
+
     baselines = tuple(BASELINES.names()) if baselines is None else baselines
     dataset = loaded.dataset(period)
     cfg = loaded.config
@@ -105,19 +117,29 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
     lr = loaded.pair.lr[variable].sel(time=times)
     scale = loaded.pair.scale
 
+    inf = cfg.inference
+    forward = make_forward(loaded.model, inf.members if members is None else members, scale=scale,
+                           tile=inf.tile if tile is None else tile, overlap=inf.overlap if overlap is None else overlap,
+                           tile_batch=inf.tile_batch, seed=seed, sampler=sampler, steps=steps)
     preds = []
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         x = torch.stack([item["x"] for item in items])
         static_hr = torch.stack([item["static_hr"] for item in items])
         offset = torch.stack([item["offset"] for item in items])
-        out = loaded.model(x, static_hr, offset)[:, 0].numpy()
-        preds.append(np.asarray(loaded.normaliser.inverse_hr(out, times[start : start + len(items)])))
-    model_values = np.concatenate(preds).astype(np.float32)
+        out = forward(x, static_hr, offset, key=start)[:, :, 0].numpy()  # (M, B, H, W)
+        batch_times = times[start : start + len(items)]
+        preds.append(np.stack([np.asarray(loaded.normaliser.inverse_hr(o, batch_times)) for o in out]))
+    model_values = np.concatenate(preds, axis=1).astype(np.float32)  # (M, T, H, W)
+    ensemble = forward.members > 1
+    model_dims = ("member", "time", "lat", "lon") if ensemble else ("time", "lat", "lon")
+    if not ensemble:
+        model_values = model_values[0]
 
     mask = loaded.pair.mask
     mask_values = mask.sel(time=times).values if "time" in mask.dims else mask.values
     valid = np.broadcast_to(mask_values, model_values.shape).astype(bool)
+    truth_valid = valid[0] if ensemble else valid
 
     # Baselines interpolate the physical LR field; NaN (outside the mask) is filled with the
     # field mean first so that it does not spread into valid pixels.
@@ -125,16 +147,17 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
     fill = np.nanmean(lr_values) if np.isfinite(lr_values).any() else 0.0
     lr_tensor = torch.from_numpy(np.where(np.isfinite(lr_values), lr_values, fill))[:, None]
     coords = {"time": times, "lat": hr.lat.values, "lon": hr.lon.values}
+    model_coords = {**coords, "member": np.arange(forward.members)} if ensemble else coords
     attrs = {k: hr.attrs[k] for k in ("units", "standard_name", "long_name") if k in hr.attrs}
     data_vars: dict[str, Any] = {
-        "truth": xr.DataArray(np.where(valid, hr.values, np.nan).astype(np.float32), coords, ("time", "lat", "lon"),
+        "truth": xr.DataArray(np.where(truth_valid, hr.values, np.nan).astype(np.float32), coords, ("time", "lat", "lon"),
                               attrs={**attrs, "description": "high-resolution reference"}),
-        "model": xr.DataArray(np.where(valid, model_values, np.nan), coords, ("time", "lat", "lon"),
-                              attrs={**attrs, "description": f"{cfg.model.backbone}+{cfg.model.upsampling} prediction"}),
+        "model": xr.DataArray(np.where(valid, model_values, np.nan), model_coords, model_dims,
+                              attrs={**attrs, "description": _describe(cfg, forward)}),
     }
     for name in baselines:
         base = build_baseline(name, scale)(lr_tensor)[:, 0].numpy()
-        data_vars[name] = xr.DataArray(np.where(valid, base, np.nan).astype(np.float32), coords, ("time", "lat", "lon"),
+        data_vars[name] = xr.DataArray(np.where(truth_valid, base, np.nan).astype(np.float32), coords, ("time", "lat", "lon"),
                                        attrs={**attrs, "description": f"{name} interpolation of the low-resolution input"})
     mask_dims = ("time", "lat", "lon") if "time" in mask.dims else ("lat", "lon")
     data_vars["mask"] = xr.DataArray(mask_values.astype(np.int8), {k: coords[k] for k in mask_dims}, mask_dims,
@@ -157,6 +180,15 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
         period=f"{period_range[0]}/{period_range[1]}",
     )
     return ds
+
+
+def _describe(cfg: ExperimentConfig, forward) -> str:
+    m = cfg.model
+    what = (f"{'residual ' if m.regression_run else ''}diffusion ({m.denoiser} denoiser)"
+            if cfg.training.learning == "diffusion" else f"{m.backbone}+{m.upsampling}")
+    if forward.members > 1:
+        return f"{what} ensemble of {forward.members} members ({forward.kind})"
+    return f"{what} prediction"
 
 
 def predict_run(run: Run, period: str | tuple[str, str] = "test", **kwargs) -> xr.Dataset:

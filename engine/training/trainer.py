@@ -126,6 +126,9 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
     if run.config.training.learning == "gan":  # the adversarial loop lives in its own module
         from engine.training.gan import train_gan
         return train_gan(run, resume=resume)
+    if run.config.training.learning == "diffusion":  # noise-prediction loop: engine.training.diffusion
+        from engine.training.diffusion import train_diffusion
+        return train_diffusion(run, resume=resume)
     cfg = run.config.validate()
     t = cfg.training
     fabric = make_fabric(cfg)
