@@ -110,7 +110,11 @@ def test_time_limit_requeues_and_resumes(tmp_path, slurm_config, monkeypatch):
     status = run.status()
     assert status.get("requeued", 0) >= 1 and status["attempt"] >= 2
     logged = [e["epoch"] for e in run.events("epoch")]
-    assert logged == list(range(60))  # every epoch exactly once: none redone, none lost
+    assert logged == sorted(set(logged))  # no epoch trained twice
+    assert json.loads(run.checkpoint("last").read_text())["epoch"] == 59  # all 60 trained
+    # Like the trainer, the stand-in saves the checkpoint and then logs the epoch; a signal
+    # landing between the two keeps the epoch's training but loses its event line.
+    assert len(set(range(60)) - set(logged)) <= status["requeued"]
     starts = [e["epoch"] for e in run.events("start")]
     assert starts[0] == 0 and len(starts) >= 2 and starts == sorted(set(starts))
     for later in starts[1:]:  # each attempt started right after the last completed epoch
