@@ -1,8 +1,6 @@
 """Attributions on a small hand-built conv model: receptive field, ignored channels, IG
 completeness, Grad-CAM layers, xarray output, the run-level wrapper, speed."""
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -194,14 +192,14 @@ def test_explain_run_with_a_loaded_run(net, tmp_path):
         explain_run(run, 0, region=(80.0, 85.0, 0.0, 1.0), loaded=loaded, write=False)
 
 
-def test_ig_speed_on_a_64x128_domain():
+def test_ig_on_a_64x128_domain_in_batched_steps():
+    # The speed itself is measured by benchmarks.evaluation (no timing assertions in tests).
     torch.manual_seed(0)
     model = TinyNet().eval()
     x = torch.randn(1, 3, 16, 32)
     s = torch.randn(1, 2, 64, 128)
-    attribute(model, x, s, region=(20, 28, 40, 48), method="saliency")  # warm-up
-    t0 = time.perf_counter()
-    out = attribute(model, x, s, region=(20, 28, 40, 48), method="integrated_gradients", n_steps=32)
-    elapsed = time.perf_counter() - t0
-    assert out["x"].shape == (1, 3, 16, 32)
-    assert elapsed < 10.0, f"IG-32 took {elapsed:.2f} s"
+    whole = attribute(model, x, s, region=(20, 28, 40, 48), method="integrated_gradients", n_steps=32)
+    chunked = attribute(model, x, s, region=(20, 28, 40, 48), method="integrated_gradients", n_steps=32,
+                        internal_batch_size=8)
+    assert whole["x"].shape == (1, 3, 16, 32) and whole["static_hr"].shape == (1, 2, 64, 128)
+    assert whole["x"] == pytest.approx(chunked["x"], abs=1e-5)
