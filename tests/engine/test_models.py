@@ -288,7 +288,7 @@ def test_bf16_autocast_and_channels_last():
     ({"data": {"sample": "spatiotemporal", "time_window": 3}, "model": {"backbone": "swin"}},
      ["model.backbone='swin'", "spatio-temporal", "resnet"]),
     ({"training": {"loss": "0.8*dssim+0.2*l1"}}, ["unknown loss 'l1'", "mae"]),
-    ({"training": {"learning": "diffusion"}}, ["training.learning='diffusion'", "gan", "supervised"]),
+    ({"training": {"learning": "reinforcement"}}, ["training.learning='reinforcement'", "gan", "supervised"]),
     ({"training": {"gan_pixel_weight": -1}}, ["training.gan_pixel_weight=-1"]),
 ])
 def test_experiment_validation_refuses_bad_models(changes, words):
