@@ -1,14 +1,15 @@
-"""The served dashboard: ``panel serve app`` (or ``make app``, bound to 127.0.0.1).
+"""The served dashboard: ``python -m app`` (localhost) or ``panel serve app``.
 
 Panel runs this file once per browser session, so each session gets its own
-:class:`~app.state.AppState`; engine imports that cost seconds (torch through the model
-registry) happen after the page is shown, in ``pn.state.onload``.
+:class:`~app.state.AppState` and its own views: one session's choices, selected runs and
+attributions never show in another. Engine imports that cost seconds (torch through the model
+registry) happen after the page is shown, in ``pn.state.onload``; tabs render when first opened.
 """
 
 import panel as pn
 
 from .state import AppState
-from .views import DataView, ExperimentView, ResultsView, RunsView
+from .views import CompareView, DataView, ExperimentView, ExplainView, ResultsView, RunsView, UncertaintyView
 
 #: Milliseconds between two reads of the run store.
 POLL_MS = 1000
@@ -17,11 +18,28 @@ pn.extension("tabulator", sizing_mode="stretch_width")
 
 state = AppState()
 
+tabs = pn.Tabs(
+    ("Data", DataView(state=state)),
+    ("Experiment", ExperimentView(state=state)),
+    ("Runs", pn.Column(RunsView(state=state), ResultsView(state=state))),
+    ("Compare", CompareView(state=state)),
+    ("Uncertainty", UncertaintyView(state=state)),
+    ("Explain", ExplainView(state=state)),
+    dynamic=True,  # only the open tab is rendered and sent to the browser
+    css_classes=["fs-tabs"],
+    sizing_mode="stretch_width",
+)
+
+
+def _message():
+    return pn.pane.Markdown(state.param.message, css_classes=["fs-status-message"])
+
+
 template = pn.template.FastListTemplate(
     title="finescale — deep-learning downscaling",
-    sidebar=[DataView(state=state), ExperimentView(state=state)],
-    main=[RunsView(state=state), ResultsView(state=state)],
-    sidebar_width=380,
+    sidebar=[DataView(state=state, maps=False), pn.layout.Divider(), _message()],
+    main=[tabs],
+    sidebar_width=300,
     accent="#1f6f8b",
 )
 

@@ -48,7 +48,11 @@ _CONFIG_FIELDS = (
     "run_name", "dataset", "variable", "scale", "patch_size", "train_period", "val_period", "test_period",
     "backbone", "upsampling", "loss", "epochs", "samples_per_epoch", "batch_size", "lr",
     "launcher", "partition", "account", "slurm_time", "nodes", "gpus_per_node", "cpus_per_task", "mem_gb",
+    "region", "use_region",
 )
+
+#: Largest configuration file the dashboard reads (an upload, not a path on the server).
+MAX_CONFIG_BYTES = 200_000
 
 
 def _as_list(variables: Any) -> list[str]:
@@ -101,6 +105,10 @@ class AppState(param.Parameterized):
     variable = param.Selector(default=None, objects=[], doc="Target variable of the dataset.")
     dataset_info = param.Dict(default={}, doc="Catalogue metadata of the selected dataset.")
     time_range = param.Tuple(default=None, length=2, allow_None=True, doc="First and last date of the dataset.")
+    region = param.Tuple(default=None, length=4, allow_None=True,
+                         doc="Picked region (lat_min, lat_max, lon_min, lon_max) in degrees, or None (the whole domain). "
+                             "Drawn on the data maps; the compare, explain and experiment views use it.")
+    use_region = param.Boolean(default=False, doc="Train on the picked region only (data.bbox).")
 
     # -- experiment (maps onto ExperimentConfig) ----------------------------------------
     run_name = param.String(default="demo", doc="Run name: letters, digits, '_', '-', '.'.")
@@ -127,6 +135,10 @@ class AppState(param.Parameterized):
     gpus_per_node = param.Integer(default=0, bounds=(0, 64))
     cpus_per_task = param.Integer(default=2, bounds=(1, 1024))
     mem_gb = param.Number(default=0.0, bounds=(0, 100_000), step=1.0, doc="Memory in GB (0: the cluster's default).")
+
+    # -- every other configuration field (generated from engine.config, see app.schema) ----
+    options = param.ClassSelector(class_=param.Parameterized, constant=True,
+                                  doc="app.schema.ExperimentOptions: the configuration's remaining fields.")
 
     # -- derived from the form ----------------------------------------------------------
     config_error = param.String(default="", doc="Why the current form is not a valid configuration ('' if it is).")
@@ -160,6 +172,13 @@ class AppState(param.Parameterized):
         self._static_cache: dict[tuple, Any] = {}
         self._rmse = None
         self._job_checked: dict[str, float] = {}
+        self._launch_extra: dict[str, Any] = {}  # launch.extra of a loaded file (YAML only)
+        from .schema import ExperimentOptions
+
+        with param.edit_constant(self):
+            self.options = ExperimentOptions()
+        self.options.param.watch(lambda *events: self._validate(), [n for n in self.options.param if n not in ("name", "version")])
+        self.options.param.watch(lambda *events: self._update_predictors(), ["data_downscaling", "data_lowres"])
 
     # ======================================================================================
     # Choices: catalogue and registries
@@ -203,6 +222,10 @@ class AppState(param.Parameterized):
         self._set_objects("loss", registry.LOSSES.names(), defaults.training.loss)
         self._set_objects("launcher", registry.LAUNCHERS.names(), defaults.launch.launcher)
         self._set_objects("dataset", entries, defaults.data.highres)
+        lowres = [n for n in catalog.list_entries(self.catalog)
+                  if (catalog.entry_metadata(n, self.catalog) or {}).get("role") == "lowres"]
+        self.options.set_choices("data", "lowres", lowres)
+        self._update_run_choices()
         if self.dataset is not None and not self.dataset_info:  # the watcher did not fire
             self._on_dataset()
         self.choices_loaded = True
@@ -260,6 +283,31 @@ class AppState(param.Parameterized):
             self._set_objects("variable", variables, defaults.variable)
             self.time_range = time_range
             self._set_periods(time_range)
+            self.region = None  # a box drawn on another domain means nothing here
+        self._update_predictors()
+
+    @param.depends("variable", watch=True)
+    def _update_predictors(self) -> None:
+        """Predictors: the dataset's other variables (MOS: the low-resolution entry's)."""
+        if not hasattr(self, "options"):
+            return
+        source = self.dataset_info
+        lowres = self.options.data_lowres if self.options.data_downscaling == "mos" else None
+        if lowres:
+            from engine.data import catalog
+
+            try:
+                source = catalog.entry_metadata(lowres, self.catalog) or {}
+            except Exception:  # an entry that vanished from the catalogue: no predictors offered
+                source = {}
+        names = [v for v in _as_list(source.get("variables")) if v != self.variable]
+        self.options.set_choices("data", "predictors", names)
+
+    def _update_run_choices(self) -> None:
+        """Runs that a diffusion run may build on (model.regression_run): completed ones."""
+        done = [r["run_id"] for r in self.runs if r.get("state") == "completed"]
+        if done != [v for v in self.options.param.model_regression_run.objects if v is not None]:
+            self.options.set_choices("model", "regression_run", done)
 
     def _set_periods(self, time_range: tuple | None) -> None:
         """Keep the library's default periods when the data cover them, else split 70/15/15."""
@@ -296,10 +344,17 @@ class AppState(param.Parameterized):
         def period(value, fallback):
             return tuple(v.isoformat() for v in value) if value else fallback
 
+        from engine.config import InferenceConfig
+
         d = DataConfig()
+        o = self.options
+        bbox = tuple(float(v) for v in self.region) if (self.use_region and self.region) else None
         return ExperimentConfig(
             name=self.run_name,
+            inference=InferenceConfig(**o.section_values("inference")),
             data=DataConfig(
+                **o.section_values("data"),
+                bbox=bbox,
                 highres=self.dataset or d.highres,
                 variable=self.variable or d.variable,
                 scale=self.scale,
@@ -309,8 +364,10 @@ class AppState(param.Parameterized):
                 test_period=period(self.test_period, d.test_period),
                 catalog=self.catalog,
             ),
-            model=ModelConfig(backbone=self.backbone or "", upsampling=self.upsampling or ""),
+            model=ModelConfig(backbone=self.backbone or "", upsampling=self.upsampling or "",
+                              **o.section_values("model")),
             training=TrainingConfig(
+                **o.section_values("training"),
                 loss=self.loss or "", epochs=self.epochs, samples_per_epoch=self.samples_per_epoch,
                 batch_size=self.batch_size, lr=float(self.lr),
             ),
@@ -323,8 +380,86 @@ class AppState(param.Parameterized):
                 gpus_per_node=self.gpus_per_node,
                 cpus_per_task=self.cpus_per_task,
                 mem_gb=float(self.mem_gb) if self.mem_gb else None,
+                extra=dict(self._launch_extra),
+                **o.section_values("launch"),
             ),
         )
+
+    # ======================================================================================
+    # Configuration files: save and load as YAML
+    # ======================================================================================
+    def config_yaml(self) -> str:
+        """The form as YAML (:meth:`engine.config.ExperimentConfig.to_yaml`), valid or not."""
+        return self.build_config().to_yaml()
+
+    def load_yaml(self, data: bytes | str) -> bool:
+        """Fill the form from a YAML configuration (an uploaded file's content, never a path).
+
+        Read with ``yaml.safe_load`` by the engine (no object construction); a file that is
+        not a configuration leaves the form as it was and says why in ``message``.
+
+        Returns
+        -------
+        bool
+            True when the form now holds the file's configuration.
+        """
+        from engine.config import ConfigError, ExperimentConfig
+
+        if isinstance(data, bytes):
+            if len(data) > MAX_CONFIG_BYTES:
+                self.message = f"Not loaded: the file has {len(data)} bytes; a configuration has at most {MAX_CONFIG_BYTES}."
+                return False
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.message = "Not loaded: the file is not UTF-8 text (expected a YAML configuration)."
+                return False
+        if "\n" not in data:
+            data += "\n"  # from_yaml reads a one-line "x.yaml" as a path; a form never does
+        try:
+            config = ExperimentConfig.from_yaml(data)
+        except (ConfigError, TypeError, ValueError) as exc:
+            self.message = f"Not loaded: {exc}"
+            return False
+        self.apply_config(config)
+        self.message = f"Loaded configuration {config.name!r}."
+        return True
+
+    def apply_config(self, config) -> None:
+        """Set every field of the form from an :class:`engine.config.ExperimentConfig`."""
+        d, m, t, lch = config.data, config.model, config.training, config.launch
+
+        def dates(p):
+            return tuple(_to_date(v) for v in p)
+
+        with param.parameterized.batch_call_watchers(self):
+            self.run_name = config.name
+            for name, value in (("dataset", d.highres), ("backbone", m.backbone), ("loss", t.loss),
+                                ("launcher", lch.launcher)):
+                p = self.param[name]
+                if value not in p.objects:  # shown (and refused by validation) rather than dropped
+                    p.objects = [*p.objects, value]
+                setattr(self, name, value)
+        # After the dataset watcher has set the dataset's defaults (variables, periods).
+        with param.parameterized.batch_call_watchers(self):
+            for name, value in (("variable", d.variable), ("upsampling", m.upsampling)):
+                p = self.param[name]
+                if value not in p.objects:
+                    p.objects = [*p.objects, value]
+                setattr(self, name, value)
+            self.scale, self.patch_size = d.scale, d.patch_size or self.patch_size
+            self.train_period, self.val_period, self.test_period = (
+                dates(d.train_period), dates(d.val_period), dates(d.test_period))
+            self.epochs, self.samples_per_epoch, self.batch_size, self.lr = (
+                t.epochs, t.samples_per_epoch, t.batch_size, float(t.lr))
+            self.partition, self.account, self.slurm_time = lch.partition or "", lch.account or "", str(lch.time)
+            self.nodes, self.gpus_per_node, self.cpus_per_task = lch.nodes, lch.gpus_per_node, lch.cpus_per_task
+            self.mem_gb = float(lch.mem_gb or 0.0)
+            self.region = tuple(float(v) for v in d.bbox) if d.bbox else None
+            self.use_region = d.bbox is not None
+            self._launch_extra = dict(lch.extra or {})
+            self.options.set_from_config(config)
+        self._validate()
 
     @param.depends(*_CONFIG_FIELDS, watch=True)
     def _validate(self) -> None:
@@ -439,6 +574,7 @@ class AppState(param.Parameterized):
             rows.append(self._run_row(run, status))
         if rows != self.runs:
             self.runs = rows
+            self._update_run_choices()
         if self.selected_run is not None:
             self._refresh_selected()
 

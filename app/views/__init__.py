@@ -5,6 +5,10 @@
 - :class:`ExperimentView` — model, training, periods and launcher form with inline validation
 - :class:`RunsView` — every run in the run store, progress and loss curve of the selected one, cancel
 - :class:`ResultsView` — linked maps (truth, bicubic, model, RMSE) with coastlines, time selector, scores
+- :class:`CompareView` — several runs and baselines: maps, errors, RMSE, scores by season/region, spectra,
+  time series at a clicked point
+- :class:`UncertaintyView` — ensemble members, mean, spread, rank histogram, spread-skill
+- :class:`ExplainView` — attributions (Captum) for a clicked pixel or a drawn box
 
 Example (notebook)
 ------------------
@@ -14,9 +18,12 @@ Example (notebook)
 >>> ResultsView(state=state)                  # doctest: +SKIP
 """
 
+from .compare import CompareView
 from .data import DataView
 from .experiment import ExperimentView
+from .explain import ExplainView
 from .results import ResultsView
 from .runs import RunsView
+from .uncertainty import UncertaintyView
 
-__all__ = ["DataView", "ExperimentView", "ResultsView", "RunsView"]
+__all__ = ["CompareView", "DataView", "ExperimentView", "ExplainView", "ResultsView", "RunsView", "UncertaintyView"]

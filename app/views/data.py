@@ -1,4 +1,9 @@
-"""The data view: which catalogue dataset and which variable to downscale."""
+"""The data view: browse the catalogue, look at LR, HR and static maps, pick a region.
+
+The region picker is holoviews' ``BoundsXY`` stream on the high-resolution map (the box-select
+tool): the drawn box becomes ``AppState.region``, which the experiment (``data.bbox``), compare
+(region scores) and explain (attribution region) views use.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,37 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
+from ..catalogue import CatalogueState
+from ..maps import aspect_of, coastline, land_mask, map_element, maybe_rasterize, region_box, robust_clim
 from ..state import AppState
 
 
 class DataView(Viewer):
-    """Dataset and variable selectors with the catalogue's description of the dataset.
+    """Dataset and variable selectors, the catalogue table, linked maps and the region picker.
 
     Parameters
     ----------
     state : AppState
-        The shared dashboard state; the selectors write ``state.dataset`` / ``state.variable``.
+        The shared dashboard state; the selectors write ``state.dataset`` / ``state.variable``,
+        the region picker ``state.region``.
+    maps : bool
+        Also show the catalogue table and the maps (False: only the selectors, for a sidebar).
     """
 
     state = param.ClassSelector(class_=AppState)
+    maps = param.Boolean(default=True)
+    width = param.Integer(default=360, doc="Width of one map in pixels.")
 
     def __init__(self, **params):
         super().__init__(**params)
+        self.data = CatalogueState(app=self.state)
         self._dataset = pn.widgets.Select.from_param(self.state.param.dataset, label="Dataset", css_classes=["fs-dataset"])
         self._variable = pn.widgets.Select.from_param(self.state.param.variable, label="Variable", css_classes=["fs-variable"])
+        self._time = pn.widgets.IntSlider.from_param(self.data.param.time_index, name="Time step",
+                                                     css_classes=["fs-data-time"], sizing_mode="stretch_width")
+        self._clear = pn.widgets.Button(label="Clear region", width=120, sizing_mode="fixed", css_classes=["fs-clear-region"])
+        self._clear.on_click(lambda event: setattr(self.state, "region", None))
+        self._bounds = None  # the BoundsXY stream of the current HR map
 
     @param.depends("state.dataset_info", "state.time_range", "state.variable")
     def _description(self):
@@ -59,5 +77,89 @@ class DataView(Viewer):
         # Descriptions come from the project's own catalogue YAML; no math rendering of "$".
         return pn.pane.Markdown("\n\n".join(lines), disable_math=True)
 
-    def __panel__(self):
+    @param.depends("state.choices_loaded")
+    def _catalogue(self):
+        if not self.state.choices_loaded:
+            return pn.pane.Markdown("*Reading the catalogue…*")
+        return pn.widgets.Tabulator(self.data.table(), disabled=True, show_index=False, layout="fit_data_table",
+                                    max_height=200, css_classes=["fs-catalogue"], sizing_mode="stretch_width")
+
+    def map_layout(self):
+        """LR, HR (with the region picker), elevation and land mask, linked (a holoviews Layout)."""
+        import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
+
+        data = self.data
+        fields = data.fields()
+        if not fields:
+            return None
+        hr = fields["hr"]
+        units = str(hr.attrs.get("units", ""))
+        var = self.state.variable or "value"
+        lat, lon = hr["lat"].values, hr["lon"].values
+        clim = robust_clim(hr.values)
+        common = dict(colorbar=True, frame_width=self.width - 90, aspect=aspect_of(lat, lon), tools=["hover"])
+        coast = coastline(land_mask(lat, lon))
+        npix = hr.size
+        region = hv.DynamicMap(lambda region: region_box(region), streams=dict(region=self.state.param.region))
+
+        def frame(time_index, which):
+            f = data.fields(time_index)[which]
+            title = {"hr": f"High-res target {var}", "lr": f"Low-res input {var}"}[which]
+            return map_element(f, title, var, units, cmap="RdYlBu_r", clim=clim, **common)
+
+        hr_map = hv.DynamicMap(lambda time_index: frame(time_index, "hr"),
+                               streams=dict(time_index=data.param.time_index))
+        lr_map = hv.DynamicMap(lambda time_index: frame(time_index, "lr"),
+                               streams=dict(time_index=data.param.time_index))
+        hr_map = maybe_rasterize(hr_map, npix, **common).opts(tools=["hover", "box_select"], active_tools=["box_select"])
+        self._bounds = hv.streams.BoundsXY(source=hr_map, bounds=None)
+        self._bounds.add_subscriber(lambda bounds: data.set_region_from_bounds(bounds))
+        panels = [hr_map * coast * region, lr_map * coast * region]
+        for name, field in data.static().items():
+            cmap = "terrain" if name == "elevation" else "Greens"
+            element = map_element(field, name.replace("_", " ").capitalize(), name, str(field.attrs.get("units", "")),
+                                  cmap=cmap, **common)
+            panels.append(maybe_rasterize(element, npix, **common) * coast * region)
+        return hv.Layout(panels).cols(2).opts(shared_axes=True)
+
+    @param.depends("data.version")
+    def _maps(self):
+        if self.data.error:
+            return pn.pane.Alert(self.data.error, alert_type="warning")
+        layout = self.map_layout()
+        if layout is None:
+            return pn.pane.Markdown("*Maps appear when a local dataset is selected.*")
+        return pn.pane.HoloViews(layout, css_classes=["fs-data-maps"])
+
+    @param.depends("data.time_index", "data.version")
+    def _time_label(self):
+        return pn.pane.Markdown(f"**{self.data.time_label}**" if self.data.times else "", css_classes=["fs-data-time-label"])
+
+    @param.depends("state.region", "data.time_index")
+    def _region(self):
+        region = self.state.region
+        if region is None:
+            return pn.pane.Markdown("Region: *the whole domain* — draw a box on the high-res map to pick one.",
+                                    css_classes=["fs-region"])
+        lat0, lat1, lon0, lon1 = region
+        text = f"Region: **{lat0:.2f}–{lat1:.2f}°N, {lon0:.2f}–{lon1:.2f}°E**"
+        stats = self.data.region_values()
+        if stats:
+            text += f" · {stats['pixels']} pixels, mean {stats['mean']:.4g}, range {stats['min']:.4g}–{stats['max']:.4g}"
+        return pn.pane.Markdown(text, css_classes=["fs-region"])
+
+    def selectors(self):
         return pn.Column("### Data", self._dataset, self._variable, self._description, sizing_mode="stretch_width")
+
+    def __panel__(self):
+        if not self.maps:
+            return self.selectors()
+        return pn.Column(
+            self.selectors(),
+            pn.Card(self._catalogue, title="Catalogue", collapsed=False, sizing_mode="stretch_width"),
+            pn.Row(self._time, self._time_label, sizing_mode="stretch_width"),
+            pn.Row(self._region, self._clear, sizing_mode="stretch_width"),
+            self._maps,
+            sizing_mode="stretch_width",
+        )

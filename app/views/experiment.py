@@ -1,7 +1,14 @@
-"""The experiment view: model, training and launcher form, validated as the user types."""
+"""The experiment view: every choice of the engine's configuration, validated as the user types.
+
+The first fields (dataset, backbone, upsampling, loss, sizes, periods, launcher and SLURM
+resources) are :class:`~app.state.AppState` parameters; every other field of
+:class:`engine.config.ExperimentConfig` comes from :class:`app.schema.ExperimentOptions`,
+generated from the configuration's dataclasses, one card per section.
+"""
 
 from __future__ import annotations
 
+import io
 import threading
 
 import panel as pn
@@ -60,6 +67,17 @@ class ExperimentView(Viewer):
         self._message = pn.pane.Markdown("", css_classes=["fs-message"])
         self._train = w.Button(label="Train", color="primary", disabled=True, css_classes=["fs-train"])
         self._train.on_click(self._on_train)
+        self._use_region = w.Checkbox.from_param(s.use_region, label="Train on the picked region only (data.bbox)",
+                                                 css_classes=["fs-use-region"])
+        self._sections = {section: self._section_card(section) for section in ("data", "model", "training",
+                                                                                "inference", "launch")}
+        # Save: the browser downloads the form as YAML; load: the browser uploads a file's
+        # content (bytes), never a server path, and the engine parses it with yaml.safe_load.
+        self._save = w.FileDownload(callback=self._yaml_file, filename="experiment.yaml", label="Save YAML",
+                                    css_classes=["fs-save-yaml"], sizing_mode="stretch_width")
+        self._upload = w.FileInput(accept=".yaml,.yml", multiple=False, css_classes=["fs-load-yaml"],
+                                   sizing_mode="stretch_width")
+        self._upload.param.watch(self._on_upload, "value")
         self.state.param.watch(self._sync, ["config_error", "launcher", "choices_loaded", "message"])
         self._sync()
 
@@ -70,6 +88,40 @@ class ExperimentView(Viewer):
         self._error.visible = bool(s.config_error)
         self._train.disabled = bool(s.config_error) or not s.choices_loaded
         self._message.object = s.message
+
+    #: Labels of the generated option cards.
+    SECTION_TITLES = {"data": "Data: downscaling type, predictors, static fields, sampling",
+                      "model": "Model: head options, GAN and diffusion settings",
+                      "training": "Training: learning mode, optimiser, precision, seed",
+                      "inference": "Inference: ensemble members, tiles",
+                      "launch": "Launch: more SLURM resources"}
+
+    def _section_card(self, section: str) -> pn.Card:
+        """A card with the generated widgets of one configuration section."""
+        names = [n for n in self.state.options.param if n.startswith(f"{section}_")]
+        widgets = {}
+        for name in names:
+            p = self.state.options.param[name]
+            label = p.label or name
+            if isinstance(p, param.ListSelector):
+                widgets[name] = {"type": pn.widgets.MultiChoice, "name": label}
+            elif isinstance(p, param.Number) and not isinstance(p, param.Integer):
+                widgets[name] = {"type": pn.widgets.FloatInput, "name": label}
+            elif isinstance(p, param.Integer):
+                widgets[name] = {"type": pn.widgets.IntInput, "name": label}
+            elif isinstance(p, param.Selector):
+                widgets[name] = {"type": pn.widgets.Select, "name": label}
+        form = pn.Param(self.state.options, parameters=names, widgets=widgets, show_name=False,
+                        default_layout=pn.Column, sizing_mode="stretch_width", css_classes=[f"fs-options-{section}"])
+        return pn.Card(form, title=self.SECTION_TITLES[section], collapsed=True, sizing_mode="stretch_width",
+                       css_classes=[f"fs-card-{section}"])
+
+    def _yaml_file(self):
+        return io.StringIO(self.state.config_yaml())
+
+    def _on_upload(self, event) -> None:
+        if event.new:
+            self.state.load_yaml(event.new)
 
     def _on_train(self, event) -> None:
         if self.state.launcher == "inline":
@@ -90,8 +142,11 @@ class ExperimentView(Viewer):
             pn.Row(self._batch, self._lr),
             pn.Card(self._train_period, self._val_period, self._test_period, title="Periods", collapsed=True,
                     sizing_mode="stretch_width"),
+            self._use_region,
+            *self._sections.values(),
             self._launcher,
             self._slurm,
+            pn.Row(self._save, self._upload, sizing_mode="stretch_width"),
             self._error,
             self._train,
             self._message,

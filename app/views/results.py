@@ -1,8 +1,6 @@
 """The results view: linked maps of truth, bicubic, model and RMSE, a time selector and scores.
 
-Coastlines are drawn offline: they are the 0.5 contour of the real land mask on the run's
-grid (:func:`engine.data.static.static_fields`), so no cartopy shapefile or map tile is ever
-downloaded.
+Coastlines are drawn offline (see :mod:`app.maps`).
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
+from ..maps import coastline, map_element  # noqa: F401  (re-exported: the views' old home)
 from ..state import AppState
 
 #: Above this many pixels a map is rasterized by datashader on the server (aggregated to the
@@ -23,58 +22,6 @@ RASTERIZE_ABOVE = 300_000
 HEADLINE_METRICS = ("rmse", "mae", "bias", "pearson", "ssim", "psnr", "rmse_skill", "mae_skill")
 
 _TITLES = {"truth": "Truth", "bicubic": "Bicubic", "model": "Model", "rmse": "RMSE of the model (test period)"}
-
-
-def _regular(values: np.ndarray) -> bool:
-    if values.size < 3:
-        return True
-    step = np.diff(values)
-    return bool(np.allclose(step, step[0], rtol=1e-3, atol=0))
-
-
-def map_element(da, title: str, value_name: str, units: str = "", **opts):
-    """A holoviews ``Image`` (regular grid) or ``QuadMesh`` (irregular) of a ``(lat, lon)`` array.
-
-    Parameters
-    ----------
-    da : xarray.DataArray
-        ``(lat, lon)`` field; NaN where masked.
-    title : str
-        Plot title; also the element's group, so that options never leak between maps.
-    value_name : str
-        Name of the value dimension (the colour bar's label).
-    **opts
-        Plot and style options of this element (cmap, clim, ...).
-    """
-    import holoviews as hv
-    import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
-
-    da = da.transpose("lat", "lon")
-    lat, lon = da["lat"].values, da["lon"].values
-    kdims = [hv.Dimension("lon", label="Longitude", unit="°E"), hv.Dimension("lat", label="Latitude", unit="°N")]
-    vdim = hv.Dimension(value_name, label=value_name, unit=units or None)
-    data = (lon, lat, np.asarray(da.values, dtype=float))
-    group = "".join(c for c in title.title() if c.isalnum()) or "Map"
-    kind = hv.Image if _regular(lat) and _regular(lon) else hv.QuadMesh
-    element = kind(data, kdims=kdims, vdims=[vdim], group=group)
-    return element.opts(title=title, **opts)
-
-
-def coastline(land_mask):
-    """The 0.5 contour of a ``(lat, lon)`` land mask as black paths (an empty overlay if None)."""
-    import holoviews as hv
-    import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
-    from holoviews.operation import contours
-
-    kdims = [hv.Dimension("lon", label="Longitude", unit="°E"), hv.Dimension("lat", label="Latitude", unit="°N")]
-    if land_mask is None:
-        return hv.Contours([], kdims=kdims)
-    image = hv.Image((land_mask["lon"].values, land_mask["lat"].values,
-                      np.asarray(land_mask.transpose("lat", "lon").values, dtype=float)),
-                     kdims=kdims, vdims=["land_mask"])
-    lines = contours(image, levels=[0.5], filled=False)
-    return lines.opts(color="black", line_width=1.2, cmap=["black"], colorbar=False, show_legend=False,
-                      tools=[])
 
 
 class ResultsView(Viewer):

@@ -1,0 +1,666 @@
+"""State of the compare, uncertainty and explain views (no widgets).
+
+Each class reads run folders through :class:`engine.runs.RunStore` (runs are addressed by id,
+confined to the run root) and computes what its view shows with the engine's public API:
+:mod:`engine.evaluation` (metrics, spectra, probabilistic scores) and :mod:`engine.explain`.
+Predictions are read once per run and file version and kept in memory per session.
+
+Example
+-------
+>>> app = AppState(); app.poll()                        # doctest: +SKIP
+>>> cmp = CompareState(app=app, runs=[a, b])            # doctest: +SKIP
+>>> cmp.scores_table(by="season")                       # doctest: +SKIP
+>>> ens = EnsembleState(app=app, run=ensemble_run_id)   # doctest: +SKIP
+>>> ens.rank_histogram().values                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import param
+
+from .state import AppState, _valid_mask
+
+log = logging.getLogger(__name__)
+
+#: Baselines that predictions.nc may hold (engine.evaluation.report.BASELINE_NAMES).
+BASELINES = ("nearest", "bilinear", "bicubic")
+
+#: Attribution methods offered before engine.explain (and torch) is imported; replaced by
+#: engine.explain.METHODS once the session's choices are loaded.
+_FALLBACK_METHODS = ("integrated_gradients", "saliency", "gradient_shap", "occlusion", "grad_cam")
+
+#: Metrics of the compare view's scores tables, in this order when present.
+COMPARE_METRICS = ("rmse", "mae", "bias", "pearson", "ssim", "psnr", "crps", "spread_skill_ratio")
+
+
+class _Predictions:
+    """predictions.nc of runs, read into memory once per file version (per session)."""
+
+    def __init__(self, app: AppState):
+        self.app = app
+        self._cache: dict[str, tuple[tuple, Any]] = {}
+
+    def get(self, run_id: str):
+        import xarray as xr
+
+        from engine.runs import RunStoreError
+
+        try:
+            run = self.app.store.get(run_id)
+        except RunStoreError:
+            return None
+        path = run.predictions_path
+        if not path.exists():
+            return None
+        st = path.stat()
+        key = (st.st_mtime, st.st_size)
+        hit = self._cache.get(run_id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+        self._cache[run_id] = (key, ds)
+        return ds
+
+
+def _labels(ds) -> list[str]:
+    import pandas as pd
+
+    return [pd.Timestamp(t).strftime("%Y-%m-%d %H:%M") for t in ds["time"].values] if "time" in ds.dims else []
+
+
+def _masked(ds, da):
+    mask = _valid_mask(ds)
+    if mask is None:
+        return da
+    if "time" in mask.dims and "time" not in da.dims:
+        mask = mask.any("time")
+    return da.where(mask)
+
+
+def _at_time(ds, da, label: str | None):
+    if "time" in da.dims:
+        labels = _labels(ds)
+        da = da.isel(time=labels.index(label) if label in labels else 0)
+    return da
+
+
+class CompareState(param.Parameterized):
+    """Several runs and baselines side by side.
+
+    Parameters
+    ----------
+    app : AppState
+    runs : list of str
+        Run ids to compare (runs with predictions; see :meth:`refresh`).
+    baselines : list of str
+        Baselines to show beside the runs (taken from the first run's predictions).
+    """
+
+    app = param.ClassSelector(class_=AppState)
+    runs = param.ListSelector(default=[], objects=[], doc="Runs to compare.")
+    baselines = param.ListSelector(default=["bicubic"], objects=list(BASELINES), doc="Baselines to show.")
+    time = param.Selector(default=None, objects=[], doc="Time of the maps (a label of the first run).")
+    point = param.Tuple(default=None, length=2, allow_None=True, doc="(lat, lon) of the time series (a map click).")
+    breakdown = param.Selector(default="season", objects=["season", "region", "month"], doc="Rows of the scores table.")
+    version = param.Integer(default=0, doc="Bumped when the compared runs (or their files) change.")
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self._preds = _Predictions(self.app)
+        self._rmse: dict[tuple, Any] = {}
+        self.app.param.watch(lambda *e: self.refresh(), ["runs"])
+        self.refresh()
+
+    # -- choices ----------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Offer the runs that have predictions (finished or not) as choices."""
+        from engine.runs import RunStoreError
+
+        ids = []
+        for row in self.app.runs:
+            try:
+                if self.app.store.get(row["run_id"]).predictions_path.exists():
+                    ids.append(row["run_id"])
+            except RunStoreError:
+                continue
+        if ids != self.param.runs.objects:
+            self.param.runs.objects = ids
+            kept = [r for r in self.runs if r in ids]
+            if kept != self.runs:
+                self.runs = kept
+
+    @param.depends("runs", watch=True, on_init=False)
+    def _on_runs(self) -> None:
+        labels = []
+        baselines = list(BASELINES)
+        if self.runs:
+            ds = self._preds.get(self.runs[0])
+            if ds is not None:
+                labels = _labels(ds)
+                baselines = [b for b in BASELINES if b in ds]
+        with param.parameterized.batch_call_watchers(self):
+            self.param.time.objects = labels
+            if self.time not in labels:
+                self.time = labels[0] if labels else None
+            self.param.baselines.objects = baselines
+            self.baselines = [b for b in self.baselines if b in baselines]
+            self.version += 1
+
+    def predictions(self, run_id: str):
+        return self._preds.get(run_id)
+
+    @property
+    def reference(self):
+        """The first run's predictions: its truth and baselines are the comparison's."""
+        return self._preds.get(self.runs[0]) if self.runs else None
+
+    def run_label(self, run_id: str) -> str:
+        names = {r["run_id"]: r.get("name") or "" for r in self.app.runs}
+        return f"{names.get(run_id) or 'run'} ({run_id[-6:]})"
+
+    # -- maps ---------------------------------------------------------------------------
+    def sources(self) -> list[tuple[str, str, str]]:
+        """What the maps show: ``(label, run_id, variable)`` for the baselines and each run."""
+        ref = self.runs[0] if self.runs else None
+        out = [(b, ref, b) for b in self.baselines]
+        out += [(self.run_label(r), r, "model") for r in self.runs]
+        return out
+
+    def field(self, run_id: str, variable: str, time: str | None = None):
+        """One ``(lat, lon)`` map (ensemble mean for ensembles), masked, at ``time``."""
+        ds = self._preds.get(run_id)
+        if ds is None or variable not in ds:
+            return None
+        da = ds[variable]
+        if "member" in da.dims:
+            da = da.mean("member")
+        return _masked(ds, _at_time(ds, da, time or self.time))
+
+    def truth(self, time: str | None = None):
+        return self.field(self.runs[0], "truth", time) if self.runs else None
+
+    def error(self, run_id: str, variable: str, time: str | None = None):
+        """Prediction minus truth (its own run's truth) at ``time``."""
+        pred, truth = self.field(run_id, variable, time), self.field(run_id, "truth", time)
+        if pred is None or truth is None:
+            return None
+        return (pred - truth).rename("error")
+
+    def rmse_map(self, run_id: str, variable: str):
+        """Per-pixel RMSE over the run's prediction period, ``(lat, lon)``."""
+        ds = self._preds.get(run_id)
+        if ds is None or variable not in ds or "truth" not in ds:
+            return None
+        key = (run_id, variable, ds.attrs.get("history", ""), ds.sizes.get("time"))
+        if key not in self._rmse:
+            pred = ds[variable].mean("member") if "member" in ds[variable].dims else ds[variable]
+            err2 = _masked(ds, (pred - ds["truth"]) ** 2)
+            self._rmse[key] = np.sqrt(err2.mean("time")) if "time" in err2.dims else np.sqrt(err2)
+        return self._rmse[key]
+
+    # -- scores -------------------------------------------------------------------------
+    def scores_table(self, by: str | None = None, metrics=COMPARE_METRICS):
+        """The runs' scores (``scores.csv``) by season, month or region.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``run, model, <period or region>, <metrics...>``; the picked region
+            (``AppState.region``) is scored on the fly as region ``picked``.
+        """
+        import pandas as pd
+
+        from engine.evaluation.breakdown import MONTHS, SEASONS
+
+        by = by or self.breakdown
+        frames = []
+        for run_id in self.runs:
+            run = self.app.store.get(run_id)
+            if run.scores_path.exists():
+                df = pd.read_csv(run.scores_path)
+            else:
+                df = pd.DataFrame(columns=["model", "metric", "period", "region", "value"])
+            if by == "region":
+                df = df[df["period"] == "test"]
+                extra = self._picked_region_scores(run_id)
+                if extra is not None:
+                    df = pd.concat([df, extra], ignore_index=True)
+                key = "region"
+            else:
+                wanted = SEASONS if by == "season" else MONTHS
+                df = df[(df["region"] == "domain") & df["period"].isin(wanted)]
+                key = "period"
+            df = df[df["metric"].isin(metrics) & df["model"].isin(["model", *self.baselines])]
+            df = df.assign(run=self.run_label(run_id))
+            frames.append(df)
+        if not frames or all(f.empty for f in frames):
+            return pd.DataFrame(columns=["run", "model", by])
+        all_ = pd.concat(frames, ignore_index=True)
+        table = all_.pivot_table(index=["run", "model", key], columns="metric", values="value", sort=False)
+        table = table.reindex(columns=[m for m in metrics if m in table.columns]).reset_index()
+        table.columns.name = None
+        return table.rename(columns={key: by})
+
+    def _picked_region_scores(self, run_id: str):
+        """RMSE, MAE and bias in the picked region (engine metrics, latitude-weighted)."""
+        import pandas as pd
+
+        from engine.evaluation import metrics as M
+
+        region = self.app.region
+        ds = self._preds.get(run_id)
+        if region is None or ds is None:
+            return None
+        lat0, lat1, lon0, lon1 = region
+        sub = ds.sel(lat=slice(lat0, lat1), lon=slice(lon0, lon1))
+        if not sub.sizes.get("lat") or not sub.sizes.get("lon"):
+            return None
+        mask = _valid_mask(sub)
+        rows = []
+        for name in ["model", *self.baselines]:
+            if name not in sub:
+                continue
+            pred = sub[name].mean("member") if "member" in sub[name].dims else sub[name]
+            for metric, fn in (("rmse", M.rmse), ("mae", M.mae), ("bias", M.bias)):
+                try:
+                    value = float(fn(pred, sub["truth"], mask=mask))
+                except Exception as exc:  # e.g. a region with no valid pixel
+                    log.debug("no %s in the picked region: %s", metric, exc)
+                    continue
+                rows.append({"model": name, "metric": metric, "period": "test", "region": "picked", "value": value})
+        return pd.DataFrame(rows)
+
+    # -- spectra and time series ------------------------------------------------------------
+    def spectra(self):
+        """Time-mean radially averaged power spectra of the truth, baselines and runs.
+
+        Returns
+        -------
+        pandas.DataFrame with columns ``source, wavelength, power`` (wavelength in grid cells).
+        """
+        import pandas as pd
+
+        from engine.evaluation.spectral import power_spectrum
+
+        rows = []
+        items = [("truth", self.runs[0], "truth")] if self.runs else []
+        items += self.sources()
+        for label, run_id, variable in items:
+            ds = self._preds.get(run_id)
+            if ds is None or variable not in ds:
+                continue
+            da = ds[variable].mean("member") if "member" in ds[variable].dims else ds[variable]
+            if "time" in da.dims and da.sizes["time"] > 32:  # 32 steps give a stable mean, fast
+                da = da.isel(time=np.linspace(0, da.sizes["time"] - 1, 32).astype(int))
+            spec = power_spectrum(da, mask=_valid_mask(ds))
+            if "time" in spec.dims:
+                spec = spec.mean("time")
+            rows.append(pd.DataFrame({"source": label, "wavelength": spec["wavelength"].values,
+                                      "power": spec.values.astype(float)}))
+        if not rows:
+            return pd.DataFrame(columns=["source", "wavelength", "power"])
+        return pd.concat(rows, ignore_index=True)
+
+    def series(self, point: tuple | None = None):
+        """Values over time at the grid point nearest ``point`` (lat, lon) for the truth,
+        baselines and runs; columns ``time, source, value``."""
+        import pandas as pd
+
+        point = point or self.point
+        if point is None or not self.runs:
+            return pd.DataFrame(columns=["time", "source", "value"])
+        lat, lon = point
+        rows = []
+        items = [("truth", self.runs[0], "truth")] + self.sources()
+        for label, run_id, variable in items:
+            ds = self._preds.get(run_id)
+            if ds is None or variable not in ds or "time" not in ds.dims:
+                continue
+            da = ds[variable].mean("member") if "member" in ds[variable].dims else ds[variable]
+            s = da.sel(lat=lat, lon=lon, method="nearest")
+            rows.append(pd.DataFrame({"time": pd.to_datetime(ds["time"].values), "source": label,
+                                      "value": np.asarray(s.values, dtype=float)}))
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["time", "source", "value"])
+
+
+class EnsembleState(param.Parameterized):
+    """Members, mean, spread, rank histogram and spread-skill of a run's ensemble predictions
+    (``model`` with a ``member`` dimension in predictions.nc).
+
+    Parameters
+    ----------
+    app : AppState
+    run : str
+        Run id (choices: runs whose predictions have members).
+    """
+
+    app = param.ClassSelector(class_=AppState)
+    run = param.Selector(default=None, objects=[], allow_None=True, doc="Run with ensemble predictions.")
+    member = param.Integer(default=0, bounds=(0, None), doc="Member shown in the member map.")
+    time = param.Selector(default=None, objects=[], doc="Time of the maps.")
+    version = param.Integer(default=0)
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self._preds = _Predictions(self.app)
+        self._cache: dict[tuple, Any] = {}
+        self.app.param.watch(lambda *e: self.refresh(), ["runs"])
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Offer runs whose predictions have a ``member`` dimension (checked once per file)."""
+        import netCDF4  # noqa: F401  (xarray's backend; imported here so pyproj came first)
+        import xarray as xr
+
+        from engine.runs import RunStoreError
+
+        ids = []
+        for row in self.app.runs:
+            try:
+                path = self.app.store.get(row["run_id"]).predictions_path
+            except RunStoreError:
+                continue
+            if not path.exists():
+                continue
+            st = path.stat()
+            key = ("has-members", row["run_id"], st.st_mtime, st.st_size)
+            if key not in self._cache:
+                try:
+                    with xr.open_dataset(path) as ds:  # only the header is read
+                        self._cache[key] = "member" in ds.dims and ds.sizes["member"] > 1
+                except Exception:
+                    self._cache[key] = False
+            if self._cache[key]:
+                ids.append(row["run_id"])
+        if ids != [o for o in self.param.run.objects if o is not None]:
+            self.param.run.objects = ids
+            if self.run not in ids:
+                self.run = ids[0] if ids else None
+
+    @param.depends("run", watch=True, on_init=True)
+    def _on_run(self) -> None:
+        ds = self.dataset
+        labels = _labels(ds) if ds is not None else []
+        with param.parameterized.batch_call_watchers(self):
+            self.param.time.objects = labels
+            if self.time not in labels:
+                self.time = labels[0] if labels else None
+            n = ds.sizes.get("member", 1) if ds is not None else 1
+            self.param.member.bounds = (0, max(n - 1, 0))
+            self.member = min(self.member, max(n - 1, 0))
+            self.version += 1
+
+    @property
+    def dataset(self):
+        return self._preds.get(self.run) if self.run else None
+
+    @property
+    def members(self) -> int:
+        ds = self.dataset
+        return int(ds.sizes.get("member", 0)) if ds is not None else 0
+
+    def fields(self, time: str | None = None, member: int | None = None) -> dict:
+        """``truth``, ``member`` (one member), ``mean``, ``spread`` (member standard deviation)
+        and ``error`` (mean minus truth) at ``time``, each ``(lat, lon)``, masked."""
+        ds = self.dataset
+        if ds is None or "member" not in ds["model"].dims:
+            return {}
+        time = time or self.time
+        member = self.member if member is None else member
+        ens = _at_time(ds, ds["model"], time)
+        truth = _masked(ds, _at_time(ds, ds["truth"], time))
+        mean = _masked(ds, ens.mean("member"))
+        return {
+            "truth": truth,
+            "member": _masked(ds, ens.isel(member=min(member, ens.sizes["member"] - 1))),
+            "mean": mean,
+            "spread": _masked(ds, ens.std("member", ddof=1)).rename("spread"),
+            "error": (mean - truth).rename("error"),
+        }
+
+    def rank_histogram(self):
+        """Relative frequency of the truth's rank among the members over the whole period
+        (:func:`engine.evaluation.probabilistic.rank_histogram`); flat is calibrated."""
+        ds = self.dataset
+        if ds is None:
+            return None
+        key = ("rank", self.run, ds.attrs.get("history", ""))
+        if key not in self._cache:
+            from engine.evaluation.probabilistic import rank_histogram
+
+            self._cache[key] = rank_histogram(ds["model"], ds["truth"], mask=_valid_mask(ds))
+        return self._cache[key]
+
+    def scores(self) -> dict:
+        """CRPS, spread-skill ratio and ensemble-mean RMSE over the period (engine metrics)."""
+        ds = self.dataset
+        if ds is None:
+            return {}
+        key = ("scores", self.run, ds.attrs.get("history", ""))
+        if key not in self._cache:
+            from engine.evaluation import probabilistic as P
+
+            out = {}
+            for name, fn in (("crps", P.crps), ("spread_skill_ratio", P.spread_skill_ratio),
+                             ("ensemble_mean_rmse", P.ensemble_mean_rmse)):
+                try:
+                    out[name] = float(fn(ds["model"], ds["truth"], mask=_valid_mask(ds)))
+                except Exception as exc:
+                    log.warning("%s failed: %s", name, exc)
+            self._cache[key] = out
+        return self._cache[key]
+
+    def spread_skill(self, bins: int = 10):
+        """Binned spread-skill: pixels and times grouped by ensemble spread (equal-count bins);
+        per bin the RMS spread and the RMSE of the ensemble mean, scaled by sqrt((M+1)/M).
+        On the 1:1 line for a calibrated ensemble.
+
+        Returns
+        -------
+        pandas.DataFrame with columns ``spread, rmse, count``.
+        """
+        import pandas as pd
+
+        ds = self.dataset
+        if ds is None:
+            return pd.DataFrame(columns=["spread", "rmse", "count"])
+        key = ("spread-skill", self.run, bins, ds.attrs.get("history", ""))
+        if key not in self._cache:
+            ens = ds["model"]
+            m = ens.sizes["member"]
+            var = np.asarray(ens.var("member", ddof=1).values, dtype=float)
+            err2 = np.asarray(((ens.mean("member") - ds["truth"]) ** 2).values, dtype=float)
+            valid = np.isfinite(var) & np.isfinite(err2)
+            mask = _valid_mask(ds)
+            if mask is not None:
+                valid &= np.broadcast_to(np.asarray(mask.values, dtype=bool), valid.shape)
+            var, err2 = var[valid], err2[valid]
+            if var.size == 0:
+                self._cache[key] = pd.DataFrame(columns=["spread", "rmse", "count"])
+                return self._cache[key]
+            edges = np.unique(np.quantile(var, np.linspace(0, 1, bins + 1)))
+            which = np.clip(np.searchsorted(edges, var, side="right") - 1, 0, max(len(edges) - 2, 0))
+            rows = []
+            for b in range(max(len(edges) - 1, 1)):
+                sel = which == b
+                if sel.any():
+                    rows.append({"spread": float(np.sqrt((m + 1) / m * var[sel].mean())),
+                                 "rmse": float(np.sqrt(err2[sel].mean())), "count": int(sel.sum())})
+            self._cache[key] = pd.DataFrame(rows)
+        return self._cache[key]
+
+
+class ExplainState(param.Parameterized):
+    """Attributions of a trained run for a clicked pixel or a drawn box (Captum via
+    :func:`engine.explain.explain_run`).
+
+    The computation runs off the server's event loop (:meth:`explain_async`); ``busy`` is True
+    meanwhile and ``result`` holds the last attribution Dataset.
+
+    Parameters
+    ----------
+    app : AppState
+    run : str
+        Run id (choices: completed runs with a checkpoint).
+    """
+
+    app = param.ClassSelector(class_=AppState)
+    run = param.Selector(default=None, objects=[], allow_None=True, doc="Trained run to explain.")
+    method = param.Selector(default="integrated_gradients", objects=[], doc="Attribution method (engine.explain.METHODS).")
+    target = param.Selector(default="pixel", objects=["pixel", "region", "domain"],
+                            doc="What to explain: the clicked pixel, the picked region (a box) or the whole domain.")
+    point = param.Tuple(default=None, length=2, allow_None=True, doc="(lat, lon) of the clicked pixel.")
+    time = param.Selector(default=None, objects=[], doc="Time step explained.")
+    n_steps = param.Integer(default=16, bounds=(2, 256), doc="Integration steps (IG) or samples (GradientSHAP).")
+    busy = param.Boolean(default=False)
+    result = param.Parameter(default=None, doc="xarray.Dataset from engine.explain.explain_run, or None.")
+    error = param.String(default="")
+    version = param.Integer(default=0)
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        # engine.explain imports torch (seconds): read its method list once the session's
+        # choices are loaded (after the page is shown), not when the page is built.
+        self.param.method.objects = list(_FALLBACK_METHODS)
+        self.app.param.watch(lambda e: self.load_methods(), "choices_loaded")
+        if self.app.choices_loaded:
+            self.load_methods()
+        self._preds = _Predictions(self.app)
+        self._loaded: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.app.param.watch(lambda *e: self.refresh(), ["runs"])
+        self.refresh()
+
+    def load_methods(self) -> None:
+        """The attribution methods the engine offers (:data:`engine.explain.METHODS`)."""
+        from engine.explain import METHODS
+
+        self.param.method.objects = list(METHODS)
+        if self.method not in METHODS:
+            self.method = METHODS[0]
+
+    def refresh(self) -> None:
+        from engine.runs import RunStoreError
+
+        ids = []
+        for row in self.app.runs:
+            if row.get("state") != "completed":
+                continue
+            try:
+                run = self.app.store.get(row["run_id"])
+            except RunStoreError:
+                continue
+            if run.predictions_path.exists() and (run.path / "checkpoints").is_dir():
+                ids.append(row["run_id"])
+        if ids != [o for o in self.param.run.objects if o is not None]:
+            self.param.run.objects = ids
+            if self.run not in ids:
+                self.run = ids[0] if ids else None
+
+    @param.depends("run", watch=True, on_init=True)
+    def _on_run(self) -> None:
+        ds = self.prediction_dataset
+        labels = _labels(ds) if ds is not None else []
+        with param.parameterized.batch_call_watchers(self):
+            self.param.time.objects = labels
+            if self.time not in labels:
+                self.time = labels[0] if labels else None
+            self.result = None
+            self.version += 1
+
+    @property
+    def prediction_dataset(self):
+        return self._preds.get(self.run) if self.run else None
+
+    def prediction(self, time: str | None = None):
+        """The model's prediction map at ``time`` (what the user clicks on)."""
+        ds = self.prediction_dataset
+        if ds is None or "model" not in ds:
+            return None
+        da = ds["model"].mean("member") if "member" in ds["model"].dims else ds["model"]
+        return _masked(ds, _at_time(ds, da, time or self.time))
+
+    def region(self):
+        """The region argument of :func:`engine.explain.explain_run` for the current target."""
+        if self.target == "pixel":
+            if self.point is None:
+                raise ValueError("click a pixel on the prediction map first (or explain the region or domain)")
+            return tuple(float(v) for v in self.point)
+        if self.target == "region":
+            if self.app.region is None:
+                raise ValueError("draw a box on a map first (the data view's region picker or the box tool here)")
+            return tuple(float(v) for v in self.app.region)
+        return None
+
+    def explain(self) -> None:
+        """Compute the attributions now (blocking); sets ``result`` or ``error``."""
+        from engine.explain import explain_run
+
+        if self.run is None:
+            self.error = "No trained run to explain: train one first (it needs a checkpoint and predictions)."
+            return
+        try:
+            region = self.region()
+        except ValueError as exc:
+            self.error = str(exc)
+            return
+        with self._lock:  # one attribution at a time per session; a second click waits
+            self.busy, self.error = True, ""
+            try:
+                run = self.app.store.get(self.run)
+                if self.run not in self._loaded:
+                    from engine.inference import load_run
+
+                    self._loaded[self.run] = load_run(run)
+                ds = explain_run(run, self.time, region=region, method=self.method, n_steps=self.n_steps,
+                                 write=True, loaded=self._loaded[self.run])
+            except Exception as exc:  # shown as text; the traceback goes to the server log
+                log.exception("explain failed")
+                self.error = f"{type(exc).__name__}: {exc}"
+                ds = None
+            finally:
+                self.busy = False
+        if ds is not None:
+            self.result = ds
+            self.version += 1
+
+    def explain_async(self) -> threading.Thread:
+        """:meth:`explain` in a thread, so the page (and other sessions) stay responsive."""
+        thread = threading.Thread(target=self.explain, name="finescale-explain", daemon=True)
+        thread.start()
+        return thread
+
+    def channel_maps(self) -> dict:
+        """Attribution maps of the last result: ``{variable name: (lat, lon) DataArray}``."""
+        ds = self.result
+        if ds is None:
+            return {}
+        out = {}
+        for name in ds.data_vars:
+            if name.startswith(("input_", "static_")) or name == "grad_cam":
+                da = ds[name]
+                if "time" in da.dims:
+                    da = da.isel(time=0)
+                if "lat_lr" in da.dims:
+                    da = da.rename(lat_lr="lat", lon_lr="lon")
+                out[name] = da
+        return out
+
+    def importance(self):
+        """Channel importance of the last result: DataFrame ``channel, importance`` (sums to 1)."""
+        import pandas as pd
+
+        ds = self.result
+        if ds is None or "importance" not in ds:
+            return pd.DataFrame(columns=["channel", "importance"])
+        imp = ds["importance"]
+        if "time" in imp.dims:
+            imp = imp.mean("time")
+        return pd.DataFrame({"channel": [str(c) for c in imp["channel"].values],
+                             "importance": np.asarray(imp.values, dtype=float)})
