@@ -86,7 +86,9 @@ def load_run(run: Run, which: str = "best") -> LoadedRun:
         from engine.training.diffusion import rebuild_from_checkpoint
         model = rebuild_from_checkpoint(cfg, state)
     else:
-        model = build_model(cfg.model, len(state["input_channels"]), len(state["static_channels"]), int(state["scale"]))
+        grid_shape = tuple(state.get("grid_shape") or pair.hr.shape[-2:])
+        model = build_model(cfg.model, len(state["input_channels"]), len(state["static_channels"]), int(state["scale"]),
+                            time_window=int(state.get("time_window", cfg.data.time_window)), grid_shape=grid_shape)
         model.load_state_dict(state["model"])
     model.eval()
     return LoadedRun(run, cfg, model, pair, normaliser, list(state["input_channels"]), list(state["static_channels"]))

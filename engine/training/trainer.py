@@ -143,7 +143,9 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
                                    time_window=cfg.data.time_window)
     val_set = DownscalingDataset(pair, normaliser, cfg.data.val_period, patch_size=None, seed=t.seed,
                                  time_window=cfg.data.time_window)
-    net = build_model(cfg.model, len(train_set.input_channels), len(train_set.static_channels), pair.scale)
+    grid_shape = tuple(int(v) for v in train_set.hr_shape)
+    net = build_model(cfg.model, len(train_set.input_channels), len(train_set.static_channels), pair.scale,
+                      time_window=cfg.data.time_window, grid_shape=grid_shape)
     if t.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, net.parameters())
@@ -218,12 +220,15 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
             state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                      "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                      "config": cfg.to_dict(), "input_channels": list(train_set.input_channels),
-                     "static_channels": list(train_set.static_channels), "scale": int(pair.scale)}
+                     "static_channels": list(train_set.static_channels), "scale": int(pair.scale),
+                     "grid_shape": list(grid_shape), "time_window": int(cfg.data.time_window)}
+            # Event first, checkpoints after: a process killed in between redoes this epoch on
+            # resume and logs it again (Run.epochs keeps the latest), so no epoch goes unlogged.
+            run.log_event("epoch", epoch=epoch, train_loss=train_loss, **val, samples_per_s=samples / elapsed,
+                          data_wait_fraction=wait / elapsed, seconds=elapsed, best=improved)
             if improved:
                 save_checkpoint(run.checkpoint("best"), state)
             save_checkpoint(last_path, state)  # after best: a resumed run never lacks its best
-            run.log_event("epoch", epoch=epoch, train_loss=train_loss, **val, samples_per_s=samples / elapsed,
-                          data_wait_fraction=wait / elapsed, seconds=elapsed, best=improved)
             run.update_status(progress=(epoch + 1) / t.epochs, epoch=epoch, best_epoch=best_epoch,
                               best_val_loss=best_val)
         summary = {"epoch": epoch, "train_loss": train_loss, **val, "best_epoch": best_epoch,

@@ -81,3 +81,19 @@ def test_prediction_of_an_untrained_run_is_a_clear_error(tmp_path, tiny_config):
     with pytest.raises(PredictionError, match="period 'winter' is not valid"):
         train(run)
         predict_run(run, "winter")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"model": {"lcb": True}},  # location-specific weights: needs the patch offsets and the HR grid
+        {"data": {"sample": "spatiotemporal", "time_window": 3}},  # ConvGRU over 3 LR steps
+        {"model": {"backbone": "unet", "upsampling": "pin"}},
+    ],
+    ids=["lcb", "spatiotemporal", "unet-pin"],
+)
+def test_zoo_variants_train_and_predict_through_the_run_store(tmp_path, tiny_config, changes):
+    run = RunStore(tmp_path).create(tiny_config.replace(training={"epochs": 1}, **changes).validate())
+    train(run)
+    ds = predict_run(run, "test")
+    assert np.isfinite(ds.model.values).all() and ds.model.shape == ds.truth.shape
