@@ -627,18 +627,6 @@ def _test_period(run, ds: xr.Dataset) -> xr.Dataset:
     return sub
 
 
-def _preload_regionmask(regions) -> None:
-    """Import regionmask (and with it pyproj) before netCDF4 reads a file when it will be
-    needed: in this environment, pyproj first imported after netCDF4 has done I/O makes the
-    interpreter abort at exit ("double free or corruption"), after the work is done."""
-    if regions is None:
-        return
-    simple = isinstance(regions, dict) and all(isinstance(v, (tuple, list, np.ndarray, xr.DataArray))
-                                               for v in regions.values())
-    if not simple:
-        import regionmask  # noqa: F401
-
-
 def evaluate_run(run, regions: Any = None, climatology: xr.DataArray | None = None,
                  data_range: float | None = None, **options: Any) -> pd.DataFrame:
     """Score a run's ``predictions.nc`` on the test period and write the results.
@@ -664,7 +652,6 @@ def evaluate_run(run, regions: Any = None, climatology: xr.DataArray | None = No
     from engine.runs import atomic_path
 
     run = _resolve(run)
-    _preload_regionmask(regions)
     with _open_predictions(run) as ds:
         ds = _test_period(run, ds)
         result = evaluate_dataset(ds, run=run.run_id, period="test", regions=regions, climatology=climatology,

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import regionmask  # noqa: F401  (before any netCDF I/O: pyproj imported after it aborts the interpreter at exit)
 import xarray as xr
 
 from engine.config import ExperimentConfig
