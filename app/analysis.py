@@ -537,6 +537,12 @@ class ExplainState(param.Parameterized):
         self.app.param.watch(lambda *e: self.refresh(), ["runs"])
         self.refresh()
 
+    @param.depends("point", "target", "method", "time", "run", "app.region", watch=True)
+    def _clear_error(self) -> None:
+        """A new choice makes the last error (e.g. "click a pixel first") stale."""
+        if not self.busy:
+            self.error = ""
+
     def load_methods(self) -> None:
         """The attribution methods the engine offers (:data:`engine.explain.METHODS`)."""
         from engine.explain import METHODS

@@ -31,13 +31,18 @@ tabs = pn.Tabs(
 )
 
 
-def _message():
-    return pn.pane.Markdown(state.param.message, css_classes=["fs-status-message"])
+
+@pn.depends(state.param.dataset, state.param.variable, state.param.region)
+def _summary(dataset, variable, region):
+    where = "whole domain" if region is None else f"{region[0]:.2f}–{region[1]:.2f}°N, {region[2]:.2f}–{region[3]:.2f}°E"
+    return pn.pane.Markdown(f"**Dataset** {dataset or '…'} · **variable** {variable or '…'}\n\n"
+                            f"**Region** {where}", css_classes=["fs-summary"])
 
 
 template = pn.template.FastListTemplate(
     title="finescale — deep-learning downscaling",
-    sidebar=[DataView(state=state, maps=False), pn.layout.Divider(), _message()],
+    sidebar=[_summary, pn.layout.Divider(),
+             pn.pane.Markdown(state.param.message, css_classes=["fs-status-message"])],
     main=[tabs],
     sidebar_width=300,
     accent="#1f6f8b",

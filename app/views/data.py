@@ -34,11 +34,13 @@ class DataView(Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.data = CatalogueState(app=self.state)
+        # Only a view that shows maps reads the data (a selectors-only copy must not open files).
+        self.data = CatalogueState(app=self.state) if self.maps else None
         self._dataset = pn.widgets.Select.from_param(self.state.param.dataset, label="Dataset", css_classes=["fs-dataset"])
         self._variable = pn.widgets.Select.from_param(self.state.param.variable, label="Variable", css_classes=["fs-variable"])
         self._time = pn.widgets.IntSlider.from_param(self.data.param.time_index, name="Time step",
-                                                     css_classes=["fs-data-time"], sizing_mode="stretch_width")
+                                                     css_classes=["fs-data-time"], sizing_mode="stretch_width") \
+            if self.maps else None
         self._clear = pn.widgets.Button(label="Clear region", width=120, sizing_mode="fixed", css_classes=["fs-clear-region"])
         self._clear.on_click(lambda event: setattr(self.state, "region", None))
         self._bounds = None  # the BoundsXY stream of the current HR map

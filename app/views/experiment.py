@@ -103,18 +103,26 @@ class ExperimentView(Viewer):
         for name in names:
             p = self.state.options.param[name]
             label = p.label or name
+            widgets[name] = {"css_classes": [f"fs-opt-{name}"]}
             if isinstance(p, param.ListSelector):
-                widgets[name] = {"type": pn.widgets.MultiChoice, "name": label}
+                widgets[name].update({"type": pn.widgets.MultiChoice, "name": label})
             elif isinstance(p, param.Number) and not isinstance(p, param.Integer):
-                widgets[name] = {"type": pn.widgets.FloatInput, "name": label}
+                widgets[name].update({"type": pn.widgets.FloatInput, "name": label})
             elif isinstance(p, param.Integer):
-                widgets[name] = {"type": pn.widgets.IntInput, "name": label}
+                widgets[name].update({"type": pn.widgets.IntInput, "name": label})
             elif isinstance(p, param.Selector):
-                widgets[name] = {"type": pn.widgets.Select, "name": label}
+                widgets[name].update({"type": pn.widgets.Select, "name": label})
+            else:
+                widgets[name]["name"] = label
         form = pn.Param(self.state.options, parameters=names, widgets=widgets, show_name=False,
                         default_layout=pn.Column, sizing_mode="stretch_width", css_classes=[f"fs-options-{section}"])
         return pn.Card(form, title=self.SECTION_TITLES[section], collapsed=True, sizing_mode="stretch_width",
                        css_classes=[f"fs-card-{section}"])
+
+    @param.depends("state.dataset", "state.variable")
+    def _dataset_line(self):
+        return pn.pane.Markdown(f"Dataset **{self.state.dataset or '…'}**, variable **{self.state.variable or '…'}** "
+                                "(chosen in the Data tab)", css_classes=["fs-exp-dataset"])
 
     def _yaml_file(self):
         return io.StringIO(self.state.config_yaml())
@@ -133,6 +141,7 @@ class ExperimentView(Viewer):
     def __panel__(self):
         return pn.Column(
             "### Experiment",
+            self._dataset_line,
             self._name,
             self._backbone,
             self._upsampling,

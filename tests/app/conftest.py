@@ -162,3 +162,139 @@ def served_app(run_root, tmp_path):
     log.close()
 
 
+
+
+# ---------------------------------------------------------------------------------------
+# More run folders: seasonal scores, ensembles, a really trained run
+# ---------------------------------------------------------------------------------------
+def write_season_scores(run, rmse: float = 0.5) -> None:
+    """scores.csv as engine.evaluation writes it: periods test + seasons, regions domain + a box."""
+    rows = []
+    for model, factor in (("model", 1.0), ("bicubic", 2.0), ("bilinear", 2.2)):
+        for period, pf in (("test", 1.0), ("JJA", 0.9), ("SON", 1.1)):
+            for region, rf in (("domain", 1.0), ("alps", 1.3)):
+                for metric, value in (("rmse", rmse), ("mae", rmse * 0.8), ("bias", 0.01)):
+                    rows.append({"run": run.run_id, "model": model, "metric": metric, "variable": "t2m",
+                                 "period": period, "region": region, "value": value * factor * pf * rf})
+    pd.DataFrame(rows).to_csv(run.scores_path, index=False)
+
+
+def add_members(run, members: int = 5, spread: float = 0.5, seed: int = 1) -> None:
+    """Turn a run's predictions into an ensemble: ``model`` (member, time, lat, lon), members
+    scattered around the deterministic prediction (what engine.inference.ensembles writes)."""
+    import xarray as xr
+
+    with xr.open_dataset(run.predictions_path) as ds:
+        ds = ds.load()
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, spread, (members, *ds["model"].shape))
+    ens = xr.DataArray(ds["model"].values[None] + noise, dims=("member", *ds["model"].dims),
+                       attrs=ds["model"].attrs)
+    ds = ds.drop_vars("model").assign(model=ens)
+    ds.to_netcdf(run.predictions_path)
+
+
+def make_ensemble_run(root, name="ens", members=5):
+    run = make_run(root, name=name)
+    add_members(run, members)
+    return run
+
+
+TINY_TRAINING = dict(data={"patch_size": 32}, model={"filters": 8, "blocks": 1},
+                     training={"epochs": 1, "samples_per_epoch": 32, "batch_size": 8, "patience": 5},
+                     launch={"launcher": "inline"})
+
+
+@pytest.fixture(scope="session")
+def trained_run_dir(tmp_path_factory):
+    """A run really trained (inline, 1 epoch, 8 filters) on the demo data: checkpoint,
+    normalisation, predictions and scores, as the engine writes them. Trained once per test
+    session (about a minute here); tests copy it into their own run store."""
+    from engine import launch
+
+    root = tmp_path_factory.mktemp("trained-runs")
+    config = ExperimentConfig(name="tiny").replace(**TINY_TRAINING)
+    handle = launch.submit(config, RunStore(root))
+    assert handle.wait(timeout=900) == "completed", handle.logs()[-2000:]
+    return Path(handle.run.path)
+
+
+def copy_run(run_dir: Path, root: Path) -> Path:
+    import shutil
+
+    dst = Path(root) / run_dir.name
+    shutil.copytree(run_dir, dst)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------
+# One served app per browser-test module
+# ---------------------------------------------------------------------------------------
+class Served:
+    """A ``python -m app`` server on 127.0.0.1 (a free port) and its run store."""
+
+    def __init__(self, root: Path, log_path: Path, prefix: str = ""):
+        self.root, self.log_path, self.prefix = Path(root), Path(log_path), prefix
+        self.port = _free_port()
+        env = {**os.environ, "FINESCALE_RUNS": str(root), "BOKEH_LOG_LEVEL": "info"}
+        args = [sys.executable, "-m", "app", "--port", str(self.port)]
+        if prefix:
+            args += ["--prefix", prefix]
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}{prefix}/app"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=10).read()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError("the app did not come up:\n" + self.log_path.read_text())
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (one per module)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        browser.close()
+
+
+def new_page(browser, width=1500, height=1800):
+    page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors
+    return page
+
+
+def shot(page, name: str, locator=None) -> Path:
+    """Save a screenshot to test-artifacts/ (gitignored) and return its path."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    (locator or page).screenshot(path=str(path), **({} if locator else {"full_page": True}))
+    return path

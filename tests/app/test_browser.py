@@ -49,10 +49,12 @@ def test_train_and_see_maps_in_chromium(served_app, page, run_root):
     from playwright.sync_api import expect
 
     page.goto(served_app)
-    train = page.locator(".fs-train button")
-    # The registries and catalogue load after the page is shown (onload); then Train enables.
-    expect(train).to_be_enabled(timeout=180_000)
+    # The registries and catalogue load after the page is shown (onload).
+    expect(page.locator(".fs-catalogue")).to_be_visible(timeout=180_000)
     page.locator(".fs-dataset select").select_option("demo_alps")
+    page.locator(".bk-tab", has_text="Experiment").first.click()
+    train = page.locator(".fs-train button")
+    expect(train).to_be_enabled(timeout=60_000)
     page.locator(".fs-launcher select").select_option("local")
 
     # The SLURM fields appear for the slurm launcher and a bad time limit is refused inline.
@@ -71,6 +73,7 @@ def test_train_and_see_maps_in_chromium(served_app, page, run_root):
     _set_number(page, ".fs-samples", 64)
     expect(train).to_be_enabled(timeout=20_000)
     train.click()
+    page.locator(".bk-tab", has_text="Runs").first.click()
 
     # Live progress: the run appears in the table while it trains.
     page.locator(".fs-runs-table").get_by_text("local").first.wait_for(timeout=60_000)
