@@ -48,7 +48,7 @@ DYNAMIC = {("data", "lowres"), ("data", "predictors"), ("model", "regression_run
 def _sections() -> dict[str, type]:
     from engine import config
 
-    return dict(config._SECTIONS)
+    return dict(config.SECTIONS)
 
 
 def choices(section: str, name: str) -> list | None:

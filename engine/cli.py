@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import yaml
 
 from engine.config import ConfigError, ExperimentConfig
+from engine.config import SECTIONS
 from engine.runs import RunStore, RunStoreError
 
 
@@ -32,22 +33,17 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
-    """Apply ``section.field=value`` overrides, e.g. ``training.epochs=3``."""
+    """Apply ``section.field=value`` overrides, e.g. ``training.epochs=3`` (``name=...`` sets the name
+    through ``--name``)."""
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, field_name = key.partition(".")
         if not sep or not dot:
             raise ConfigError(f"--set {item!r} is not valid; expected section.field=value, e.g. training.epochs=3")
-        if section == "name":
-            cfg = cfg.replace(name=value)
-            continue
-        cfg = cfg.replace(**{section: {field_name: _parse_value(value)}}) if section in ("data", "model", "training", "launch") \
-            else _bad_section(section)
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown configuration section {section!r}; accepted: {', '.join(SECTIONS)}")
+        cfg = cfg.replace(**{section: {field_name: _parse_value(value)}})
     return cfg
-
-
-def _bad_section(section: str):
-    raise ConfigError(f"unknown configuration section {section!r}; accepted: data, model, training, launch")
 
 
 def _format_scores(status: dict[str, Any]) -> str:

@@ -209,7 +209,7 @@ ACTIVATIONS = ("relu", "gelu", "silu", "leaky_relu", "elu", "prelu")
 DEVICES = ("auto", "cpu", "cuda")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "launch": LaunchConfig,
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "launch": LaunchConfig,
              "inference": InferenceConfig}
 
 
@@ -228,7 +228,7 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         # YAML has no tuples; lists read back as tuples in from_dict.
-        for section in _SECTIONS:
+        for section in SECTIONS:
             for key, value in out[section].items():
                 if isinstance(value, tuple):
                     out[section][key] = list(value)
@@ -240,14 +240,14 @@ class ExperimentConfig:
     def from_dict(cls, raw: Mapping[str, Any]) -> "ExperimentConfig":
         if not isinstance(raw, Mapping):
             raise ConfigError(f"an experiment configuration must be a mapping, got {type(raw).__name__}")
-        known = {"name", *_SECTIONS}
+        known = {"name", *SECTIONS}
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"unknown configuration section(s) {sorted(unknown)}; accepted: {sorted(known)}")
         kwargs: dict[str, Any] = {}
         if "name" in raw:
             kwargs["name"] = str(raw["name"])
-        for section, section_cls in _SECTIONS.items():
+        for section, section_cls in SECTIONS.items():
             kwargs[section] = _section_from_dict(section, section_cls, raw.get(section) or {})
         return cls(**kwargs)
 
@@ -280,10 +280,10 @@ class ExperimentConfig:
         """
         kwargs: dict[str, Any] = {}
         for key, value in changes.items():
-            if key in _SECTIONS and isinstance(value, Mapping):
+            if key in SECTIONS and isinstance(value, Mapping):
                 current = dataclasses.asdict(getattr(self, key))
                 current.update(value)
-                kwargs[key] = _section_from_dict(key, _SECTIONS[key], current)
+                kwargs[key] = _section_from_dict(key, SECTIONS[key], current)
             else:
                 kwargs[key] = value
         return dataclasses.replace(self, **kwargs)

@@ -22,7 +22,7 @@ def state(run_root):
 def test_every_configuration_field_is_in_the_form():
     from engine import config
 
-    fields = {(section, f.name) for section, cls in config._SECTIONS.items() for f in dataclasses.fields(cls)}
+    fields = {(section, f.name) for section, cls in config.SECTIONS.items() for f in dataclasses.fields(cls)}
     generated = {(section, f.name) for section, f in option_fields()}
     assert generated | OWN_FIELDS == fields
     assert not generated & OWN_FIELDS
