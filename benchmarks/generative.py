@@ -152,12 +152,15 @@ def run_case(case: str, b: dict, root: Path) -> dict:
     ds, _ = diffusion_pred("resdiff", "ddim", 50, M, F)
     rows[f"residual diffusion, DDIM 50 ({M})"] = scores(ds)
 
+    for name, r in rows.items():
+        print(f"  [{case}] {name}: {r}", flush=True)
     # Samplers: the same residual model, the first test fields, time per field and member.
     timing = {}
     TF, TM = b["timing_fields"], b["ddpm_members"]
     for sampler, steps in (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20)):
         ds, seconds = diffusion_pred("resdiff", sampler, steps, TM, TF)
         timing[f"{sampler} {steps}"] = {"seconds_per_field": seconds, **scores(ds)}
+        print(f"  [{case}] {sampler} {steps}: {timing[f'{sampler} {steps}']}", flush=True)
 
     stitching = stitching_errors(load_run(runs["det"]), case)
     ood = out_of_domain(load_run(runs["det"]), F) if case == "demo" else None
