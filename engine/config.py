@@ -149,6 +149,7 @@ class TrainingConfig:
     loss: str = "mae"
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_schedule: str = "cosine"
     epochs: int = 20
     batch_size: int = 16
     samples_per_epoch: int = 2048
@@ -198,6 +199,7 @@ class LaunchConfig:
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("cosine", "constant")
 DOWNSCALING = ("perfectprog", "mos")
 LEARNING = ("supervised", "gan", "diffusion")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
@@ -372,6 +374,7 @@ class ExperimentConfig:
         _one_of("training", "learning", t.learning, LEARNING)
         parse_loss(t.loss, registry.LOSSES.names())
         _one_of("training", "optimizer", t.optimizer, OPTIMIZERS)
+        _one_of("training", "lr_schedule", t.lr_schedule, LR_SCHEDULES)
         _one_of("training", "precision", t.precision, PRECISIONS)
         _one_of("training", "device", t.device, DEVICES)
         if not (isinstance(t.lr, (int, float)) and 0 < t.lr < 10):
