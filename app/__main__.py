@@ -8,7 +8,8 @@ A thin wrapper around ``panel serve`` with safe defaults:
 - ``--prefix /some/path``: serve under a URL prefix, as JupyterHub's proxy does
   (:mod:`app.proxy` sets it up for jupyter-server-proxy);
 - ``--runs`` / ``--catalog``: the run store and the catalogue (default ``$FINESCALE_RUNS`` or
-  ``./runs`` and the engine's catalogue). The dashboard only reads and writes below these.
+  ``./runs``, and ``$FINESCALE_CATALOG`` or the engine's catalogue). The dashboard only reads and
+  writes below the run store, and reads data only through catalogue entries (by name).
 
 Any further arguments go to ``panel serve`` unchanged, e.g. ``--basic-auth users.json
 --cookie-secret ...`` (Panel's basic authentication) or ``--oauth-provider github ...``.
@@ -45,6 +46,7 @@ def command(argv: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     parser.add_argument("--port", type=int, default=5006)
     parser.add_argument("--prefix", default="", help="URL prefix, e.g. /user/ana/finescale (behind a proxy)")
     parser.add_argument("--runs", default=None, help="run store folder (default $FINESCALE_RUNS or ./runs)")
+    parser.add_argument("--catalog", default=None, help="intake catalogue YAML (default: the engine's, with the demo)")
     parser.add_argument("--allow-websocket-origin", action="append", default=None,
                         help="browser origins allowed (default: the served address and port)")
     args, rest = parser.parse_known_args(argv)
@@ -58,6 +60,8 @@ def command(argv: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     env = {}
     if args.runs:
         env["FINESCALE_RUNS"] = str(Path(args.runs).resolve())
+    if args.catalog:
+        env["FINESCALE_CATALOG"] = str(Path(args.catalog).resolve())
     return cmd + rest, env
 
 

@@ -411,16 +411,21 @@ class EnsembleState(param.Parameterized):
         ds = self.dataset
         if ds is None or "member" not in ds["model"].dims:
             return {}
+        from engine.inference.ensembles import ensemble_mean, ensemble_spread
+
         time = time or self.time
         member = self.member if member is None else member
-        ens = _at_time(ds, ds["model"], time)
-        truth = _masked(ds, _at_time(ds, ds["truth"], time))
-        mean = _masked(ds, ens.mean("member"))
+        labels = _labels(ds)
+        one = ds.isel(time=labels.index(time) if time in labels else 0) if "time" in ds.dims else ds
+        ens = one["model"]
+        truth = _masked(ds, one["truth"])
+        # Mean and spread as the engine derives them (engine.inference.ensembles), never stored.
+        mean = _masked(ds, ensemble_mean(one))
         return {
             "truth": truth,
             "member": _masked(ds, ens.isel(member=min(member, ens.sizes["member"] - 1))),
             "mean": mean,
-            "spread": _masked(ds, ens.std("member", ddof=1)).rename("spread"),
+            "spread": _masked(ds, ensemble_spread(one)).rename("spread"),
             "error": (mean - truth).rename("error"),
         }
 

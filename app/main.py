@@ -6,6 +6,8 @@ attributions never show in another. Engine imports that cost seconds (torch thro
 registry) happen after the page is shown, in ``pn.state.onload``; tabs render when first opened.
 """
 
+import os
+
 import panel as pn
 
 from .state import AppState
@@ -16,7 +18,8 @@ POLL_MS = 1000
 
 pn.extension("tabulator", sizing_mode="stretch_width")
 
-state = AppState()
+# The catalogue is the server operator's choice (python -m app --catalog), never the browser's.
+state = AppState(catalog=os.environ.get("FINESCALE_CATALOG") or None)
 
 tabs = pn.Tabs(
     ("Data", DataView(state=state)),

@@ -146,10 +146,11 @@ def maybe_rasterize(element, npixels: int, **opts):
 
 
 def region_box(region):
-    """The picked region ``(lat_min, lat_max, lon_min, lon_max)`` as a dashed rectangle."""
+    """The picked region ``(lat_min, lat_max, lon_min, lon_max)`` as a dashed rectangle (an
+    empty element without a region, so that it never widens the map's axes)."""
     import holoviews as hv
 
-    if region is None:
-        return hv.Bounds((0, 0, 0, 0), kdims=kdims()).opts(alpha=0, color="magenta")
-    lat0, lat1, lon0, lon1 = region
-    return hv.Bounds((lon0, lat0, lon1, lat1), kdims=kdims()).opts(color="magenta", line_width=2, line_dash="dashed")
+    dims = [*kdims(), "lon1", "lat1"]
+    boxes = [] if region is None else [(region[2], region[0], region[3], region[1])]
+    return hv.Rectangles(boxes, kdims=dims).opts(fill_alpha=0, line_color="magenta", line_width=2,
+                                                 line_dash="dashed", tools=[])

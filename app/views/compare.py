@@ -25,11 +25,14 @@ class CompareView(Viewer):
     """
 
     state = param.ClassSelector(class_=AppState)
-    width = param.Integer(default=330, doc="Width of one map in pixels.")
+    width = param.Integer(default=300, doc="Width of one map in pixels.")
+    # A parameter (not a plain attribute) so that @param.depends("cmp.point") watches it.
+    cmp = param.ClassSelector(class_=CompareState, doc="The compare state (made from state by default).")
 
     def __init__(self, **params):
+        if params.get("cmp") is None:
+            params["cmp"] = CompareState(app=params["state"])
         super().__init__(**params)
-        self.cmp = CompareState(app=self.state)
         w = pn.widgets
         self._runs = w.MultiChoice.from_param(self.cmp.param.runs, name="Runs", css_classes=["fs-compare-runs"],
                                               sizing_mode="stretch_width")
@@ -108,7 +111,7 @@ class CompareView(Viewer):
                                   **common)
             rmses_el = tapped(maybe_rasterize(element, npix, **common)) * coast * marker
             errors.append(rmses_el)
-        return hv.Layout(panels + errors).cols(max(len(panels), 2)).opts(shared_axes=True)
+        return hv.Layout(panels + errors).cols(3).opts(shared_axes=True)
 
     @param.depends("cmp.version", "cmp.baselines")
     def _maps_pane(self):

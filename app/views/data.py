@@ -31,11 +31,14 @@ class DataView(Viewer):
     state = param.ClassSelector(class_=AppState)
     maps = param.Boolean(default=True)
     width = param.Integer(default=360, doc="Width of one map in pixels.")
+    # A parameter (not a plain attribute) so that @param.depends("data.time_index") watches it.
+    data = param.ClassSelector(class_=CatalogueState, allow_None=True, doc="The data view's state.")
 
     def __init__(self, **params):
-        super().__init__(**params)
         # Only a view that shows maps reads the data (a selectors-only copy must not open files).
-        self.data = CatalogueState(app=self.state) if self.maps else None
+        if params.get("data") is None and params.get("maps", True):
+            params["data"] = CatalogueState(app=params["state"])
+        super().__init__(**params)
         self._dataset = pn.widgets.Select.from_param(self.state.param.dataset, label="Dataset", css_classes=["fs-dataset"])
         self._variable = pn.widgets.Select.from_param(self.state.param.variable, label="Variable", css_classes=["fs-variable"])
         self._time = pn.widgets.IntSlider.from_param(self.data.param.time_index, name="Time step",

@@ -37,7 +37,7 @@ class ExperimentView(Viewer):
         super().__init__(**params)
         s = self.state.param
         w = pn.widgets
-        self._name = w.TextInput.from_param(s.run_name, label="Run name")
+        self._name = w.TextInput.from_param(s.run_name, label="Run name", css_classes=["fs-exp-name"])
         self._backbone = w.Select.from_param(s.backbone, label="Backbone", css_classes=["fs-backbone"])
         self._upsampling = w.Select.from_param(s.upsampling, label="Upsampling", css_classes=["fs-upsampling"])
         self._loss = w.Select.from_param(s.loss, label="Loss", css_classes=["fs-loss"])

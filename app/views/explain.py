@@ -23,10 +23,13 @@ class ExplainView(Viewer):
 
     state = param.ClassSelector(class_=AppState)
     width = param.Integer(default=330, doc="Width of one map in pixels.")
+    # A parameter (not a plain attribute) so that @param.depends("xp.point") watches it.
+    xp = param.ClassSelector(class_=ExplainState, doc="The explain state (made from state by default).")
 
     def __init__(self, **params):
+        if params.get("xp") is None:
+            params["xp"] = ExplainState(app=params["state"])
         super().__init__(**params)
-        self.xp = ExplainState(app=self.state)
         w = pn.widgets
         self._run = w.Select.from_param(self.xp.param.run, name="Run", css_classes=["fs-xp-run"])
         self._time = w.Select.from_param(self.xp.param.time, name="Time", css_classes=["fs-xp-time"])

@@ -10,7 +10,7 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
-from ..maps import coastline, map_element  # noqa: F401  (re-exported: the views' old home)
+from ..maps import coastline, land_mask, map_element  # noqa: F401  (map_element re-exported)
 from ..state import AppState
 
 #: Above this many pixels a map is rasterized by datashader on the server (aggregated to the
@@ -59,7 +59,7 @@ class ResultsView(Viewer):
         values = np.asarray(ds["truth"].values if "truth" in ds else truth.values, dtype=float)
         finite = values[np.isfinite(values)]
         clim = tuple(float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
-        coast = coastline(s.land_mask())
+        coast = coastline(land_mask(ds["lat"].values, ds["lon"].values))  # thinned on large grids
         big = truth is not None and truth.size > RASTERIZE_ABOVE
         panels = []
         # Frames shaped like the domain (a degree of longitude is cos(lat) of a degree of latitude).

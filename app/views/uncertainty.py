@@ -28,10 +28,13 @@ class UncertaintyView(Viewer):
 
     state = param.ClassSelector(class_=AppState)
     width = param.Integer(default=330, doc="Width of one map in pixels.")
+    # A parameter (not a plain attribute) so that @param.depends("ens.version") watches it.
+    ens = param.ClassSelector(class_=EnsembleState, doc="The ensemble state (made from state by default).")
 
     def __init__(self, **params):
+        if params.get("ens") is None:
+            params["ens"] = EnsembleState(app=params["state"])
         super().__init__(**params)
-        self.ens = EnsembleState(app=self.state)
         w = pn.widgets
         self._run = w.Select.from_param(self.ens.param.run, name="Ensemble run", css_classes=["fs-ens-run"])
         self._member = w.IntSlider.from_param(self.ens.param.member, name="Member", css_classes=["fs-ens-member"])

@@ -136,6 +136,23 @@ def test_runs_view_cancel_a_running_job(page, server):
     shot(page, "view-runs-cancelled")
 
 
+def click_map_until(page, canvas, done, tries: int = 8) -> None:
+    """Click the middle of a map until ``done`` (a locator) shows up. A map pane re-rendered
+    while the server is busy (e.g. after a second run was picked) replaces the plot the first
+    click landed on; on 2 shared cores that can take seconds."""
+    from playwright.sync_api import expect
+
+    for attempt in range(tries):
+        box = canvas.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
+        try:
+            expect(done).to_be_visible(timeout=5_000)
+            return
+        except AssertionError:
+            if attempt == tries - 1:
+                raise
+
+
 def _pick(page, css: str, text: str) -> None:
     page.locator(f"{css} input").first.click()
     page.locator(".choices__item--choice", has_text=text).first.click()
@@ -153,10 +170,7 @@ def test_compare_two_runs_maps_scores_spectra_and_a_clicked_point(page, server):
     expect(page.locator(".fs-compare-scores")).to_contain_text("JJA", timeout=30_000)
     expect(page.locator(".fs-compare-spectra canvas").first).to_be_attached(timeout=30_000)
     page.wait_for_timeout(2000)
-    canvas = maps.locator("canvas").first
-    box = canvas.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
-    expect(page.locator(".fs-compare-series canvas").first).to_be_attached(timeout=30_000)
+    click_map_until(page, maps.locator("canvas").first, page.locator(".fs-compare-series canvas").first)
     page.locator(".fs-compare-breakdown button", has_text="region").click()
     expect(page.locator(".fs-compare-scores")).to_contain_text("alps", timeout=30_000)
     page.wait_for_timeout(1500)
@@ -184,9 +198,7 @@ def test_explain_a_clicked_pixel_of_a_trained_run(page, server):
     pred = page.locator(".fs-xp-prediction")
     expect(pred).to_be_visible(timeout=60_000)
     page.wait_for_timeout(2000)
-    box = pred.locator("canvas").first.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
-    expect(page.locator(".fs-xp-status")).to_contain_text("°N", timeout=20_000)
+    click_map_until(page, pred.locator("canvas").first, page.locator(".fs-xp-status", has_text="°N"))
     page.locator(".fs-explain button").click()
     expect(page.locator(".fs-xp-importance canvas").first).to_be_attached(timeout=180_000)
     expect(page.locator(".fs-xp-info")).to_contain_text("saliency")

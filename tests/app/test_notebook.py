@@ -33,3 +33,39 @@ def test_quickstart_notebook_runs(run_root):
     # The run landed in the run store the test pointed the kernel to.
     runs = [p for p in run_root.iterdir() if (p / "config.yaml").exists()]
     assert len(runs) == 1 and (runs[0] / "predictions.nc").exists()
+
+
+def _execute(path: Path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
+
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name=NATIVE_KERNEL_NAME, timeout=1200,
+                                     resources={"metadata": {"path": str(path.parents[1])}})
+    client.execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, errors
+    bundles = [o for o in outputs if o.get("output_type") in ("display_data", "execute_result")]
+    # Dashboard views embedded as live Panel/Bokeh widgets.
+    assert any("application/vnd.holoviews_exec.v0+json" in o.get("data", {}) for o in bundles)
+    return "".join(o.get("text", "") for o in outputs)
+
+
+@pytest.mark.slow
+def test_bring_your_own_data_notebook_runs(run_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("FINESCALE_BYOD_DIR", str(tmp_path / "byod"))
+    (tmp_path / "byod").mkdir()
+    text = _execute(NOTEBOOK.parent / "bring_your_own_data.ipynb")
+    assert "my_t2m" in text and "my_t2m_zarr" in text and "land share" in text
+    assert (tmp_path / "byod" / "my_static.nc").exists()
+    assert "form error: none" in text
+
+
+@pytest.mark.slow
+def test_uncertainty_and_attributions_notebook_runs(run_root):
+    text = _execute(NOTEBOOK.parent / "uncertainty_and_attributions.ipynb")
+    assert "completed" in text and "6 members" in text and "spread-skill ratio" in text
+    runs = [p for p in run_root.iterdir() if (p / "config.yaml").exists()]
+    assert len(runs) == 1 and list((runs[0] / "attributions").glob("*.nc"))
