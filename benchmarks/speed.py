@@ -28,7 +28,8 @@ from engine.data.torch_dataset import DownscalingDataset
 from engine.models import build_model, count_parameters
 from engine.runs import RunStore
 from engine.training.losses import build_loss
-from engine.training.trainer import fit_normaliser, train
+from engine.training.loop import fit_normaliser
+from engine.training.trainer import train
 
 
 def speed_config(args) -> ExperimentConfig:

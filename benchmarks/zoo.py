@@ -137,35 +137,36 @@ def reference_speed(epochs: int = 3, samples: int = 512) -> dict:
     """Samples/s of DL4DS's reference configuration with the real trainer and its defaults."""
     import numpy as np
 
-    import engine.training.trainer as trainer
     from engine.config import ExperimentConfig
-    from engine.data import pairing
     from engine.data.demo import make_demo
     from engine.runs import RunStore
+    from engine.training.trainer import train
 
-    hr, _ = make_demo(n_lat=128, n_lon=128, start="2001-01-01", end="2002-06-30", seed=0)
-    cfg = ExperimentConfig(name="zoo-speed").replace(
-        data={"highres": "demo_alps", "scale": 4, "patch_size": 128, "static": ["elevation"],
-              "train_period": ["2001-01-01", "2001-12-31"], "val_period": ["2002-01-01", "2002-01-31"],
-              "test_period": ["2002-02-01", "2002-06-30"]},
-        model={"backbone": "resnet", "upsampling": "spc", "filters": 8, "blocks": 4},
-        training={"epochs": epochs + 1, "samples_per_epoch": samples, "batch_size": 16, "loss": "mae",
-                  "patience": 100},
-        launch={"launcher": "inline"},
-    ).validate()
-    original = trainer.make_pair
-    trainer.make_pair = lambda data_cfg: pairing.make_pair(data_cfg, highres=hr)  # a 128 x 128 domain
-    try:
-        with tempfile.TemporaryDirectory() as root:
-            run = RunStore(root).create(cfg)
-            trainer.train(run)
-            timed = run.epochs()[1:]
-            return {"samples_per_s": float(np.mean([e["samples_per_s"] for e in timed])),
-                    "data_wait": float(np.mean([e["data_wait_fraction"] for e in timed])),
-                    "parameters": run.status()["parameters"], "precision": cfg.training.precision,
-                    "channels_last": cfg.training.channels_last}
-    finally:
-        trainer.make_pair = original
+    with tempfile.TemporaryDirectory() as root:
+        # The catalogue demo (64 x 128) cannot hold 128 x 128 patches: write a 128 x 128 demo
+        # domain and a one-entry catalogue for it, so the real data path runs unchanged.
+        hr, _ = make_demo(n_lat=128, n_lon=128, start="2001-01-01", end="2002-06-30", seed=0)
+        hr.to_netcdf(f"{root}/demo128.nc")
+        with open(f"{root}/catalog.yaml", "w") as fh:
+            fh.write("sources:\n  demo128:\n    driver: netcdf\n    args:\n"
+                     f"      urlpath: {root}/demo128.nc\n      xarray_kwargs: {{engine: netcdf4}}\n"
+                     "    metadata: {role: highres}\n")
+        cfg = ExperimentConfig(name="zoo-speed").replace(
+            data={"highres": "demo128", "catalog": f"{root}/catalog.yaml", "scale": 4, "patch_size": 128,
+                  "static": ["elevation"], "train_period": ["2001-01-01", "2001-12-31"],
+                  "val_period": ["2002-01-01", "2002-01-31"], "test_period": ["2002-02-01", "2002-06-30"]},
+            model={"backbone": "resnet", "upsampling": "spc", "filters": 8, "blocks": 4},
+            training={"epochs": epochs + 1, "samples_per_epoch": samples, "batch_size": 16, "loss": "mae",
+                      "patience": 100},
+            launch={"launcher": "inline"},
+        ).validate()
+        run = RunStore(f"{root}/runs").create(cfg)
+        train(run)
+        timed = run.epochs()[1:]
+        return {"samples_per_s": float(np.mean([e["samples_per_s"] for e in timed])),
+                "data_wait": float(np.mean([e["data_wait_fraction"] for e in timed])),
+                "parameters": run.status()["parameters"], "precision": cfg.training.precision,
+                "channels_last": cfg.training.channels_last}
 
 
 def head_ab(repeats: int = 5, steps: int = 8) -> list[dict]:

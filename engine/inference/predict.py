@@ -29,7 +29,7 @@ from engine.data.torch_dataset import DownscalingDataset
 from engine.models import build_baseline, build_model
 from engine.registry import BASELINES, NORMALISATIONS
 from engine.runs import Run, atomic_path, now_iso
-from engine.training.trainer import load_checkpoint
+from engine.training.loop import load_checkpoint
 
 PERIODS = ("train", "val", "test")
 

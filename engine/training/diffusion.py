@@ -8,7 +8,7 @@ is reused (the regression predicts in those units); the diffusion model learns t
 (CorrDiff). Without it, the mean is the interpolated LR target (DeepR, DPDM). Either part trains
 alone: the regression is an ordinary supervised run.
 
-Run-store conventions are the supervised trainer's (:mod:`engine.training.trainer`): events
+Run-store bookkeeping is the supervised trainer's (:class:`engine.training.loop.EpochLoop`): events
 ("start", "step", "epoch"), ``normalisation.json``, status, atomic ``checkpoints/best.pt`` /
 ``last.pt``, resume after the last completed epoch. Checkpoints also carry ``learning``,
 ``regression`` (the regression run's model configuration and id, so that a diffusion checkpoint is
@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import time
 from typing import Any
 
 import numpy as np
@@ -37,18 +34,16 @@ from engine.config import ExperimentConfig
 from engine.models import build_model, count_parameters
 from engine.models.diffusion import build_diffusion
 from engine.registry import NORMALISATIONS
-from engine.runs import Run, RunStore, now_iso, write_text_atomic
-from engine.training.trainer import (
-    STEP_EVENT_SECONDS,
+from engine.runs import Run, RunStore
+from engine.training.loop import (
+    EpochLoop,
     TrainingError,
-    _json,
-    _to_device,
     autocast,
-    fit_normaliser,
     load_checkpoint,
     make_fabric,
     make_optimizer,
-    save_checkpoint,
+    prepare_data,
+    to_device,
 )
 
 VAL_FIELDS = 16
@@ -102,131 +97,57 @@ def rebuild_from_checkpoint(cfg: ExperimentConfig, state: dict[str, Any]):
 
 def train_diffusion(run: Run, resume: bool = True) -> dict[str, Any]:
     """Train the run's diffusion configuration; return the same summary as ``train``."""
-    from engine.data.pairing import make_pair
-    from engine.data.torch_dataset import DownscalingDataset
-
     cfg = run.config.validate()
     t, d, m = cfg.training, cfg.data, cfg.model
     fabric = make_fabric(cfg)
     fabric.launch()
-    rank0 = fabric.is_global_zero
     fabric.seed_everything(t.seed)
 
-    pair = make_pair(d)
-    regression, reg_info = None, None
+    regression, reg_info, normaliser = None, None, None
     if m.regression_run:
         regression, reg_state, normaliser, reg_run = load_regression(run, m.regression_run)
         reg_info = {"run_id": reg_run.run_id, "config": reg_run.config.to_dict(),
                     "grid_shape": reg_state.get("grid_shape") if reg_run.config.model.lcb else None}
-    else:
-        normaliser = fit_normaliser(cfg, pair)
-    common = dict(seed=t.seed, sample=d.sample, time_window=d.time_window)
-    train_set = DownscalingDataset(pair, normaliser, d.train_period, patch_size=d.patch_size,
-                                   samples_per_epoch=t.samples_per_epoch, **common)
-    val_set = DownscalingDataset(pair, normaliser, d.val_period, patch_size=None, **common)
-    if m.regression_run and list(reg_state["input_channels"]) != list(train_set.input_channels):
+    data = prepare_data(cfg, normaliser)  # a residual run keeps its regression's normalisation
+    if m.regression_run and list(reg_state["input_channels"]) != list(data.train.input_channels):
         raise TrainingError(f"model.regression_run={m.regression_run!r} was trained on inputs "
-                            f"{reg_state['input_channels']}, this run has {train_set.input_channels}; "
+                            f"{reg_state['input_channels']}, this run has {data.train.input_channels}; "
                             "use the same data.variable, predictors and static fields")
-    n_in, n_static = len(train_set.input_channels), len(train_set.static_channels)
-    net = build_diffusion(m, n_in, n_static, pair.scale, regression=regression)
+    n_in, n_static = len(data.train.input_channels), len(data.train.static_channels)
+    net = build_diffusion(m, n_in, n_static, data.pair.scale, regression=regression)
     optimizer = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad])
 
-    start_epoch, best_val, best_epoch, bad_epochs = 0, math.inf, -1, 0
-    last_path = run.checkpoint("last")
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"]) + 1
-        best_val, best_epoch, bad_epochs = float(state["best_val"]), int(state["best_epoch"]), int(state["bad_epochs"])
-    else:
+    loop = EpochLoop(run, cfg, fabric, data)
+    first_epoch, state = loop.resume({"model": net, "optimizer": optimizer}, enabled=resume)
+    if state is None:
         # The residual's RMS over a few training batches makes the diffused signal ~unit variance.
-        probe = DataLoader(train_set, batch_size=t.batch_size, shuffle=False)
-        batches = [b for _, b in zip(range(8), probe)]
-        net.fit_residual_scale(batches)
+        probe = DataLoader(data.train, batch_size=t.batch_size, shuffle=False)
+        net.fit_residual_scale([b for _, b in zip(range(8), probe)])
 
     model, optimizer = fabric.setup(net, optimizer)
     # The loss is the training forward: route it through Fabric's wrapper (DDP gradient sync).
     model.mark_forward_method("loss")
     train_loader = fabric.setup_dataloaders(
-        DataLoader(train_set, batch_size=t.batch_size, shuffle=d.patch_size is None, num_workers=t.num_workers,
+        DataLoader(data.train, batch_size=t.batch_size, shuffle=d.patch_size is None, num_workers=t.num_workers,
                    persistent_workers=t.num_workers > 0, drop_last=True))
-    val_loader = DataLoader(val_set, batch_size=t.batch_size, shuffle=False)
-    parameters = count_parameters(net)
+    val_loader = DataLoader(data.val, batch_size=t.batch_size, shuffle=False)
+    loop.start(first_epoch, count_parameters(net), learning="diffusion",
+               regression_run=reg_info["run_id"] if reg_info else None, residual_scale=float(net.residual_scale))
 
-    if rank0:
-        write_text_atomic(run.normalisation_path, _json(normaliser.to_dict()))
-        run.update_status(state="running", started=run.status().get("started") or now_iso(), host=socket.gethostname(),
-                          pid=os.getpid(), world_size=fabric.world_size, device=str(fabric.device),
-                          parameters=parameters, epochs=t.epochs, learning="diffusion",
-                          regression_run=reg_info["run_id"] if reg_info else None,
-                          residual_scale=float(net.residual_scale),
-                          input_channels=list(train_set.input_channels),
-                          static_channels=list(train_set.static_channels))
-        run.log_event("start", epoch=start_epoch, world_size=fabric.world_size, device=str(fabric.device),
-                      parameters=parameters, learning="diffusion")
-
-    summary: dict[str, Any] = {}
-    stopped_early = False
-    for epoch in range(start_epoch, t.epochs):
-        train_set.set_epoch(epoch)
+    for epoch in loop.epochs(first_epoch):
         model.train()
-        totals = torch.zeros(2, device=fabric.device)
-        wait, started, last_event, tick = 0.0, time.perf_counter(), time.perf_counter(), time.perf_counter()
-        for step, batch in enumerate(train_loader):
-            wait += time.perf_counter() - tick
-            batch = _to_device(batch, fabric.device, False)
+        for batch in loop.batches(train_loader, epoch, channels_last=False):
             with autocast(cfg, fabric.device):
                 loss = model.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
             optimizer.step()
-            value = loss.detach().float()
-            if not torch.isfinite(value):
-                raise TrainingError(f"diffusion loss became {value.item()} at epoch {epoch} step {step}; "
-                                    "lower training.lr or check the data for NaN outside the mask")
-            totals += torch.stack([value, torch.ones((), device=fabric.device)])
-            if rank0 and time.perf_counter() - last_event > STEP_EVENT_SECONDS:
-                last_event = time.perf_counter()
-                run.log_event("step", epoch=epoch, step=step, loss=float(value))
-                run.update_status(progress=(epoch + (step + 1) / max(1, len(train_loader))) / t.epochs)
-            tick = time.perf_counter()
-        elapsed = time.perf_counter() - started
-        totals = fabric.all_reduce(totals, reduce_op="sum")
-        train_loss = float(totals[0] / totals[1].clamp_min(1))
-        samples = int(totals[1].item()) * t.batch_size
-        val = validate(net, val_loader, normaliser, val_set, fabric.device, cfg)
-
-        improved = val["val_loss"] < best_val
-        if improved:
-            best_val, best_epoch, bad_epochs = val["val_loss"], epoch, 0
-        else:
-            bad_epochs += 1
-        if rank0:
-            state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                     "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                     "config": cfg.to_dict(), "input_channels": list(train_set.input_channels),
-                     "static_channels": list(train_set.static_channels), "scale": int(pair.scale),
-                     "learning": "diffusion", "regression": reg_info}
-            if improved:
-                save_checkpoint(run.checkpoint("best"), state)
-            save_checkpoint(last_path, state)
-            run.log_event("epoch", epoch=epoch, train_loss=train_loss, **val, samples_per_s=samples / elapsed,
-                          data_wait_fraction=wait / elapsed, seconds=elapsed, best=improved)
-            run.update_status(progress=(epoch + 1) / t.epochs, epoch=epoch, best_epoch=best_epoch,
-                              best_val_loss=best_val)
-        summary = {"epoch": epoch, "train_loss": train_loss, **val, "best_epoch": best_epoch,
-                   "best_val_loss": best_val, "samples_per_s": samples / elapsed,
-                   "data_wait_fraction": wait / elapsed}
-        if bad_epochs >= t.patience:
-            stopped_early = True
-            if rank0:
-                run.log_event("message", text=f"early stopping after epoch {epoch}: no improvement in {t.patience} epochs")
+            loop.record(train_loss=loss)
+        val = validate(net, val_loader, data.normaliser, data.val, fabric.device, cfg)
+        if loop.end_epoch(epoch, val, {"model": net, "optimizer": optimizer},
+                          extra_state={"learning": "diffusion", "regression": reg_info}):
             break
-    summary["stopped_early"] = stopped_early
-    fabric.barrier()
-    return summary
+    return loop.finish()
 
 
 @torch.no_grad()
@@ -236,7 +157,7 @@ def validate(net, loader, normaliser, dataset, device, cfg: ExperimentConfig) ->
     generator = torch.Generator().manual_seed(12345)
     losses, sq, n, fields = [], 0.0, 0.0, 0
     for batch in loader:
-        batch = _to_device(batch, device, False)
+        batch = to_device(batch, device, False)
         losses.append(float(net.loss(batch, generator=generator)))
         if fields < VAL_FIELDS:
             k = min(VAL_FIELDS - fields, batch["x"].shape[0])

@@ -153,7 +153,8 @@ def test_diffusion_and_residual_diffusion_through_the_run_store(tmp_path, tiny_c
     from engine.inference import load_run, predict
     from engine.inference.predict import write_netcdf
     from engine.runs import RunStore
-    from engine.training.trainer import load_checkpoint, train
+    from engine.training.loop import load_checkpoint
+    from engine.training.trainer import train
 
     store = RunStore(tmp_path)
     base = tiny_config.replace(data=SHORT, model={"filters": 4}, training={"epochs": 1, "samples_per_epoch": 16,
@@ -190,7 +191,8 @@ def test_diffusion_and_residual_diffusion_through_the_run_store(tmp_path, tiny_c
 
 def test_residual_run_that_does_not_exist_is_a_clear_error(tmp_path, tiny_config):
     from engine.runs import RunStore
-    from engine.training.trainer import TrainingError, train
+    from engine.training.loop import TrainingError
+    from engine.training.trainer import train
 
     cfg = tiny_config.replace(training={"learning": "diffusion"}, model={"regression_run": "nope"})
     with pytest.raises(TrainingError, match="model.regression_run='nope': no run 'nope'"):

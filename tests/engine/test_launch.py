@@ -12,7 +12,7 @@ import pytest
 
 from engine.launch import LaunchError, LocalHandle, attach, cancel, resume, submit
 from engine.runs import RunStore
-from engine.training.trainer import load_checkpoint
+from engine.training.loop import load_checkpoint
 
 STAND_IN = "tests.slurm.jobs:"
 

@@ -63,7 +63,8 @@ def test_discriminator_checkpoint_round_trip():
 @pytest.mark.slow
 def test_gan_trainer_through_the_run_store(tmp_path, tiny_config):
     from engine.runs import RunStore
-    from engine.training.trainer import load_checkpoint, train
+    from engine.training.loop import load_checkpoint
+    from engine.training.trainer import train
 
     cfg = tiny_config.replace(training={"learning": "gan", "epochs": 2, "samples_per_epoch": 32},
                               model={"discriminator_filters": 8})

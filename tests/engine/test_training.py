@@ -10,7 +10,8 @@ import xarray as xr
 
 from engine.inference import load_run, predict_run, write_predictions
 from engine.runs import RunStore
-from engine.training.trainer import load_checkpoint, train
+from engine.training.loop import load_checkpoint
+from engine.training.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import torch
 from engine.config import ConfigError
 from engine.launch import LaunchError, SlurmHandle, attach, cancel, submit
 from engine.runs import RunStore
-from engine.training.trainer import load_checkpoint
+from engine.training.loop import load_checkpoint
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -1,0 +1,286 @@
+"""What every trainer shares (supervised, GAN, diffusion): the run-store bookkeeping around an
+epoch loop. A trainer keeps only what is its own: the networks, the optimisers and the step.
+
+:class:`EpochLoop` owns resume from ``checkpoints/last.pt``, the "start" / "step" / "epoch" events,
+progress in ``status.json``, early stopping on the validation loss, and the atomic ``best.pt`` /
+``last.pt`` checkpoints. Only global rank 0 writes; metrics are reduced over ranks first.
+
+Sketch of a trainer::
+
+    loop = EpochLoop(run, cfg, fabric, data)
+    start = loop.resume({"model": net, "optimizer": opt})
+    loop.start(parameters=count_parameters(net), learning="supervised")
+    for epoch in loop.epochs(start):
+        for batch in loop.batches(train_loader, epoch):
+            loss = ...; loss.backward(); opt.step()
+            loop.record(train_loss=loss)
+        if loop.end_epoch(epoch, val, {"model": net, "optimizer": opt}):
+            break
+    return loop.finish()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from engine.config import ExperimentConfig
+from engine.runs import Run, now_iso, write_text_atomic
+
+STEP_EVENT_SECONDS = 2.0
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says why."""
+
+
+@dataclass
+class TrainingData:
+    """The paired data, its normalisation and the two datasets a trainer iterates over."""
+
+    pair: Any
+    normaliser: Any
+    train: Any
+    val: Any
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return tuple(int(v) for v in self.train.hr_shape)
+
+    def checkpoint_info(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """What inference needs, besides the weights, to rebuild the network."""
+        return {"input_channels": list(self.train.input_channels), "static_channels": list(self.train.static_channels),
+                "scale": int(self.pair.scale), "grid_shape": list(self.grid_shape),
+                "time_window": int(cfg.data.time_window)}
+
+
+def make_fabric(cfg: ExperimentConfig):
+    """A Fabric for this configuration: device, precision, and DDP when the environment (SLURM,
+    torchrun) has more than one task."""
+    from lightning.fabric import Fabric
+
+    t, launch = cfg.training, cfg.launch
+    accelerator = t.device
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("training.device='cuda' but no CUDA device is visible; accepted here: 'cpu' or 'auto'")
+    # bf16 autocast is applied by the loop itself (see autocast()), not by Fabric: Fabric's
+    # "bf16-mixed" also casts the *inputs* to bfloat16, which rounds the LR field to 3 significant
+    # digits before the interpolated residual is added (~0.05 K on temperature) and slows bicubic.
+    precision = "32-true" if t.precision == "bf16-mixed" else t.precision
+    world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+    if world > 1:
+        devices = max(1, world // max(1, launch.nodes))
+        return Fabric(accelerator=accelerator, devices=devices, num_nodes=launch.nodes, strategy="ddp",
+                      precision=precision)
+    # One process: say so explicitly, otherwise Fabric inspects SLURM variables (and warns about
+    # srun) when a single-task job runs on a cluster node.
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    return Fabric(accelerator=accelerator, devices=1, precision=precision, plugins=[LightningEnvironment()])
+
+
+def autocast(cfg: ExperimentConfig, device: torch.device):
+    """The forward-pass autocast context: bfloat16 for ``precision="bf16-mixed"`` (weights, inputs
+    and the loss stay float32), a no-op otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.training.precision == "bf16-mixed")
+
+
+def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
+    t = cfg.training
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=1e-4)
+    return torch.optim.SGD(params, lr=t.lr, momentum=0.9)
+
+
+def make_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer):
+    """The learning-rate schedule, stepped once per epoch: ``cosine`` decays the rate to 1 % of
+    ``training.lr`` over ``training.epochs`` (the last epochs refine at a small rate, which is
+    where most of the final skill comes from); ``constant`` keeps it."""
+    if cfg.training.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.training.epochs,
+                                                          eta_min=cfg.training.lr * 0.01)
+    return None
+
+
+def fit_normaliser(cfg: ExperimentConfig, pair):
+    """The configured normalisation, fitted on the training period only."""
+    from engine.registry import NORMALISATIONS
+
+    normaliser = NORMALISATIONS.get(cfg.data.normalisation)()
+    normaliser.fit(pair, pair.hr.time.sel(time=slice(*cfg.data.train_period)).values)
+    return normaliser
+
+
+def prepare_data(cfg: ExperimentConfig, normaliser=None) -> TrainingData:
+    """Pair the configured data, fit (or take) the normalisation, build the train/val datasets
+    (random patches for training, whole fields for validation)."""
+    from engine.data.pairing import make_pair
+    from engine.data.torch_dataset import DownscalingDataset
+
+    d, t = cfg.data, cfg.training
+    pair = make_pair(d)
+    normaliser = normaliser if normaliser is not None else fit_normaliser(cfg, pair)
+    common = dict(seed=t.seed, sample=d.sample, time_window=d.time_window)
+    train = DownscalingDataset(pair, normaliser, d.train_period, patch_size=d.patch_size,
+                               samples_per_epoch=t.samples_per_epoch, **common)
+    val = DownscalingDataset(pair, normaliser, d.val_period, patch_size=None, **common)
+    return TrainingData(pair, normaliser, train, val)
+
+
+def to_device(batch: dict[str, torch.Tensor], device, channels_last: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.ndim == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def save_checkpoint(path, state: dict[str, Any]) -> None:
+    """torch.save through a temporary file and a rename (atomic)."""
+    from engine.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path) -> dict[str, Any]:
+    # weights_only: a checkpoint is data, never code (no pickle of arbitrary objects).
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+class EpochLoop:
+    """Run-store bookkeeping around a trainer's epochs (see the module docstring)."""
+
+    def __init__(self, run: Run, cfg: ExperimentConfig, fabric, data: TrainingData):
+        self.run, self.cfg, self.fabric, self.data = run, cfg, fabric, data
+        self.rank0 = fabric.is_global_zero
+        self.best_val, self.best_epoch, self.bad_epochs = math.inf, -1, 0
+        self.summary: dict[str, Any] = {}
+        self.stopped_early = False
+        self._names: list[str] = []
+
+    # -- before the first epoch ---------------------------------------------------------------
+    def resume(self, objects: dict[str, Any], enabled: bool = True) -> tuple[int, dict[str, Any] | None]:
+        """Load ``last.pt`` into ``objects`` (name -> object with ``load_state_dict``) when it
+        exists; return (first epoch to train, the checkpoint or None)."""
+        path = self.run.checkpoint("last")
+        if not (enabled and path.exists()):
+            return 0, None
+        state = load_checkpoint(path)
+        for name, obj in objects.items():
+            if obj is not None and state.get(name):
+                obj.load_state_dict(state[name])
+        self.best_val, self.best_epoch = float(state["best_val"]), int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        return int(state["epoch"]) + 1, state
+
+    def start(self, first_epoch: int, parameters: int, **status: Any) -> None:
+        """Store the normalisation and mark the run running."""
+        if not self.rank0:
+            return
+        run, fabric = self.run, self.fabric
+        write_text_atomic(run.normalisation_path, _json(self.data.normaliser.to_dict()))
+        run.update_status(state="running", started=run.status().get("started") or now_iso(), host=socket.gethostname(),
+                          pid=os.getpid(), world_size=fabric.world_size, device=str(fabric.device),
+                          parameters=parameters, epochs=self.cfg.training.epochs,
+                          input_channels=list(self.data.train.input_channels),
+                          static_channels=list(self.data.train.static_channels), **status)
+        run.log_event("start", epoch=first_epoch, world_size=fabric.world_size, device=str(fabric.device),
+                      parameters=parameters, learning=self.cfg.training.learning)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def epochs(self, first_epoch: int) -> Iterator[int]:
+        for epoch in range(first_epoch, self.cfg.training.epochs):
+            self.data.train.set_epoch(epoch)
+            yield epoch
+
+    def batches(self, loader: Iterable, epoch: int, channels_last: bool | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield the epoch's batches on the device (channels-last as configured unless
+        ``channels_last`` says otherwise), timing the wait for data and writing step events (at
+        most every :data:`STEP_EVENT_SECONDS`). Call :meth:`record` once per batch."""
+        device = self.fabric.device
+        channels_last = self.cfg.training.channels_last if channels_last is None else channels_last
+        self._totals: torch.Tensor | None = None
+        self._wait, self._started = 0.0, time.perf_counter()
+        last_event = tick = self._started
+        n_batches = max(1, len(loader))
+        for step, batch in enumerate(loader):
+            self._wait += time.perf_counter() - tick
+            yield to_device(batch, device, channels_last)
+            if self.rank0 and time.perf_counter() - last_event > STEP_EVENT_SECONDS:
+                last_event = time.perf_counter()
+                self.run.log_event("step", epoch=epoch, step=step, **self._last)
+                self.run.update_status(progress=(epoch + (step + 1) / n_batches) / self.cfg.training.epochs)
+            tick = time.perf_counter()
+        self._elapsed = time.perf_counter() - self._started
+
+    def record(self, **losses: torch.Tensor) -> None:
+        """Add this batch's losses (scalars; the first is the training loss) to the epoch's means."""
+        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+        if not torch.isfinite(values).all():
+            raise TrainingError(f"training losses became {dict(zip(losses, values.tolist()))}; lower training.lr "
+                                "or check the data for NaN outside the mask")
+        self._names = list(losses)
+        self._last = dict(zip(self._names, values.tolist()))
+        row = torch.cat([values, torch.ones(1, device=values.device)])
+        self._totals = row if self._totals is None else self._totals + row
+
+    def end_epoch(self, epoch: int, val: dict[str, float], objects: dict[str, Any],
+                  extra_state: dict[str, Any] | None = None) -> bool:
+        """Reduce the epoch's losses over ranks, update early stopping, write the epoch event and
+        the checkpoints (``objects``' state dicts plus ``extra_state``); True when training should
+        stop early."""
+        totals = self.fabric.all_reduce(self._totals, reduce_op="sum")
+        batches = float(totals[-1].clamp_min(1))
+        train = {name: float(totals[i]) / batches for i, name in enumerate(self._names)}
+        samples = batches * self.cfg.training.batch_size
+        timing = {"samples_per_s": samples / self._elapsed, "data_wait_fraction": self._wait / self._elapsed,
+                  "seconds": self._elapsed}
+        improved = val["val_loss"] < self.best_val
+        if improved:
+            self.best_val, self.best_epoch, self.bad_epochs = val["val_loss"], epoch, 0
+        else:
+            self.bad_epochs += 1
+        if self.rank0:
+            state = {name: obj.state_dict() for name, obj in objects.items() if obj is not None}
+            state.update(epoch=epoch, best_val=self.best_val, best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
+                         config=self.cfg.to_dict(), **self.data.checkpoint_info(self.cfg), **(extra_state or {}))
+            # Event first, checkpoints after: a process killed in between redoes this epoch on
+            # resume and logs it again (Run.epochs keeps the latest), so no epoch goes unlogged.
+            self.run.log_event("epoch", epoch=epoch, **train, **val, **timing, best=improved)
+            if improved:
+                save_checkpoint(self.run.checkpoint("best"), state)
+            save_checkpoint(self.run.checkpoint("last"), state)  # after best: a resumed run never lacks its best
+            self.run.update_status(progress=(epoch + 1) / self.cfg.training.epochs, epoch=epoch,
+                                   best_epoch=self.best_epoch, best_val_loss=self.best_val)
+        self.summary = {"epoch": epoch, **train, **val, "best_epoch": self.best_epoch,
+                        "best_val_loss": self.best_val, **timing}
+        if self.bad_epochs >= self.cfg.training.patience:
+            self.stopped_early = True
+            if self.rank0:
+                self.run.log_event("message", text=f"early stopping after epoch {epoch}: no improvement in "
+                                                   f"{self.cfg.training.patience} epochs")
+            return True
+        return False
+
+    def finish(self) -> dict[str, Any]:
+        self.fabric.barrier()
+        return {**self.summary, "stopped_early": self.stopped_early}
