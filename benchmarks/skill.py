@@ -9,7 +9,8 @@ predicts the test period and prints the test RMSE of the model and of bicubic an
   ``../shared/data`` when that folder exists (offline); otherwise the normal download path runs.
 
 Target of the first version: on ERA5 UK x4, model RMSE < 0.7 x bicubic.
-Options: ``--epochs``, ``--samples`` (per epoch), ``--only demo|era5``.
+Options: ``--epochs``, ``--samples`` (per epoch), ``--only demo|era5``, ``--set section.field=value``
+(repeatable, e.g. ``--set model.filters=64 --set model.blocks=6`` for the wider ResNet).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import tempfile
 import time
 
+from engine.cli import apply_overrides
 from engine.config import ExperimentConfig
 from engine.evaluation.metrics import rmse
 from engine.inference import predict_run
@@ -54,19 +56,21 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--only", choices=sorted(CASES), default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for name, cfg in CASES.items():
             if args.only and name != args.only:
                 continue
-            cfg = cfg.replace(training={"epochs": args.epochs, "samples_per_epoch": args.samples},
-                              launch={"launcher": "inline"})
+            cfg = apply_overrides(cfg.replace(training={"epochs": args.epochs, "samples_per_epoch": args.samples},
+                                              launch={"launcher": "inline"}), args.set)
             try:
                 rows.append(run_case(name, cfg, root))
             except Exception as exc:  # e.g. ERA5 offline without ../shared/data: say so, go on
                 rows.append({"case": name, "error": f"{type(exc).__name__}: {exc}"})
-    print(f"Test RMSE [K], model = resnet+spc (defaults), {args.epochs} epochs x {args.samples} samples\n")
+    model = f"resnet+spc, {' '.join(args.set) or 'defaults'}"
+    print(f"Test RMSE [K], model = {model}, {args.epochs} epochs x {args.samples} samples\n")
     print("| data | model RMSE | bicubic RMSE | ratio | epochs run | train time |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
