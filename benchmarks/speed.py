@@ -6,8 +6,8 @@ on the *same tensors* (the batches the framework's dataset yields, materialised 
 bare loop using the same precision and memory format. The ratio of the two is the framework's
 overhead; the trainer's own ``data_wait_fraction`` tells how much of a step waits for data.
 
-Both are measured in one process, one after the other, so the ratio is meaningful on a shared,
-noisy machine even when the absolute figures are not. Prints a table (Markdown).
+All are measured in one process (minimal, framework, minimal again), so the ratio is meaningful on a
+shared, noisy machine even when the absolute figures are not. Prints a table (Markdown).
 
 Options: ``--epochs`` (timed epochs after one warm-up epoch), ``--samples`` (samples per epoch),
 ``--patch`` (HR patch size), ``--filters``, ``--blocks``, ``--precision``.
@@ -99,16 +99,20 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", default=ExperimentConfig().training.precision)
     args = parser.parse_args(argv)
     cfg = speed_config(args)
+    # minimal, framework, minimal: the mean of the two minimal runs brackets the framework's run
+    # in time, so a drift in the machine's load does not bias the ratio.
+    before = minimal_speed(cfg)
     with tempfile.TemporaryDirectory() as root:
         fw = framework_speed(cfg, root)
-    minimal = minimal_speed(cfg)
+    after = minimal_speed(cfg)
+    minimal = (before + after) / 2
     print(f"Training speed, resnet+spc ({fw['parameters']:,} parameters), {cfg.data.highres} x{cfg.data.scale}, "
           f"{args.patch}x{args.patch} HR patches, batch {args.batch}, {args.precision}, "
           f"{torch.get_num_threads()} threads\n")
     print("| loop | samples/s | ratio to minimal | data wait |")
     print("|---|---:|---:|---:|")
     print(f"| finescale trainer | {fw['samples_per_s']:.1f} | {fw['samples_per_s'] / minimal:.2f} | {100 * fw['data_wait']:.1f} % |")
-    print(f"| minimal PyTorch loop | {minimal:.1f} | 1.00 | 0 % (pre-loaded) |")
+    print(f"| minimal PyTorch loop (before / after) | {minimal:.1f} ({before:.1f} / {after:.1f}) | 1.00 | 0 % (pre-loaded) |")
 
 
 if __name__ == "__main__":
