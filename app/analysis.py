@@ -526,7 +526,8 @@ class ExplainState(param.Parameterized):
     busy = param.Boolean(default=False)
     result = param.Parameter(default=None, doc="xarray.Dataset from engine.explain.explain_run, or None.")
     error = param.String(default="")
-    version = param.Integer(default=0)
+    version = param.Integer(default=0, doc="Bumped when a new result arrives.")
+    run_version = param.Integer(default=0, doc="Bumped when another run is chosen (the prediction map changes).")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -584,6 +585,7 @@ class ExplainState(param.Parameterized):
                 self.time = labels[0] if labels else None
             self.result = None
             self.version += 1
+            self.run_version += 1
 
     @property
     def prediction_dataset(self):
@@ -609,41 +611,75 @@ class ExplainState(param.Parameterized):
             return tuple(float(v) for v in self.app.region)
         return None
 
-    def explain(self) -> None:
-        """Compute the attributions now (blocking); sets ``result`` or ``error``."""
+    def _compute(self):
+        """Attributions for the current choices: ``(Dataset, "")`` or ``(None, error)``."""
         from engine.explain import explain_run
 
         if self.run is None:
-            self.error = "No trained run to explain: train one first (it needs a checkpoint and predictions)."
-            return
+            return None, "No trained run to explain: train one first (it needs a checkpoint and predictions)."
         try:
             region = self.region()
         except ValueError as exc:
-            self.error = str(exc)
-            return
-        with self._lock:  # one attribution at a time per session; a second click waits
+            return None, str(exc)
+        try:
+            run = self.app.store.get(self.run)
+            if self.run not in self._loaded:
+                from engine.inference import load_run
+
+                self._loaded[self.run] = load_run(run)
+            ds = explain_run(run, self.time, region=region, method=self.method, n_steps=self.n_steps,
+                             write=True, loaded=self._loaded[self.run])
+        except Exception as exc:  # shown as text; the traceback goes to the server log
+            log.exception("explain failed")
+            return None, f"{type(exc).__name__}: {exc}"
+        return ds, ""
+
+    def _finish(self, ds, error: str) -> None:
+        with param.parameterized.batch_call_watchers(self):
+            self.busy = False
+            self.error = error
+            if ds is not None:
+                self.result = ds
+                self.version += 1
+
+    def explain(self) -> None:
+        """Compute the attributions now (blocking); sets ``result`` or ``error``."""
+        if not self._lock.acquire(blocking=False):
+            return  # one attribution at a time per session
+        try:
             self.busy, self.error = True, ""
+            self._finish(*self._compute())
+        finally:
+            self._lock.release()
+
+    def explain_async(self, dispatch=None) -> threading.Thread | None:
+        """:meth:`explain` in a worker thread, so the page (and other sessions) stay responsive.
+
+        Parameters
+        ----------
+        dispatch : callable, optional
+            Runs a function on the server's event loop; the view passes its session document's
+            ``add_next_tick_callback`` so that the result reaches the page from the loop, not from
+            the worker thread. Default: call directly (tests, notebooks).
+
+        Returns
+        -------
+        threading.Thread or None
+            The worker (None when an attribution is already being computed).
+        """
+        if not self._lock.acquire(blocking=False):
+            return None
+        self.busy, self.error = True, ""
+        dispatch = dispatch or (lambda fn: fn())
+
+        def work():
             try:
-                run = self.app.store.get(self.run)
-                if self.run not in self._loaded:
-                    from engine.inference import load_run
-
-                    self._loaded[self.run] = load_run(run)
-                ds = explain_run(run, self.time, region=region, method=self.method, n_steps=self.n_steps,
-                                 write=True, loaded=self._loaded[self.run])
-            except Exception as exc:  # shown as text; the traceback goes to the server log
-                log.exception("explain failed")
-                self.error = f"{type(exc).__name__}: {exc}"
-                ds = None
+                ds, error = self._compute()
             finally:
-                self.busy = False
-        if ds is not None:
-            self.result = ds
-            self.version += 1
+                self._lock.release()
+            dispatch(lambda: self._finish(ds, error))
 
-    def explain_async(self) -> threading.Thread:
-        """:meth:`explain` in a thread, so the page (and other sessions) stay responsive."""
-        thread = threading.Thread(target=self.explain, name="finescale-explain", daemon=True)
+        thread = threading.Thread(target=work, name="finescale-explain", daemon=True)
         thread.start()
         return thread
 

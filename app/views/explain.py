@@ -22,7 +22,7 @@ class ExplainView(Viewer):
     """
 
     state = param.ClassSelector(class_=AppState)
-    width = param.Integer(default=330, doc="Width of one map in pixels.")
+    width = param.Integer(default=300, doc="Width of one map in pixels.")
     # A parameter (not a plain attribute) so that @param.depends("xp.point") watches it.
     xp = param.ClassSelector(class_=ExplainState, doc="The explain state (made from state by default).")
 
@@ -37,9 +37,27 @@ class ExplainView(Viewer):
         self._target = w.RadioButtonGroup.from_param(self.xp.param.target, name="Explain", css_classes=["fs-xp-target"])
         self._steps = w.IntInput.from_param(self.xp.param.n_steps, name="Steps / samples")
         self._go = w.Button(label="Explain", color="primary", css_classes=["fs-explain"])
-        self._go.on_click(lambda event: self.xp.explain_async())
+        self._go.on_click(self._on_go)
         self._tap = self._bounds = None
         self.xp.param.watch(lambda e: setattr(self._go, "disabled", e.new), "busy")
+
+    def _on_go(self, event) -> None:
+        from panel.io.state import set_curdoc
+
+        doc = pn.state.curdoc  # this session's document, captured on the event loop
+        dispatch = None
+        if doc is not None and doc.session_context:
+            def run_in_session(fn):
+                # On the loop *and* with this session as Panel's current document: panes that
+                # re-render then build their Bokeh models for this page (without it the new
+                # plots arrive unlaid-out).
+                def callback():
+                    with set_curdoc(doc):
+                        fn()
+                doc.add_next_tick_callback(callback)
+
+            dispatch = run_in_session
+        self.xp.explain_async(dispatch)
 
     def _on_tap(self, x=None, y=None):
         if x is not None and y is not None:
@@ -84,12 +102,12 @@ class ExplainView(Viewer):
         region = hv.DynamicMap(lambda region: region_box(region), streams=dict(region=self.state.param.region))
         return dmap * coastline(land_mask(lat, lon)) * marker * region
 
-    @param.depends("xp.version")
+    @param.depends("xp.run_version")
     def _prediction_pane(self):
         if self.xp.run is None:
             return pn.pane.Markdown("*Attributions need a completed run with a checkpoint: train one first.*",
                                     css_classes=["fs-xp-empty"])
-        return pn.pane.HoloViews(self.prediction_map(), css_classes=["fs-xp-prediction"])
+        return pn.pane.HoloViews(self.prediction_map(), css_classes=["fs-xp-prediction"], linked_axes=False)
 
     @param.depends("xp.point", "xp.target", "state.region", "xp.busy", "xp.error")
     def _status(self):
@@ -121,28 +139,47 @@ class ExplainView(Viewer):
             lat, lon = da["lat"].values, da["lon"].values
             top = robust_clim(da.values, hi=99.5, symmetric=True)[1]
             label = name.replace("input_", "input: ").replace("static_", "static: ").replace("_", " ")
-            panels.append(map_element(da, label, "attribution", "", cmap="RdBu_r", clim=(-top, top), colorbar=True,
-                                      frame_width=self.width - 90, aspect=aspect_of(lat, lon), tools=["hover"])
-                          * coastline(land_mask(lat, lon)))
+            element = map_element(da, label, "attribution", "", cmap="RdBu_r", clim=(-top, top), colorbar=True,
+                                  frame_width=self.width - 90, aspect=aspect_of(lat, lon), tools=["hover"])
+            panels.append(element * coastline(land_mask(lat, lon)))
         imp = self.xp.importance()
         bars = hv.Bars(imp, "channel", "importance").opts(
             title="Channel importance (share of |attribution|)", height=260, responsive=True, tools=["hover"],
             color="#1f6f8b", ylim=(0, float(np.nanmax(imp["importance"])) * 1.1 if len(imp) else 1))
-        return hv.Layout(panels).cols(3), bars
+        return hv.Layout(panels).cols(3).opts(shared_axes=False), bars
 
+    # Info, importance bars and maps are three panes updated separately: the bars and the grid
+    # of maps rebuilt in one pane left the maps unlaid-out in the served page (Panel 1.9).
     @param.depends("xp.version")
-    def _result(self):
-        res = self.attribution_layout()
-        if res is None:
-            return pn.pane.Markdown("*Attribution maps appear here.*")
-        layout, bars = res
+    def _info(self):
         ds = self.xp.result
+        if ds is None:
+            return pn.pane.Markdown("*Attribution maps appear here.*", css_classes=["fs-xp-info"])
         info = f"method **{ds.attrs.get('method')}**, time {str(ds['time'].values[0])[:16]}"
         if "convergence_delta" in ds:
             info += f", IG convergence delta {float(np.abs(ds['convergence_delta']).max()):.3g}"
-        return pn.Column(pn.pane.Markdown(info, css_classes=["fs-xp-info"]),
-                         pn.pane.HoloViews(bars, css_classes=["fs-xp-importance"], sizing_mode="stretch_width"),
-                         pn.pane.HoloViews(layout, css_classes=["fs-xp-maps"]), sizing_mode="stretch_width")
+        return pn.pane.Markdown(info, css_classes=["fs-xp-info"])
+
+    @param.depends("xp.version")
+    def _importance(self):
+        res = self.attribution_layout()
+        if res is None:
+            return pn.pane.Markdown("")
+        return pn.pane.HoloViews(res[1], css_classes=["fs-xp-importance"], sizing_mode="stretch_width",
+                                 linked_axes=False)
+
+    @param.depends("xp.version")
+    def _maps(self):
+        res = self.attribution_layout()
+        if res is None:
+            return pn.pane.Markdown("")
+        # linked_axes=False: Panel links the axes of every HoloViews pane with the same
+        # dimensions; the prediction map's zoom must not drive the LR/HR attribution maps.
+        return pn.pane.HoloViews(res[0], css_classes=["fs-xp-maps"], linked_axes=False)
+
+    def _result(self):
+        """The result panes (info, importance bars, attribution maps) in a column."""
+        return pn.Column(self._info, self._importance, self._maps, sizing_mode="stretch_width")
 
     def __panel__(self):
         return pn.Column(
@@ -151,6 +188,8 @@ class ExplainView(Viewer):
             pn.Row(self._target, self._steps, self._go),
             self._status,
             self._prediction_pane,
-            self._result,
+            self._info,
+            self._importance,
+            self._maps,
             sizing_mode="stretch_width",
         )

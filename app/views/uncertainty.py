@@ -27,7 +27,7 @@ class UncertaintyView(Viewer):
     """
 
     state = param.ClassSelector(class_=AppState)
-    width = param.Integer(default=330, doc="Width of one map in pixels.")
+    width = param.Integer(default=300, doc="Width of one map in pixels.")
     # A parameter (not a plain attribute) so that @param.depends("ens.version") watches it.
     ens = param.ClassSelector(class_=EnsembleState, doc="The ensemble state (made from state by default).")
 

@@ -202,5 +202,6 @@ def test_explain_a_clicked_pixel_of_a_trained_run(page, server):
     page.locator(".fs-explain button").click()
     expect(page.locator(".fs-xp-importance canvas").first).to_be_attached(timeout=180_000)
     expect(page.locator(".fs-xp-info")).to_contain_text("saliency")
+    expect(page.locator(".fs-xp-maps canvas").first).to_be_attached(timeout=60_000)
     page.wait_for_timeout(2000)
     shot(page, "view-explain")

@@ -113,7 +113,8 @@ def test_explain_runs_off_the_event_loop_and_reports_errors(view, monkeypatch):
     monkeypatch.setattr(engine.explain, "explain_run", failing)
     view.xp.target = "domain"
     thread = view.xp.explain_async()
-    assert view.xp.busy or thread.is_alive() or view.xp.error
+    assert view.xp.busy and view._go.disabled  # until the worker is done
+    assert view.xp.explain_async() is None  # one at a time
     thread.join(10)
     assert not view.xp.busy and "region holds no pixel" in view.xp.error
     assert view._status().alert_type == "danger"

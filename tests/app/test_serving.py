@@ -77,7 +77,11 @@ def test_the_proxy_command_serves_the_app_under_a_prefix(browser, tmp_path):
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "proxy-serve.log").read_text()
                 time.sleep(0.5)
-        assert "finescale" in html and f"{base_url}finescale/static/" in html
+        assert "finescale" in html
+        # Resources are linked relative to the page, so they resolve under the prefix too.
+        assert 'src="static/js/bokeh.min.js' in html
+        js = urllib.request.urlopen(f"http://127.0.0.1:{port}{base_url}finescale/static/js/bokeh.min.js", timeout=30)
+        assert js.status == 200
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/app", timeout=10)
         page = new_page(browser)
@@ -168,6 +172,10 @@ def test_five_sessions_keep_their_own_state_while_one_trains(browser, server):
     shot(trainer, "sessions-trainer")
     print(f"answer latencies of the other sessions while one trains: {[round(v, 2) for v in latencies]} s")
     assert max(latencies) < 20, latencies  # generous: 2 shared cores; typically well under 2 s
+    # Cancel the training (frees the CPU for the next tests); every session shows it cancelled.
+    trainer.locator(".fs-cancel button").click()
+    expect(trainer.locator(".fs-run-status")).to_contain_text("cancelled", timeout=60_000)
+    expect(other.locator(".fs-runs-table").get_by_text("cancelled").first).to_be_visible(timeout=60_000)
     for page in pages:
         assert not page.js_errors, page.js_errors
     for ctx in contexts:
