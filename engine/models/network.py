@@ -31,6 +31,23 @@ from engine.models.upsampling import interpolate
 from engine.registry import BACKBONES, UPSAMPLERS
 
 
+def check_inputs(x: torch.Tensor, static_hr: torch.Tensor | None, in_channels: int, static_channels: int,
+                 scale: int, time_window: int = 1) -> None:
+    """Check a network's inputs up front, with the expected shapes in the message: x is
+    (B, C, h, w) (or (B, T, C, h, w) for T > 1) and static_hr is (B, S, h*scale, w*scale)."""
+    t = time_window
+    if t > 1:
+        if x.ndim != 5 or x.shape[1] != t or x.shape[2] != in_channels:
+            raise ValueError(f"expected x of shape (B, T={t}, C={in_channels}, h, w), got {tuple(x.shape)}")
+    elif x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"expected x of shape (B, C={in_channels}, h, w), got {tuple(x.shape)}")
+    if static_channels:
+        expected = (x.shape[0], static_channels, x.shape[-2] * scale, x.shape[-1] * scale)
+        if static_hr is None or tuple(static_hr.shape) != expected:
+            got = None if static_hr is None else tuple(static_hr.shape)
+            raise ValueError(f"expected static_hr of shape {expected} (B, S, h*{scale}, w*{scale}), got {got}")
+
+
 class DownscalingNet(nn.Module):
     """A deterministic downscaling network.
 
@@ -106,17 +123,7 @@ class DownscalingNet(nn.Module):
                 self.output.bias.zero_()
 
     def check_shapes(self, x: torch.Tensor, static_hr: torch.Tensor | None) -> None:
-        t = self.time_window
-        if t > 1:
-            if x.ndim != 5 or x.shape[1] != t or x.shape[2] != self.in_channels:
-                raise ValueError(f"expected x of shape (B, T={t}, C={self.in_channels}, h, w), got {tuple(x.shape)}")
-        elif x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected x of shape (B, C={self.in_channels}, h, w), got {tuple(x.shape)}")
-        if self.static_channels:
-            expected = (x.shape[0], self.static_channels, x.shape[-2] * self.scale, x.shape[-1] * self.scale)
-            if static_hr is None or tuple(static_hr.shape) != expected:
-                got = None if static_hr is None else tuple(static_hr.shape)
-                raise ValueError(f"expected static_hr of shape {expected} (B, S, h*{self.scale}, w*{self.scale}), got {got}")
+        check_inputs(x, static_hr, self.in_channels, self.static_channels, self.scale, self.time_window)
 
     def forward(self, x: torch.Tensor, static_hr: torch.Tensor | None = None,
                 offset: torch.Tensor | None = None) -> torch.Tensor:

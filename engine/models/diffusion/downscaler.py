@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from engine.models.diffusion.sampling import SAMPLERS, sample, training_schedule
+from engine.models.network import check_inputs
 from engine.models.upsampling import interpolate
 
 
@@ -79,13 +80,7 @@ class DiffusionDownscaler(nn.Module):
 
     # -- pieces -----------------------------------------------------------------------------------
     def check_shapes(self, x: torch.Tensor, static_hr: torch.Tensor | None) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected x of shape (B, C={self.in_channels}, h, w), got {tuple(x.shape)}")
-        if self.static_channels:
-            expected = (x.shape[0], self.static_channels, x.shape[-2] * self.scale, x.shape[-1] * self.scale)
-            if static_hr is None or tuple(static_hr.shape) != expected:
-                got = None if static_hr is None else tuple(static_hr.shape)
-                raise ValueError(f"expected static_hr of shape {expected} (B, S, h*{self.scale}, w*{self.scale}), got {got}")
+        check_inputs(x, static_hr, self.in_channels, self.static_channels, self.scale)
 
     @torch.no_grad()
     def mean(self, x: torch.Tensor, static_hr: torch.Tensor | None, offset: torch.Tensor | None = None) -> torch.Tensor:
