@@ -134,6 +134,7 @@ def run(size: int = 1000, times: int = 8, repeat: int = 5) -> pd.DataFrame:
                     t_usable = time.perf_counter() - t0
                     rows.append({"measure": "first render: template painted", "grid": "-", "seconds": t_paint})
                     rows.append({"measure": "first render: data view usable", "grid": "-", "seconds": t_usable})
+                    print(rows[-2:], flush=True)
                     if attempt < repeat - 1:
                         page.close()
                 # (a) demo data, Data tab
@@ -143,6 +144,7 @@ def run(size: int = 1000, times: int = 8, repeat: int = 5) -> pd.DataFrame:
                 for _ in range(repeat):
                     rows.append({"measure": "map update after a time step", "grid": "demo 64x128 (4 maps)",
                                  "seconds": _slider_step(page, ".fs-data-time")})
+                    print(rows[-1], flush=True)
                     page.wait_for_timeout(300)
                 # (b) the 1000 x 1000 run, Runs tab
                 page.locator(".bk-tab", has_text="Runs").first.click()
@@ -156,6 +158,7 @@ def run(size: int = 1000, times: int = 8, repeat: int = 5) -> pd.DataFrame:
                 for _ in range(repeat):
                     rows.append({"measure": "map update after a time step", "grid": f"{size}x{size} (3 rasterized maps)",
                                  "seconds": _slider_step(page, ".fs-time-slider")})
+                    print(rows[-1], flush=True)
                     page.wait_for_timeout(300)
                 Path("test-artifacts").mkdir(exist_ok=True)
                 page.screenshot(path="test-artifacts/benchmark-1000x1000.png", full_page=True)
@@ -167,6 +170,15 @@ def run(size: int = 1000, times: int = 8, repeat: int = 5) -> pd.DataFrame:
     return table
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """A Markdown table (without the optional ``tabulate`` dependency of ``to_markdown``)."""
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=1000)
@@ -175,7 +187,7 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", default=None)
     args = parser.parse_args(argv)
     table = run(args.size, args.times, args.repeat)
-    print(table.to_markdown(index=False, floatfmt=".3f") if hasattr(table, "to_markdown") else table.to_string())
+    print(markdown(table))
     if args.csv:
         table.to_csv(args.csv, index=False)
     print(json.dumps({"target_update_s": 1.0,
