@@ -4,6 +4,11 @@ Coastlines are drawn offline: they are the 0.5 contour of the real land mask on 
 (:func:`engine.data.static.static_fields`), so no cartopy shapefile or map tile is ever
 downloaded. Large grids are rasterized on the server (datashader) so that the browser only ever
 receives about as many pixels as it shows.
+
+Views give their map panes ``linked_axes=False``: Panel otherwise links the axes of every
+HoloViews pane with the same dimensions in a page, so one tab's domain (the dataset's) would
+set the ranges of another's (a run's, a sub-domain's). Maps inside one view stay linked
+through the holoviews Layout (``shared_axes``).
 """
 
 from __future__ import annotations

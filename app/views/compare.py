@@ -121,7 +121,7 @@ class CompareView(Viewer):
         layout = self.maps()
         if layout is None:
             return pn.pane.Markdown("*The first run has no truth to compare with.*")
-        return pn.Column(self._time_widget(), pn.pane.HoloViews(layout, css_classes=["fs-compare-maps"]),
+        return pn.Column(self._time_widget(), pn.pane.HoloViews(layout, css_classes=["fs-compare-maps"], linked_axes=False),
                          sizing_mode="stretch_width")
 
     @param.depends("cmp.version", "cmp.baselines", "cmp.breakdown", "state.region")
@@ -147,7 +147,7 @@ class CompareView(Viewer):
         plot = hv.Overlay(curves).opts(title="Power spectra (time mean)", xlabel="wavelength (grid cells)",
                                        ylabel="power", height=300, responsive=True, legend_position="bottom_left",
                                        show_grid=True, invert_xaxis=True, logx=True, logy=True)
-        return pn.pane.HoloViews(plot, css_classes=["fs-compare-spectra"], sizing_mode="stretch_width")
+        return pn.pane.HoloViews(plot, css_classes=["fs-compare-spectra"], sizing_mode="stretch_width", linked_axes=False)
 
     @param.depends("cmp.point", "cmp.version", "cmp.baselines")
     def _series(self):
@@ -162,7 +162,7 @@ class CompareView(Viewer):
                   for src, g in df.groupby("source", sort=False)]
         plot = hv.Overlay(curves).opts(title=f"Time series at {lat:.2f}°N, {lon:.2f}°E", height=280, responsive=True,
                                        legend_position="top_left", show_grid=True)
-        return pn.pane.HoloViews(plot, css_classes=["fs-compare-series"], sizing_mode="stretch_width")
+        return pn.pane.HoloViews(plot, css_classes=["fs-compare-series"], sizing_mode="stretch_width", linked_axes=False)
 
     def __panel__(self):
         return pn.Column(

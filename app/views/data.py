@@ -135,7 +135,7 @@ class DataView(Viewer):
         layout = self.map_layout()
         if layout is None:
             return pn.pane.Markdown("*Maps appear when a local dataset is selected.*")
-        return pn.pane.HoloViews(layout, css_classes=["fs-data-maps"])
+        return pn.pane.HoloViews(layout, css_classes=["fs-data-maps"], linked_axes=False)
 
     @param.depends("data.time_index", "data.version")
     def _time_label(self):

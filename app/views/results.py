@@ -104,7 +104,7 @@ class ResultsView(Viewer):
         return pn.Column(
             pn.pane.Markdown(f"#### Maps — run `{self.state.selected_run}`", css_classes=["fs-maps-title"]),
             self._time_widget(),
-            pn.pane.HoloViews(layout, css_classes=["fs-maps"]),
+            pn.pane.HoloViews(layout, css_classes=["fs-maps"], linked_axes=False),
             sizing_mode="stretch_width",
         )
 

@@ -87,7 +87,7 @@ class UncertaintyView(Viewer):
                 css_classes=["fs-ens-empty"])
         layout = self.maps()
         return pn.Column(pn.pane.Markdown(f"{self.ens.members} members", css_classes=["fs-ens-members"]),
-                         self._time_widget(), pn.pane.HoloViews(layout, css_classes=["fs-ens-maps"]),
+                         self._time_widget(), pn.pane.HoloViews(layout, css_classes=["fs-ens-maps"], linked_axes=False),
                          sizing_mode="stretch_width")
 
     @param.depends("ens.version")
