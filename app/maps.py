@@ -127,7 +127,9 @@ def robust_clim(values, lo: float = 1, hi: float = 99, symmetric: bool = False) 
     if not finite.size:
         return (-1.0, 1.0) if symmetric else (0.0, 1.0)
     if symmetric:
-        top = float(np.percentile(np.abs(finite), hi)) or 1.0
+        # A sparse map (an attribution confined to a receptive field) has a zero percentile:
+        # fall back to its largest value rather than a unit range that hides it.
+        top = float(np.percentile(np.abs(finite), hi)) or float(np.abs(finite).max()) or 1.0
         return (-top, top)
     a, b = (float(v) for v in np.percentile(finite, [lo, hi]))
     return (a, b) if b > a else (a - 0.5, a + 0.5)

@@ -140,3 +140,16 @@ def test_explain_a_really_trained_run(run_root, trained_run_dir):
     assert imp.set_index("channel")["importance"].idxmax() == "input_t2m"
     assert view.attribution_layout() is not None
     shutil.rmtree(run_root / trained_run_dir.name / "attributions", ignore_errors=True)
+
+
+def test_sparse_attribution_maps_get_a_visible_colour_range():
+    """A one-pixel attribution touches only its receptive field: the colour range must come from
+    those values, not a unit default that renders the map blank."""
+    import numpy as np
+
+    from app.maps import robust_clim
+
+    values = np.zeros((64, 128))
+    values[30:33, 60:63] = 0.02
+    assert robust_clim(values, hi=99.5, symmetric=True) == (-0.02, 0.02)
+    assert robust_clim(np.zeros((4, 4)), symmetric=True) == (-1.0, 1.0)
