@@ -190,7 +190,11 @@ class EpochLoop:
                 obj.load_state_dict(state[name])
         self.best_val, self.best_epoch = float(state["best_val"]), int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
-        return int(state["epoch"]) + 1, state
+        epoch = int(state["epoch"])
+        logged = {int(e["epoch"]) for e in self.run.epochs()}
+        if self.rank0 and state.get("metrics") and epoch not in logged:  # killed between checkpoint and event
+            self.run.log_event("epoch", **state["metrics"], restored=True)
+        return epoch + 1, state
 
     def start(self, first_epoch: int, parameters: int, **status: Any) -> None:
         """Store the normalisation and mark the run running."""
@@ -260,15 +264,18 @@ class EpochLoop:
         else:
             self.bad_epochs += 1
         if self.rank0:
+            record = {"epoch": epoch, **train, **val, **timing, "best": improved}
             state = {name: obj.state_dict() for name, obj in objects.items() if obj is not None}
             state.update(epoch=epoch, best_val=self.best_val, best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
-                         config=self.cfg.to_dict(), **self.data.checkpoint_info(self.cfg), **(extra_state or {}))
-            # Event first, checkpoints after: a process killed in between redoes this epoch on
-            # resume and logs it again (Run.epochs keeps the latest), so no epoch goes unlogged.
-            self.run.log_event("epoch", epoch=epoch, **train, **val, **timing, best=improved)
+                         config=self.cfg.to_dict(), metrics=record, **self.data.checkpoint_info(self.cfg),
+                         **(extra_state or {}))
+            # Checkpoints first, the event after: the run store never claims an epoch that no
+            # checkpoint holds. A process killed in between loses only the event line, and
+            # resume() writes it back from the checkpoint's "metrics".
             if improved:
                 save_checkpoint(self.run.checkpoint("best"), state)
             save_checkpoint(self.run.checkpoint("last"), state)  # after best: a resumed run never lacks its best
+            self.run.log_event("epoch", **record)
             self.run.update_status(progress=(epoch + 1) / self.cfg.training.epochs, epoch=epoch,
                                    best_epoch=self.best_epoch, best_val_loss=self.best_val)
         self.summary = {"epoch": epoch, **train, **val, "best_epoch": self.best_epoch,

@@ -98,3 +98,17 @@ def test_zoo_variants_train_and_predict_through_the_run_store(tmp_path, tiny_con
     train(run)
     ds = predict_run(run, "test")
     assert np.isfinite(ds.model.values).all() and ds.model.shape == ds.truth.shape
+
+
+def test_an_epoch_event_lost_after_its_checkpoint_is_restored_on_resume(tmp_path, tiny_config):
+    """Killed between writing last.pt and the epoch event: the checkpoint holds the epoch, and
+    resume writes the missing event back, so the loss curve has no hole."""
+    run = RunStore(tmp_path).create(tiny_config.replace(training={"epochs": 1}))
+    train(run)
+    lines = run.events_path.read_text().splitlines()
+    run.events_path.write_text("\n".join(line for line in lines if '"kind": "epoch"' not in line) + "\n")
+    assert run.epochs() == [] and load_checkpoint(run.checkpoint("last"))["epoch"] == 0
+    run.config_path.write_text(tiny_config.replace(training={"epochs": 2}).to_yaml())
+    train(run)
+    epochs = run.epochs()
+    assert [e["epoch"] for e in epochs] == [0, 1] and epochs[0]["restored"] is True
