@@ -38,6 +38,19 @@ _FALLBACK_METHODS = ("integrated_gradients", "saliency", "gradient_shap", "occlu
 COMPARE_METRICS = ("rmse", "mae", "bias", "pearson", "ssim", "psnr", "crps", "spread_skill_ratio")
 
 
+
+def _runs_with_predictions(app):
+    """(run id, predictions.nc path) of the listed runs that have predictions, in list order."""
+    from engine.runs import RunStoreError
+
+    for row in app.runs:
+        try:
+            path = app.store.get(row["run_id"]).predictions_path
+        except RunStoreError:
+            continue
+        if path.exists():
+            yield row["run_id"], path
+
 class _Predictions:
     """predictions.nc of runs, read into memory once per file version (per session)."""
 
@@ -120,15 +133,7 @@ class CompareState(param.Parameterized):
     # -- choices ----------------------------------------------------------------------
     def refresh(self) -> None:
         """Offer the runs that have predictions (finished or not) as choices."""
-        from engine.runs import RunStoreError
-
-        ids = []
-        for row in self.app.runs:
-            try:
-                if self.app.store.get(row["run_id"]).predictions_path.exists():
-                    ids.append(row["run_id"])
-            except RunStoreError:
-                continue
+        ids = [run_id for run_id, _ in _runs_with_predictions(self.app)]
         if ids != self.param.runs.objects:
             self.param.runs.objects = ids
             kept = [r for r in self.runs if r in ids]
@@ -358,18 +363,10 @@ class EnsembleState(param.Parameterized):
         import netCDF4  # noqa: F401  (xarray's backend; imported here so pyproj came first)
         import xarray as xr
 
-        from engine.runs import RunStoreError
-
         ids = []
-        for row in self.app.runs:
-            try:
-                path = self.app.store.get(row["run_id"]).predictions_path
-            except RunStoreError:
-                continue
-            if not path.exists():
-                continue
+        for run_id, path in _runs_with_predictions(self.app):
             st = path.stat()
-            key = ("has-members", row["run_id"], st.st_mtime, st.st_size)
+            key = ("has-members", run_id, st.st_mtime, st.st_size)
             if key not in self._cache:
                 try:
                     with xr.open_dataset(path) as ds:  # only the header is read
@@ -377,7 +374,7 @@ class EnsembleState(param.Parameterized):
                 except Exception:
                     self._cache[key] = False
             if self._cache[key]:
-                ids.append(row["run_id"])
+                ids.append(run_id)
         if ids != [o for o in self.param.run.objects if o is not None]:
             self.param.run.objects = ids
             if self.run not in ids:

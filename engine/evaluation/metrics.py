@@ -319,6 +319,17 @@ def _separable_ssim_image(a, b, sigma: float = 1.5, k1: float = 0.01, k2: float 
     return ((2 * mu_ab + c1) * (2 * s_ab + c2)) / ((mu_aa + mu_bb + c1) * (s_aa + s_bb + c2))
 
 
+def _scaled_images(pred, truth, mask, data_range, data_min):
+    """The valid-pixel mask, the data range (given or from the truth), the truth's minimum, and
+    both fields stacked as images scaled to [0, 1] by them (SSIM and MS-SSIM share this)."""
+    valid = valid_weights(pred, truth, mask) > 0
+    require_valid(valid, "the data")
+    if data_range is None:
+        data_range = data_range_of(truth, valid)
+    lo = _data_min(truth, valid, data_min)
+    return valid, data_range, lo, _image_stack(pred, truth, valid, lo, float(data_range))
+
+
 def ssim_map(pred, truth, mask=None, data_range=None, data_min=None, chunk=64, kernel_size=11, sigma=1.5,
              backend="separable"):
     """The SSIM image (torchmetrics, Gaussian window 11 / sigma 1.5, reflect padding) of every
@@ -341,12 +352,8 @@ def ssim_map(pred, truth, mask=None, data_range=None, data_min=None, chunk=64, k
     from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
     check_aligned(pred, truth)
-    valid = valid_weights(pred, truth, mask) > 0
-    require_valid(valid, "the data")
-    if data_range is None:
-        data_range = data_range_of(truth, valid)
-    lo = _data_min(truth, valid, data_min)
-    pv, tv, order, other_sizes, other = _image_stack(pred, truth, valid, lo, float(data_range))
+    valid, data_range, lo, (pv, tv, order, other_sizes, other) = _scaled_images(pred, truth, mask, data_range,
+                                                                                data_min)
     H, W = pv.shape[-2:]
     if min(H, W) < kernel_size:
         raise MetricError(f"SSIM needs images of at least {kernel_size}x{kernel_size}; got {H}x{W}")
@@ -404,12 +411,8 @@ def ms_ssim(pred, truth, mask=None, weights=None, dim=None, data_range=None, dat
     dims = dims_list(dim, truth)
     if not set(SPATIAL_DIMS) <= set(dims):
         raise MetricError(f"ms_ssim reduces over whole images: dim must include 'lat' and 'lon', got {dims}")
-    valid = valid_weights(pred, truth, mask) > 0
-    require_valid(valid, "the data")
-    if data_range is None:
-        data_range = data_range_of(truth, valid)
-    lo = _data_min(truth, valid, data_min)
-    pv, tv, order, other_sizes, other = _image_stack(pred, truth, valid, lo, float(data_range))
+    valid, data_range, lo, (pv, tv, order, other_sizes, other) = _scaled_images(pred, truth, mask, data_range,
+                                                                                data_min)
     H, W = pv.shape[-2:]
     k = kernel_size or min(11, (min(H, W) // 2) * 2 - 1)
     # torchmetrics needs min(H, W) > (k - 1) * 2 ** (scales - 1).

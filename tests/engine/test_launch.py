@@ -13,23 +13,14 @@ import pytest
 from engine.launch import LaunchError, LocalHandle, attach, cancel, resume, submit
 from engine.runs import RunStore
 from engine.training.loop import load_checkpoint
+from tests.helpers import wait_for
 
 STAND_IN = "tests.slurm.jobs:"
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def _kill9(handle: LocalHandle) -> None:
     os.killpg(int(handle.job_id), signal.SIGKILL)
-    _wait_for(lambda: not handle.alive(), 10, "the killed process to go")
+    wait_for(lambda: not handle.alive(), 10, "the killed process to go")
 
 
 @pytest.fixture
@@ -66,7 +57,7 @@ def test_reattach_after_restart_and_cancel(tmp_path, tiny_config, stand_in):
     stand_in("epochs", 0.3)
     store = RunStore(tmp_path)
     first = submit(tiny_config.replace(training={"epochs": 500}), store, launcher="local")
-    _wait_for(lambda: first.run.epochs(), 60, "a first epoch")
+    wait_for(lambda: first.run.epochs(), 60, "a first epoch")
     # "The dashboard restarts": a handle from the run store alone, no Popen object.
     again = attach(first.run.run_id, store)
     assert isinstance(again, LocalHandle) and again.job_id == first.job_id and again.alive()
@@ -81,7 +72,7 @@ def test_reattach_after_restart_and_cancel(tmp_path, tiny_config, stand_in):
 def test_dead_process_is_marked_failed(tmp_path, tiny_config, stand_in):
     stand_in("epochs", 0.3)
     handle = submit(tiny_config.replace(training={"epochs": 500}), RunStore(tmp_path), launcher="local")
-    _wait_for(lambda: handle.run.epochs(), 60, "a first epoch")
+    wait_for(lambda: handle.run.epochs(), 60, "a first epoch")
     _kill9(handle)
     assert handle.run.status()["state"] == "running"  # nobody has told the run store yet
     status = attach(handle.run).status()
@@ -97,7 +88,7 @@ def test_kill9_never_leaves_a_half_written_checkpoint(tmp_path, tiny_config, sta
     store = RunStore(tmp_path)
     handle = submit(tiny_config.replace(training={"epochs": 60}), store, launcher="local")
     for i in range(4):
-        _wait_for(lambda: len(handle.run.epochs()) > 3 * (i + 1), 60, "more epochs")
+        wait_for(lambda: len(handle.run.epochs()) > 3 * (i + 1), 60, "more epochs")
         time.sleep(0.013 * (i + 1))
         _kill9(handle)
         done = handle.run.epochs()[-1]["epoch"]
@@ -117,7 +108,7 @@ def test_kill9_mid_epoch_of_real_training_then_resume(tmp_path, tiny_config):
     cfg = tiny_config.replace(training={"epochs": 4, "samples_per_epoch": 512, "patience": 100})
     store = RunStore(tmp_path)
     handle = submit(cfg, store, launcher="local")
-    _wait_for(lambda: handle.run.epochs(), 300, "a first epoch")
+    wait_for(lambda: handle.run.epochs(), 300, "a first epoch")
     time.sleep(0.3)  # into the next epoch
     _kill9(handle)
     finished = [e["epoch"] for e in handle.run.epochs()]

@@ -15,6 +15,7 @@ from engine.config import ConfigError
 from engine.launch import LaunchError, SlurmHandle, attach, cancel, submit
 from engine.runs import RunStore
 from engine.training.loop import load_checkpoint
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -25,13 +26,7 @@ def _jobs_known() -> int:
 
 
 def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_for(predicate, timeout, what, poll=0.5)  # SLURM states change slowly
 
 
 def test_tiny_training_run_completes(tmp_path, slurm_config):
