@@ -7,7 +7,7 @@ average over valid pixels only; the structural (SSIM) and spectral losses first 
 pixels of ``pred`` with the target's values, so that whatever the network predicts there cannot
 change the loss, and SSIM maps are averaged over valid pixels.
 
-Losses: ``mae``, ``mse``, ``dssim`` = (1 - SSIM) / 2, ``msdssim`` = (1 - MS-SSIM) / 2 (torchmetrics),
+Losses: ``mae``, ``mse``, ``dssim`` = (1 - SSIM) / 2, ``msdssim`` = (1 - MS-SSIM) / 2 (masked at every scale),
 ``spectral`` (L1 between log Fourier amplitude spectra: penalises the loss of fine-scale variance,
 i.e. over-smoothing, which pixel losses reward), and weighted mixes. Registered mixes:
 ``dssim+mae``, ``msdssim+mae``, ``mae+spectral``; any other mix is written as a formula,
@@ -91,27 +91,69 @@ def dssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch
 _MS_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
+def _gaussian_window(kernel: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(kernel, dtype=like.dtype, device=like.device) - (kernel - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(1, 1, kernel, kernel)
+
+
+def _ssim_maps(pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor, data_range: float):
+    """SSIM and contrast-structure maps over the window's valid positions (no padding):
+    (B, 1, H - k + 1, W - k + 1) each."""
+    import torch.nn.functional as F
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_p, mu_t = F.conv2d(pred, window), F.conv2d(target, window)
+    var_p = F.conv2d(pred * pred, window) - mu_p**2
+    var_t = F.conv2d(target * target, window) - mu_t**2
+    cov = F.conv2d(pred * target, window) - mu_p * mu_t
+    cs = (2 * cov + c2) / (var_p + var_t + c2)
+    luminance = (2 * mu_p * mu_t + c1) / (mu_p**2 + mu_t**2 + c1)
+    return luminance * cs, cs
+
+
 @LOSSES.register("msdssim", description="multi-scale structural dissimilarity (1 - MS-SSIM) / 2")
 def msdssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """MS-SSIM with as many of the standard 5 scales as the patch allows (a 64x64 patch gets 3
-    with a 7-pixel window). MS-SSIM has no full-resolution map, so masked pixels only enter as
-    perfectly predicted (filled with the target)."""
-    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
+    with a 7-pixel window), mask-aware like :func:`dssim`: masked pixels of ``pred`` are filled
+    with the target, and at every scale the contrast-structure (and, at the coarsest, the SSIM)
+    map is averaged over valid pixels only, weighted by the mask average-pooled to that scale, so
+    that masked pixels neither change the loss nor dilute it as "perfect". Per-image values are
+    combined as in MS-SSIM (product of the scales' terms, clamped at 0, to the betas' powers) and
+    averaged over images that have valid pixels."""
+    import torch.nn.functional as F
 
     _check(pred, target, mask)
-    pred, target = pred.float(), target.float()
+    pred, target, mask = pred.float(), target.float(), (mask > 0).float()
     size = min(pred.shape[-2:])
     kernel = _kernel(size, size, 7)
     scales = 1
     while scales < len(_MS_BETAS) and size // 2**scales > kernel - 1:
         scales += 1
-    betas = torch.tensor(_MS_BETAS[:scales])
-    betas = tuple(float(b) for b in betas / betas.sum())
     if scales == 1:
         return dssim(pred, target, mask)
-    value = ms_ssim(_filled(pred, target, mask), target, data_range=_data_range(target, mask), kernel_size=kernel,
-                    sigma=1.5 * kernel / 11, betas=betas, normalize="relu")
-    return (1.0 - value) / 2.0
+    betas = torch.tensor(_MS_BETAS[:scales])
+    betas = betas / betas.sum()
+    data_range = _data_range(target, mask)
+    window = _gaussian_window(kernel, 1.5 * kernel / 11, pred)
+    x, y, m = _filled(pred, target, mask), target, mask
+    terms = []
+    for scale in range(scales):
+        ssim_map, cs_map = _ssim_maps(x, y, window, data_range)
+        # The map at a position is the window around it: weight it by the mask at its centre.
+        half = (kernel - 1) // 2
+        weight = m[..., half : half + ssim_map.shape[-2], half : half + ssim_map.shape[-1]]
+        term_map = ssim_map if scale == scales - 1 else cs_map
+        terms.append((term_map * weight).sum((1, 2, 3)) / weight.sum((1, 2, 3)).clamp_min(1e-6))
+        if scale < scales - 1:
+            x, y, m = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2), F.avg_pool2d(m, 2)
+    per_image = torch.ones_like(terms[0])
+    for term, beta in zip(terms, betas):
+        per_image = per_image * term.clamp_min(0.0) ** float(beta)
+    valid = (mask.sum((1, 2, 3)) > 0).float()
+    value = (per_image * valid).sum() / valid.sum().clamp_min(1.0)
+    return (1.0 - value) / 2.0 * (valid.sum() > 0)
 
 
 @LOSSES.register("spectral", description="L1 between log Fourier amplitude spectra (fights over-smoothing)")

@@ -104,3 +104,26 @@ def test_parser_reads_weights():
     assert parse_loss("dssim+mae", ["dssim+mae"]) == [(1.0, "dssim+mae")]  # a registered mix
     with pytest.raises(ValueError, match="shape"):
         mae(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5), torch.ones(1, 1, 4, 5))
+
+
+def test_msdssim_is_mask_aware_at_every_scale():
+    """Masked pixels neither change MS-SSIM nor count as perfectly predicted: with the same error
+    everywhere on a stationary field, masking half the domain leaves the loss (about) unchanged
+    instead of halving it, wildly wrong predictions under the mask change nothing, and errors on
+    valid pixels do."""
+    g = torch.Generator().manual_seed(1)
+    target = 3 * torch.nn.functional.avg_pool2d(torch.randn(4, 1, 72, 72, generator=g), 9, stride=1)  # 64 x 64
+    pred = target + 0.2 * torch.randn(target.shape, generator=g)
+    full = torch.ones_like(target)
+    half = full.clone()
+    half[..., 32:] = 0
+    whole, masked = float(msdssim(pred, target, full)), float(msdssim(pred, target, half))
+    assert masked == pytest.approx(whole, rel=0.2)  # masked pixels filled as "perfect" would give ~ whole / 2
+
+    wrong = pred.clone()
+    wrong[half == 0] = 1e3 * torch.randn(int((half == 0).sum()), generator=g)
+    assert float(msdssim(wrong, target, half)) == pytest.approx(masked, abs=1e-6)
+
+    worse = pred.clone()
+    worse[half > 0] += 0.3 * torch.randn(int((half > 0).sum()), generator=g)
+    assert float(msdssim(worse, target, half)) > masked + 0.01
