@@ -62,7 +62,7 @@ def test_samplers_are_apart_from_the_denoiser_and_steps_are_a_run_time_choice(sa
     assert len(calls) == 7 and calls[0] == 99  # trailing spacing: starts from pure noise
     with pytest.raises(ValueError, match=r"steps=0 is not valid; accepted: 1 \.\. 100"):
         sample(denoise, (1, 1, 4, 4), sampler=sampler, steps=0, train_steps=100)
-    with pytest.raises(ValueError, match="unknown sampler 'euler'; accepted: ddpm, ddim, dpmsolver\\+\\+"):
+    with pytest.raises(ValueError, match="unknown sampler 'euler'; accepted: ddpm, ddim, dpmsolver\\+\\+, sde-dpmsolver\\+\\+"):
         make_scheduler("euler")
 
 

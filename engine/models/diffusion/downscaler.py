@@ -57,7 +57,7 @@ class DiffusionDownscaler(nn.Module):
 
     def __init__(self, denoiser: nn.Module, in_channels: int, static_channels: int, scale: int,
                  regression: nn.Module | None = None, interpolation: str = "bicubic", train_steps: int = 1000,
-                 sampler: str = "ddim", sampling_steps: int = 50):
+                 sampler: str = "sde-dpmsolver++", sampling_steps: int = 20):
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; accepted: {', '.join(SAMPLERS)}")

@@ -1,8 +1,12 @@
 """Noise schedules and samplers, from diffusers, apart from the denoiser.
 
 :func:`make_scheduler` builds a fresh diffusers scheduler (they hold state while sampling) for
-``ddpm`` (ancestral, stochastic), ``ddim`` (eta = 0, deterministic given the initial noise) or
-``dpmsolver++`` (multistep DPM-Solver++, 2nd order). All share one training noise schedule
+``ddpm`` (ancestral, stochastic), ``ddim`` (eta = 0, deterministic given the initial noise),
+``dpmsolver++`` (multistep DPM-Solver++, 2nd order, an ODE solver) or ``sde-dpmsolver++`` (its
+stochastic variant, which draws fresh noise at every step as DDPM does). With a denoiser trained on
+a small budget the ODE samplers leave visible noise (spread/skill above 1, CRPS ~20 % worse than
+DDPM-1000), while the stochastic ones at 20-50 steps match DDPM-1000: the injected noise corrects
+the denoiser's errors instead of carrying them along the trajectory. All share one training noise schedule
 (DDPM's linear betas, rescaled to ``train_steps``; epsilon prediction; no sample clipping, since the
 fields are standardised residuals, not images in [-1, 1]) and use "trailing" timestep spacing,
 which starts few-step sampling at the last training timestep (pure noise) rather than before it.
@@ -27,6 +31,7 @@ import torch
 from engine.config import SAMPLERS  # noqa: E402  (one list: the configuration validates against it)
 SCHEDULE = "linear"
 CLIP = 8.0
+STOCHASTIC = ("ddpm", "sde-dpmsolver++")  # samplers that draw fresh noise at every step
 
 
 def make_scheduler(sampler: str, train_steps: int = 1000):
@@ -46,6 +51,8 @@ def make_scheduler(sampler: str, train_steps: int = 1000):
         return DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **common)
     if sampler == "dpmsolver++":
         return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
+    if sampler == "sde-dpmsolver++":
+        return DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=2, **common)
     raise ValueError(f"unknown sampler {sampler!r}; accepted: {', '.join(SAMPLERS)}")
 
 
@@ -99,8 +106,8 @@ def sample(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape:
             a = scheduler.alphas_cumprod[int(t)].to(z.device)
             x0 = ((z - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-clip, clip)
             eps = (z - a.sqrt() * x0) / (1 - a).sqrt()
-        kwargs = {"generator": generator} if sampler == "ddpm" else {}
-        if sampler == "ddpm":
+        kwargs = {"generator": generator} if sampler in STOCHASTIC else {}
+        if sampler in STOCHASTIC:
             # diffusers draws DDPM's variance noise on the generator's device; keep it on the CPU.
             z = scheduler.step(eps.cpu(), t.cpu(), z.cpu(), **kwargs).prev_sample.to(device)
         else:
