@@ -62,6 +62,27 @@ def test_two_task_ddp_matches_a_single_process(tmp_path, slurm_config):
     assert "global_rank=1(2)" in logs  # both tasks ran
 
 
+def test_two_task_diffusion_training_completes_with_synchronised_weights(tmp_path, slurm_config):
+    """The diffusion trainer under 2-task DDP: it completes, both ranks train, and the checkpoint
+    (rank 0's weights) samples an ensemble. Its loss draws random timesteps per rank, so unlike the
+    supervised case the weights cannot be compared with a single process."""
+    cfg = slurm_config.replace(
+        training={"learning": "diffusion", "epochs": 1, "samples_per_epoch": 32, "channels_last": False},
+        model={"diffusion_steps": 50, "sampling_steps": 3}, inference={"members": 2},
+        launch={"tasks_per_node": 2})
+    handle = submit(cfg, RunStore(tmp_path))
+    assert handle.wait(timeout=300) == "completed", handle.status().get("error")
+    run = handle.run
+    assert run.status()["world_size"] == 2 and "global_rank=1(2)" in handle.logs()
+    state = load_checkpoint(run.checkpoint("last"))
+    assert state["learning"] == "diffusion"
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    import xarray as xr
+
+    with xr.open_dataset(run.predictions_path) as ds:  # the worker predicted a 2-member ensemble
+        assert ds.model.dims[0] == "member" and ds.sizes["member"] == 2
+
+
 def test_failing_job_reports_error_and_traceback(tmp_path, slurm_config, monkeypatch):
     monkeypatch.setenv("FINESCALE_TRAIN_FN", "tests.slurm.jobs:fail")  # sbatch exports the environment
     handle = submit(slurm_config, RunStore(tmp_path))
