@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import xarray as xr
 
 from engine.data.errors import DataError
-from engine.data.paths import DEFAULT_CATALOG, cache_dir
+from engine.data.paths import cache_dir, default_catalog
 
 #: Seconds to wait for a remote host before declaring there is no network.
 NETWORK_TIMEOUT = 5.0
@@ -42,9 +42,11 @@ _TIME_NAMES = ("time", "valid_time", "t")
 
 
 def _catalog_path(catalog) -> Path:
-    path = Path(catalog) if catalog is not None else DEFAULT_CATALOG
+    path = Path(catalog) if catalog is not None else default_catalog()
     if not path.exists():
-        raise DataError(f"catalogue file {str(path)!r} does not exist; give a path to an intake YAML catalogue")
+        hint = "" if catalog is not None else (" (the default: set FINESCALE_CATALOG to the catalogue's path when "
+                                               "finescale is installed outside its checkout)")
+        raise DataError(f"catalogue file {str(path)!r} does not exist{hint}; give a path to an intake YAML catalogue")
     return path.resolve()
 
 

@@ -14,8 +14,15 @@ from engine.files import atomic_path  # noqa: F401  (re-exported for the data la
 
 #: The repository root (``catalogs/`` lives there); the package sits in ``<root>/engine/data``.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The catalogue bundled with finescale.
+#: The catalogue bundled with finescale (in the checkout; an install elsewhere names it by
+#: ``$FINESCALE_CATALOG``, see :func:`default_catalog`).
 DEFAULT_CATALOG = REPO_ROOT / "catalogs" / "finescale.yaml"
+
+
+def default_catalog() -> Path:
+    """``$FINESCALE_CATALOG`` when set (a site's own catalogue, or the bundled one when finescale
+    is installed outside its checkout), else the bundled ``catalogs/finescale.yaml``."""
+    return Path(os.environ["FINESCALE_CATALOG"]) if os.environ.get("FINESCALE_CATALOG") else DEFAULT_CATALOG
 
 
 def cache_dir(sub: str | None = None) -> Path:

@@ -43,6 +43,17 @@ def test_missing_catalogue_file(tmp_path):
         list_entries(tmp_path / "none.yaml")
 
 
+def test_finescale_catalog_names_the_default_catalogue(tmp_path, monkeypatch):
+    """An install outside the checkout (or a site's own catalogue) is named by $FINESCALE_CATALOG."""
+    own = tmp_path / "site.yaml"
+    own.write_text(DEFAULT_CATALOG.read_text().replace("demo_alps_gcm:", "site_gcm:", 1))
+    monkeypatch.setenv("FINESCALE_CATALOG", str(own))
+    assert "site_gcm" in list_entries() and "demo_alps_gcm" not in list_entries()
+    monkeypatch.setenv("FINESCALE_CATALOG", str(tmp_path / "gone.yaml"))
+    with pytest.raises(DataError, match="gone.yaml' does not exist .*set FINESCALE_CATALOG"):
+        list_entries()
+
+
 def test_open_demo_layout():
     ds = open_dataset("demo_alps")
     assert ds.t2m.dims == ("time", "lat", "lon") and ds.t2m.shape == (1095, 64, 128)
