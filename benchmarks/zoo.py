@@ -31,7 +31,9 @@ writes it all to ``benchmarks/results/zoo.md``.
 It also measures the reference speed: DL4DS's reference configuration (resnet + spc, 8 filters,
 4 residual blocks, batch 16, 128 x 128 HR patches, x4, one static field, MAE) with the real
 trainer and its default precision / memory format, on a 128 x 128 demo domain (the catalogue's
-demo is 64 x 128, too small for 128 x 128 patches).
+demo is 64 x 128, too small for 128 x 128 patches). ``--reference-accuracy`` trains that
+configuration for the same epochs with our defaults and as a plain float32 NCHW copy, and prints
+samples/s and test RMSE of both (speed must not cost skill).
 
 Options: ``--quick`` (a few configurations, tiny budget, a smoke test), ``--only demo,mos,era5``,
 ``--configs`` (comma-separated labels), ``--epochs``, ``--samples`` (per epoch, screening),
@@ -215,11 +217,16 @@ def run_one(case: str, label: str, epochs: int, samples: int, patience: int | No
     return row
 
 
-def reference_speed(epochs: int = 3, samples: int = 512, filters: int = 8) -> dict:
-    """Samples/s of DL4DS's reference configuration with the real trainer and its defaults.
+def reference_speed(epochs: int = 3, samples: int = 512, filters: int = 8, precision: str | None = None,
+                    channels_last: bool | None = None) -> dict:
+    """Samples/s and test RMSE of DL4DS's reference configuration with the real trainer, by default
+    with its default precision and memory format (``precision`` / ``channels_last`` override them).
     ``filters=24`` gives ~89k parameters, the size of DL4DS's own resnet+spc (its blocks grow in
     width), for a like-for-like comparison with DL4DS's 74-80 samples/s."""
     import numpy as np
+
+    from engine.evaluation import metrics as M
+    from engine.inference import predict_run
 
     from engine.config import ExperimentConfig
     from engine.data.demo import make_demo
@@ -243,14 +250,29 @@ def reference_speed(epochs: int = 3, samples: int = 512, filters: int = 8) -> di
             training={"epochs": epochs + 1, "samples_per_epoch": samples, "batch_size": 16, "loss": "mae",
                       "patience": 100},
             launch={"launcher": "inline"},
-        ).validate()
+        )
+        overrides = {k: v for k, v in (("precision", precision), ("channels_last", channels_last)) if v is not None}
+        cfg = cfg.replace(training=overrides).validate()
         run = RunStore(f"{root}/runs").create(cfg)
         train(run)
         timed = run.epochs()[1:]
+        ds = predict_run(run, "test")
         return {"samples_per_s": float(np.mean([e["samples_per_s"] for e in timed])),
                 "data_wait": float(np.mean([e["data_wait_fraction"] for e in timed])),
                 "parameters": run.status()["parameters"], "filters": filters, "precision": cfg.training.precision,
-                "channels_last": cfg.training.channels_last}
+                "channels_last": cfg.training.channels_last, "epochs": epochs + 1,
+                "test_rmse": float(M.rmse(ds["model"], ds["truth"], mask=ds["mask"] > 0))}
+
+
+def reference_accuracy(epochs: int, filters: int) -> list[dict]:
+    """The reference configuration trained for the same epochs with our defaults and as the plain
+    float32 NCHW copy (what the issue's "straightforward PyTorch copy" is), each in its own
+    process: samples/s and test RMSE of both, so that speed is never bought with skill."""
+    rows = []
+    for label, extra in (("defaults", []), ("float32 NCHW", ["--ref-precision", "32-true", "--ref-nchw"])):
+        rows.append({"settings": label, **_subprocess(["--speed", "--ref-filters", str(filters),
+                                                       "--ref-epochs", str(epochs), *extra])})
+    return rows
 
 
 def head_ab(repeats: int = 5, steps: int = 8) -> list[dict]:
@@ -513,6 +535,11 @@ def main(argv=None) -> None:
                         help="step speed of our HR head vs DL4DS's, fp32/channels-last/bf16, interleaved")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: case|label|epochs|samples[|patience]
     parser.add_argument("--speed", action="store_true", help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--reference-accuracy", action="store_true",
+                        help="reference configuration with our defaults vs float32 NCHW: samples/s and test RMSE")
+    parser.add_argument("--ref-epochs", type=int, default=None, help="epochs of the reference runs (after warm-up)")
+    parser.add_argument("--ref-precision", default=None, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--ref-nchw", action="store_true", help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
 
     if args.one:
@@ -521,7 +548,26 @@ def main(argv=None) -> None:
                                           int(patience[0]) if patience else None)), flush=True)
         return
     if args.speed:
-        print("ROW " + json.dumps(reference_speed(2 if args.quick else 3, filters=args.ref_filters)), flush=True)
+        epochs = args.ref_epochs or (2 if args.quick else 3)
+        print("ROW " + json.dumps(reference_speed(epochs, filters=args.ref_filters, precision=args.ref_precision,
+                                                  channels_last=False if args.ref_nchw else None)), flush=True)
+        return
+    if args.reference_accuracy:
+        rows = reference_accuracy(args.ref_epochs or 6, args.ref_filters)
+        print(f"DL4DS reference configuration ({args.ref_filters} filters, 4 blocks, batch 16, 128x128 HR patches, x4, "
+              f"one static field, MAE), {rows[0].get('epochs', '?')} epochs x 512 samples each, same seed, "
+              f"{torch_threads()} threads\n")
+        print("| settings | precision | channels-last | train samples/s | test RMSE (K) |\n|---|---|---|---:|---:|")
+        for r in rows:
+            if "error" in r:
+                print(f"| {r['settings']} | not run: {r['error']} ||||")
+                continue
+            print(f"| {r['settings']} | {r['precision']} | {r['channels_last']} | {r['samples_per_s']:.0f} | "
+                  f"{r['test_rmse']:.3f} |")
+        if all("error" not in r for r in rows):
+            a, b = rows
+            print(f"\nspeed ratio {a['samples_per_s'] / b['samples_per_s']:.2f}x; "
+                  f"test RMSE ratio {a['test_rmse'] / b['test_rmse']:.3f} (defaults / float32)")
         return
     cases = args.only.split(",")
     if args.list:
