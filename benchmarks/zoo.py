@@ -18,7 +18,9 @@ the validator, not written here. After the factorial, a short "beyond the grid" 
 fields, mae+spectral, swin) runs, then stage 2 ("full budget"): the two best factorial cells of
 each data case, chosen by the RMSE ratio on the *validation* period, are retrained for longer
 (early stopping on the validation loss) and scored on the test period; where the best of them
-still misses RMSE <= 0.5 x bicubic, the best is also retrained wider (labelled "wide").
+still misses RMSE <= 0.5 x bicubic, the best supervised and the best GAN cell (by validation)
+are also retrained wider (labelled "wide"). Each case's model is the stage-2 row with the best
+validation ratio.
 
 Everything runs through the run store (:class:`engine.runs.RunStore`,
 :func:`engine.training.trainer.train`, :func:`engine.inference.predict_run`) and is scored with
@@ -38,7 +40,9 @@ samples/s and test RMSE of both (speed must not cost skill).
 Options: ``--quick`` (a few configurations, tiny budget, a smoke test), ``--only demo,mos,era5``,
 ``--configs`` (comma-separated labels), ``--epochs``, ``--samples`` (per epoch, screening),
 ``--stage2-epochs``, ``--stage2-samples``, ``--stage2-patience``, ``--no-stage2``, ``--no-wide``,
-``--no-extras``, ``--speed-only``, ``--list`` (the cells and the validator's verdicts, no training).
+``--no-extras``, ``--speed-only``, ``--list`` (the cells and the validator's verdicts, no training),
+``--reuse-screening`` (screening rows from ``benchmarks/results/zoo.json``, written by every run;
+stage 2 only), ``--reference-accuracy`` (see above).
 ``ZOO_THREADS`` sets the torch threads of each configuration's process. The table is rewritten after
 every configuration, so an interrupted run leaves what finished (rows still to run say so).
 """
@@ -82,7 +86,7 @@ LOSSES = ("mae", "dssim+mae")
 BACKBONE_MODEL = {"resnet": {"blocks": 4}, "unet": {"blocks": 2}, "convnext": {"blocks": 4, "normalization": "layer"}}
 UPSAMPLING_MODEL = {"spc": {"filters": 32}, "pin": {"filters": 16}}
 GAN = {"learning": "gan", "gan_pixel_weight": 100.0}
-WIDE = {"filters": 64, "blocks": 6}  # stage 2's wider network, only where the target is missed
+WIDE = {"filters": 64, "blocks": 6}  # stage 2's wider networks, only where the target is missed
 WIDE_TAG = " wide(64 filters, 6 blocks)"
 
 
@@ -478,9 +482,10 @@ def table(rows: list[dict], speed: dict | None, budget: str, stage2: list[dict] 
         out.append(f"\n## Stage 2: full budget ({stage2_budget})\n")
         out.append("The two best factorial cells of each data case by the *validation* RMSE ratio at screening, "
                    "retrained with early stopping on the validation loss (the best checkpoint predicts). Where the "
-                   f"validation-chosen of them still misses RMSE <= {TARGET} x bicubic on the test period, the best is "
-                   f"also retrained wider (\"{WIDE_TAG.strip()}\"). The case's model is the stage-2 row with the best "
-                   "validation ratio (the test period chooses nothing).\n")
+                   f"validation-chosen of them still misses RMSE <= {TARGET} x bicubic on the test period, the best "
+                   f"supervised and the best GAN cell (by validation) are also retrained wider (\"{WIDE_TAG.strip()}\"). "
+                   "The case's model is the stage-2 row with the best validation ratio (the test period chooses "
+                   "nothing; it only decides whether wider networks are tried).\n")
         out += _rows_table(stage2)
         out.append("")
         for line in target_lines(stage2):
@@ -523,10 +528,12 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=None, help="screening samples per epoch")
     parser.add_argument("--stage2-epochs", type=int, default=None, help="stage-2 epochs (early stopping)")
     parser.add_argument("--stage2-samples", type=int, default=None, help="stage-2 samples per epoch")
-    parser.add_argument("--stage2-patience", type=int, default=5)
+    parser.add_argument("--stage2-patience", type=int, default=10)
     parser.add_argument("--no-stage2", action="store_true", help="screening only")
     parser.add_argument("--no-wide", action="store_true", help="stage 2 never retrains a wider network")
     parser.add_argument("--no-extras", action="store_true", help="skip the rows beyond DL4DS's grid")
+    parser.add_argument("--reuse-screening", action="store_true",
+                        help="take the screening rows from benchmarks/results/zoo.json (a previous run) and run stage 2 only")
     parser.add_argument("--list", action="store_true", help="print the cells and whether the validator refuses them")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--ref-filters", type=int, default=8,
@@ -585,8 +592,8 @@ def main(argv=None) -> None:
         return
     epochs = args.epochs or (2 if args.quick else 3)
     samples = args.samples or (128 if args.quick else 384)
-    epochs2 = args.stage2_epochs or (3 if args.quick else 20)
-    samples2 = args.stage2_samples or (128 if args.quick else 768)
+    epochs2 = args.stage2_epochs or (3 if args.quick else 30)
+    samples2 = args.stage2_samples or (128 if args.quick else 1024)
     wall = time.perf_counter()
     speed = _subprocess(["--speed", "--ref-filters", str(args.ref_filters)] + (["--quick"] if args.quick else []))
     print(table([], speed, ""), flush=True)
@@ -600,9 +607,16 @@ def main(argv=None) -> None:
     rows: list[dict] = []
     stage2: list[dict] | None = None if args.no_stage2 else []
 
+    previous = json.loads((RESULTS / "zoo.json").read_text()) if args.reuse_screening else None
+    if previous:
+        budget = previous["budget"]
+
     def write() -> None:
         text = table(rows, speed, budget, stage2, budget2)
         RESULTS.mkdir(exist_ok=True)
+        # The rows as data, so that stage 2 can be rerun on this screening (--reuse-screening).
+        (RESULTS / "zoo.json").write_text(json.dumps({"budget": budget, "stage2_budget": budget2, "speed": speed,
+                                                      "rows": rows, "stage2": stage2}, indent=1))
         minutes = (time.perf_counter() - wall) / 60
         (RESULTS / "zoo.md").write_text(f"# Model zoo benchmark ({time.strftime('%Y-%m-%d %H:%M')}, "
                                         f"{minutes:.0f} min wall-clock)\n\nCommand: `ZOO_THREADS={os.environ.get('ZOO_THREADS', '')} "
@@ -626,8 +640,10 @@ def main(argv=None) -> None:
                     if c["group"] == group and (wanted is None or c["label"] in wanted):
                         rows.append({"case": case, "config": c["label"], "group": group, "factors": c["factors"],
                                      "refused": c["refused"]})
+        if previous:
+            rows[:] = [r for r in previous["rows"] if r["case"] in cases]
         for row in rows:  # rows are listed first, so a table written midway shows what is still to run
-            if row["refused"]:
+            if row["refused"] or done(row):
                 continue
             row.update(train_row(row["case"], row["config"], epochs, samples))
             write()
@@ -640,8 +656,13 @@ def main(argv=None) -> None:
                     write()
                 pick = chosen([r for r in stage2 if r["case"] == case])
                 if pick and pick["rmse_ratio"] > TARGET and not args.no_wide:
-                    stage2.append(train_row(case, pick["config"] + WIDE_TAG, epochs2, samples2, args.stage2_patience))
-                    write()
+                    for learning in LEARNING:  # the best cell of each learning type, by validation, wider
+                        of_kind = [r for r in grid if r["factors"]["learning"] == learning]
+                        if of_kind:
+                            best = min(of_kind, key=lambda r: r["val_rmse_ratio"])
+                            stage2.append(train_row(case, best["config"] + WIDE_TAG, epochs2, samples2,
+                                                    args.stage2_patience, factors=best["factors"]))
+                            write()
     write()
     print((RESULTS / "zoo.md").read_text())
     print(f"wall-clock {(time.perf_counter() - wall) / 60:.1f} min", file=sys.stderr)
