@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import param
 
-from .state import AppState, _valid_mask
+from .state import AppState, _valid_mask, set_choices
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,7 @@ class CompareState(param.Parameterized):
                 labels = _labels(ds)
                 baselines = [b for b in BASELINES if b in ds]
         with param.parameterized.batch_call_watchers(self):
-            self.param.time.objects = labels
-            if self.time not in labels:
-                self.time = labels[0] if labels else None
+            set_choices(self, "time", labels)
             self.param.baselines.objects = baselines
             self.baselines = [b for b in self.baselines if b in baselines]
             self.version += 1
@@ -376,18 +374,14 @@ class EnsembleState(param.Parameterized):
             if self._cache[key]:
                 ids.append(run_id)
         if ids != [o for o in self.param.run.objects if o is not None]:
-            self.param.run.objects = ids
-            if self.run not in ids:
-                self.run = ids[0] if ids else None
+            set_choices(self, "run", ids)
 
     @param.depends("run", watch=True, on_init=True)
     def _on_run(self) -> None:
         ds = self.dataset
         labels = _labels(ds) if ds is not None else []
         with param.parameterized.batch_call_watchers(self):
-            self.param.time.objects = labels
-            if self.time not in labels:
-                self.time = labels[0] if labels else None
+            set_choices(self, "time", labels)
             n = ds.sizes.get("member", 1) if ds is not None else 1
             self.param.member.bounds = (0, max(n - 1, 0))
             self.member = min(self.member, max(n - 1, 0))
@@ -568,18 +562,14 @@ class ExplainState(param.Parameterized):
             if run.predictions_path.exists() and (run.path / "checkpoints").is_dir():
                 ids.append(row["run_id"])
         if ids != [o for o in self.param.run.objects if o is not None]:
-            self.param.run.objects = ids
-            if self.run not in ids:
-                self.run = ids[0] if ids else None
+            set_choices(self, "run", ids)
 
     @param.depends("run", watch=True, on_init=True)
     def _on_run(self) -> None:
         ds = self.prediction_dataset
         labels = _labels(ds) if ds is not None else []
         with param.parameterized.batch_call_watchers(self):
-            self.param.time.objects = labels
-            if self.time not in labels:
-                self.time = labels[0] if labels else None
+            set_choices(self, "time", labels)
             self.result = None
             self.version += 1
             self.run_version += 1

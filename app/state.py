@@ -85,6 +85,19 @@ def _period_from_metadata(period: Any) -> tuple | None:
     return (start, end) if start <= end else None
 
 
+def set_choices(obj: param.Parameterized, name: str, objects, preferred: Any = None) -> None:
+    """Give the selector ``obj.<name>`` new choices, keeping its value when still valid (else
+    ``preferred`` when offered, else the first choice, else None)."""
+    objects = list(objects)
+    current = getattr(obj, name)
+    value = current if current in objects else (preferred if preferred in objects else (objects[0] if objects else None))
+    obj.param[name].objects = objects
+    # Set the value after the choices, and even if it looks unchanged: a widget shown for
+    # this parameter may have picked its first new option and written it back here.
+    if getattr(obj, name) != value:
+        setattr(obj, name, value)
+
+
 class AppState(param.Parameterized):
     """All state of the dashboard: data choice, experiment form, runs, selected run and time.
 
@@ -232,15 +245,7 @@ class AppState(param.Parameterized):
         self._validate()
 
     def _set_objects(self, name: str, objects: list, preferred: Any = None) -> None:
-        """Give a selector new choices, keeping its value when still valid."""
-        objects = list(objects)
-        current = getattr(self, name)
-        value = current if current in objects else (preferred if preferred in objects else (objects[0] if objects else None))
-        self.param[name].objects = objects
-        # Set the value after the choices, and even if it looks unchanged: a widget shown for
-        # this parameter may have picked its first new option and written it back here.
-        if getattr(self, name) != value:
-            setattr(self, name, value)
+        set_choices(self, name, objects, preferred)
 
     @param.depends("backbone", watch=True)
     def _update_upsampling(self) -> None:
