@@ -1,5 +1,7 @@
 """Small helpers shared by test modules."""
 
+import subprocess
+import threading
 import time
 
 
@@ -12,3 +14,27 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.05):
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Terminate ``proc``, and kill it if it has not ended after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def stand_in_job(seconds: int):
+    """Generator for fixtures: a live process standing in for a local training job (to be
+    cancelled); yields its run-store identity and kills it afterwards. Reaped by a thread, so a
+    killed job does not linger as a zombie."""
+    from engine.launch.base import boot_id, proc_start_ticks, this_host
+
+    proc = subprocess.Popen(["sleep", str(seconds)], start_new_session=True)
+    threading.Thread(target=proc.wait, daemon=True).start()
+    yield {"launcher": "local", "job_id": str(proc.pid), "job_start": proc_start_ticks(proc.pid),
+           "boot_id": boot_id(), "host": this_host()}
+    if proc.poll() is None:
+        proc.kill()

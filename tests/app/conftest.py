@@ -20,6 +20,7 @@ import pytest
 
 from engine.config import ExperimentConfig
 from engine.runs import RunStore
+from tests.helpers import stand_in_job, stop_process
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,18 +103,8 @@ def make_run(root, name="fake", state="completed", epochs=3, results=True, **sta
 @pytest.fixture
 def live_job():
     """A real process standing in for a local training job (so the launcher sees it alive and
-    can cancel it). Reaped by a thread, so a killed job does not linger as a zombie."""
-    import subprocess
-    import threading
-
-    from engine.launch.base import boot_id, proc_start_ticks, this_host
-
-    proc = subprocess.Popen(["sleep", "120"], start_new_session=True)
-    threading.Thread(target=proc.wait, daemon=True).start()
-    yield {"launcher": "local", "job_id": str(proc.pid), "job_start": proc_start_ticks(proc.pid),
-           "boot_id": boot_id(), "host": this_host()}
-    if proc.poll() is None:
-        proc.kill()
+    can cancel it)."""
+    yield from stand_in_job(120)
 
 
 @pytest.fixture
@@ -154,11 +145,7 @@ def served_app(run_root, tmp_path):
                 raise RuntimeError("panel serve did not come up:\n" + (tmp_path / "panel-serve.log").read_text())
             time.sleep(0.5)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
     log.close()
 
 
@@ -256,12 +243,7 @@ class Served:
                 time.sleep(0.5)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -7,10 +7,9 @@ explain view) and a running job (to cancel). Screenshots go to ``test-artifacts/
 
 from __future__ import annotations
 
-import subprocess
-import threading
-
 import pytest
+
+from tests.helpers import stand_in_job
 
 from .conftest import Served, add_members, copy_run, make_run, new_page, shot, write_season_scores
 
@@ -20,14 +19,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def job():
     """A live process standing in for a local training job (to be cancelled)."""
-    from engine.launch.base import boot_id, proc_start_ticks, this_host
-
-    proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
-    threading.Thread(target=proc.wait, daemon=True).start()
-    yield {"launcher": "local", "job_id": str(proc.pid), "job_start": proc_start_ticks(proc.pid),
-           "boot_id": boot_id(), "host": this_host()}
-    if proc.poll() is None:
-        proc.kill()
+    yield from stand_in_job(600)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import stop_process
+
 from .conftest import REPO, Served, _free_port, make_run, new_page, shot
 
 
@@ -93,11 +95,7 @@ def test_the_proxy_command_serves_the_app_under_a_prefix(browser, tmp_path):
         assert not page.js_errors, page.js_errors
         page.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
 
 
