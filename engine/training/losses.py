@@ -100,7 +100,8 @@ def _gaussian_window(kernel: int, sigma: float, like: torch.Tensor) -> torch.Ten
 
 def _ssim_maps(pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor, data_range: float):
     """SSIM and contrast-structure maps over the window's valid positions (no padding):
-    (B, 1, H - k + 1, W - k + 1) each."""
+    (B, 1, H - k + 1, W - k + 1) each. Computed here because torchmetrics returns the
+    contrast-structure term only as an image mean, which cannot be masked."""
     import torch.nn.functional as F
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2

@@ -103,10 +103,11 @@ def test_residual_diffusion_adds_its_residual_to_the_regression_mean():
     assert model.fit_residual_scale([b]) > 0
 
 
-def test_samples_are_reproducible_per_generator_and_differ_between_members():
+@pytest.mark.parametrize("sampler", ["ddpm", "sde-dpmsolver++"])  # the stochastic ones draw noise at every step
+def test_samples_are_reproducible_per_generator_and_differ_between_members(sampler):
     model = _model().eval()
     b = _batch()
-    s = [model.sample(b["x"], b["static_hr"], generator=torch.Generator().manual_seed(k), sampler="ddpm", steps=4)
+    s = [model.sample(b["x"], b["static_hr"], generator=torch.Generator().manual_seed(k), sampler=sampler, steps=4)
          for k in (1, 1, 2)]
     assert s[0].shape == (2, 1, 32, 32)
     torch.testing.assert_close(s[0], s[1])

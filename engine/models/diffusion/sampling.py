@@ -106,10 +106,9 @@ def sample(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape:
             a = scheduler.alphas_cumprod[int(t)].to(z.device)
             x0 = ((z - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-clip, clip)
             eps = (z - a.sqrt() * x0) / (1 - a).sqrt()
-        kwargs = {"generator": generator} if sampler in STOCHASTIC else {}
         if sampler in STOCHASTIC:
-            # diffusers draws DDPM's variance noise on the generator's device; keep it on the CPU.
-            z = scheduler.step(eps.cpu(), t.cpu(), z.cpu(), **kwargs).prev_sample.to(device)
+            # diffusers draws the step's noise on the generator's device; keep it on the CPU.
+            z = scheduler.step(eps.cpu(), t.cpu(), z.cpu(), generator=generator).prev_sample.to(device)
         else:
-            z = scheduler.step(eps, t, z, **kwargs).prev_sample
+            z = scheduler.step(eps, t, z).prev_sample
     return z
