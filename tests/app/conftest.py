@@ -20,7 +20,7 @@ import pytest
 
 from engine.config import ExperimentConfig
 from engine.runs import RunStore
-from tests.helpers import stand_in_job, stop_process
+from tests.helpers import skip_or_fail_in_ci, stand_in_job, stop_process
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -254,9 +254,10 @@ ARTIFACTS = REPO / "test-artifacts"
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright (one per module)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium")
+        skip_or_fail_in_ci(f"{CHROMIUM} is missing: install Debian's chromium")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM, headless=True,

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import skip_or_fail_in_ci
+
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)"),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
 def page():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
+    if not Path(CHROMIUM).exists():
+        skip_or_fail_in_ci(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM, headless=True,

@@ -12,8 +12,8 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb
 def _execute(path: Path):
     """Run the notebook on the native kernel; no cell may fail and the dashboard views must embed
     as live Panel/Bokeh widgets (a mimebundle, not a repr string). Returns the cells' text output."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
 
     nb = nbformat.read(path, as_version=4)

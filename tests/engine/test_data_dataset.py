@@ -3,13 +3,12 @@
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from engine.config import DataConfig  # noqa: E402
-from engine.data import DataError, make_pair  # noqa: E402
-from engine.data.normalise import create  # noqa: E402
-from engine.data.torch_dataset import DownscalingDataset, build_datasets  # noqa: E402
+from engine.config import DataConfig
+from engine.data import DataError, make_pair
+from engine.data.normalise import create
+from engine.data.torch_dataset import DownscalingDataset, build_datasets
 
 TRAIN = ("2001-01-01", "2001-08-31")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import ExperimentConfig
+from tests.helpers import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
@@ -39,9 +40,9 @@ def slurm_cluster():
         missing = [c for c in ("sbatch", "sinfo", "slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
                    if shutil.which(c) is None and not Path("/usr/sbin", c).exists()]
         if missing:
-            pytest.skip(f"SLURM packages missing ({', '.join(missing)}): run scripts/install-system-deps.sh as root")
+            skip_or_fail_in_ci(f"SLURM packages missing ({', '.join(missing)}): run scripts/install-system-deps.sh as root")
         if os.geteuid() != 0:
-            pytest.skip("no SLURM controller running, and starting one (scripts/slurm-cluster.sh) needs root")
+            skip_or_fail_in_ci("no SLURM controller running, and starting one (scripts/slurm-cluster.sh) needs root")
         out = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             pytest.fail(f"scripts/slurm-cluster.sh start failed:\n{out.stdout}\n{out.stderr}")
