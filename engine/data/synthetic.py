@@ -54,9 +54,10 @@ _UNITS = {
 def analytic(lat, lon, t=0.0, variable: str = "tas", level: float | None = None) -> np.ndarray:
     """The synthetic field at true positions, in canonical units (K, or mm/day for ``pr``).
 
-    Smooth on the sphere (continuous across the date line and the poles' neighbourhoods), with
-    structure at ~10-20 degree scales so that a wrong cell (a shifted, mirrored or mis-projected
-    grid) shows up clearly while bilinear interpolation of a 0.1-1 degree grid stays accurate.
+    Smooth on the sphere (continuous across the date line), with large-scale structure (tens of
+    degrees, tens of K) plus a 1 K ripple of 4 x 5 degrees, so that a wrong cell (a shifted,
+    mirrored or mis-projected grid) shows up clearly while bilinear interpolation of a 0.1-0.5
+    degree grid stays accurate to a few hundredths of a kelvin.
 
     Parameters
     ----------
@@ -76,9 +77,15 @@ def analytic(lat, lon, t=0.0, variable: str = "tas", level: float | None = None)
         + 4.0 * np.cos(la) * np.sin(3 * lo + 0.5)
         + 5.0 * season * np.sin(la)
         + 0.3 * np.cos(2 * np.pi * t / 7.0) * np.cos(lo)
+        # a 4 x 5 degree ripple: shows a grid shifted by one 0.1-degree cell; 360 / 5 is whole, so
+        # it stays continuous across the date line
+        + 1.0 * np.sin(2 * np.pi * np.rad2deg(la) / 4.0) * np.cos(2 * np.pi * np.rad2deg(lo) / 5.0)
     )
     if variable == "pr":
-        return np.maximum(0.0, 2.0 + 3.0 * np.sin(2 * la + 1.0) * np.cos(3 * lo) + 1.5 * season * np.cos(lo))
+        ripple = np.sin(2 * np.pi * np.rad2deg(la) / 4.0) * np.cos(2 * np.pi * np.rad2deg(lo) / 5.0)
+        return np.maximum(
+            0.0, 3.0 + 3.0 * np.sin(2 * la + 1.0) * np.cos(3 * lo) + 1.5 * season * np.cos(lo) + 1.0 * ripple
+        )
     if level is not None:
         base = base - 0.065 * (1000.0 - float(level))
     return base
