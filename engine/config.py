@@ -35,6 +35,12 @@ def _one_of(section: str, name: str, value: Any, accepted) -> None:
         raise ConfigError(f"{section}.{name}={value!r} is not valid; accepted: {', '.join(map(str, accepted))}")
 
 
+def _count_or_auto(section: str, name: str, value: Any, minimum: int) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+        raise ConfigError(f"{section}.{name}={value!r} is not valid; expected an integer >= {minimum} "
+                          "or null (chosen from the job's CPUs)")
+
+
 def _positive(section: str, name: str, value: Any, minimum: float = 1) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{section}.{name}={value!r} is not valid; expected a number >= {minimum}")
@@ -103,6 +109,8 @@ class DataConfig:
     time_window: int = 1
     bbox: tuple[float, float, float, float] | None = None
     catalog: str | None = None
+    # DataLoader worker processes; None = chosen from the job's CPUs (engine.hardware).
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Loss, optimiser and loop. ``precision="bf16-mixed"`` with ``channels_last`` is the
-    fast default on CPUs and GPUs alike (see the speed benchmark)."""
+    """Loss, optimiser and loop.
+
+    ``precision="auto"`` (default) trains with bfloat16 autocast only where the device runs it
+    natively (CUDA Ampere+, CPUs with AVX-512-BF16/AMX) and in float32 elsewhere;
+    ``channels_last="auto"`` uses the channels-last memory format where oneDNN/cuDNN run the
+    convolutions; ``threads=None`` takes torch's intra-op threads from the job's CPU allocation
+    (see :mod:`engine.hardware`, which also records the choice in the run's ``hardware.json``).
+    An explicit value always wins."""
 
     learning: str = "supervised"
     loss: str = "mae"
@@ -157,11 +171,18 @@ class TrainingConfig:
     samples_per_epoch: int = 2048
     patience: int = 5
     seed: int = 0
-    precision: str = "bf16-mixed"
-    channels_last: bool = True
-    num_workers: int = 0
+    precision: str = "auto"
+    channels_last: bool | str = "auto"
+    threads: int | None = None
     device: str = "auto"
     gan_pixel_weight: float = 100.0
+    # Less seed variance (engine.training.ema, engine.training.seeds): an exponential moving average
+    # of the weights (decay per step, warmed up; 0 = off) is validated and saved; early stopping
+    # counts an epoch as better only when the EMA's validation loss drops by more than
+    # ``min_delta``; ``seeds`` > 1 trains that many members (seed, seed+1, ...) as a deep ensemble.
+    ema_decay: float = 0.999
+    min_delta: float = 0.0
+    seeds: int = 1
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,14 @@ class InferenceConfig:
     tile: int | None = None
     overlap: int = 16
     tile_batch: int = 16
+    # predictions are written block by block: "netcdf" (predictions.nc, appended along time) or
+    # "zarr" (predictions.zarr, one region per block); ``block`` time steps per block.
+    format: str = "netcdf"
+    block: int = 64
+    # baselines written beside the model (engine.inference.baselines): interpolations of the
+    # native input and bias corrections fitted on the training period; () = none.
+    baselines: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month",
+                                  "quantile_map")
 
 
 @dataclass(frozen=True)
@@ -199,7 +228,9 @@ class LaunchConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+CHANNELS_LAST = ("auto", True, False)
+PREDICTION_FORMATS = ("netcdf", "zarr")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
 DOWNSCALING = ("perfectprog", "mos")
@@ -383,7 +414,9 @@ class ExperimentConfig:
             raise ConfigError(f"training.lr={t.lr!r} is not valid; expected 0 < lr < 10")
         for name in ("epochs", "batch_size", "samples_per_epoch", "patience"):
             _positive("training", name, getattr(t, name), 1)
-        _positive("training", "num_workers", t.num_workers, 0)
+        _one_of("training", "channels_last", t.channels_last, CHANNELS_LAST)
+        _count_or_auto("training", "threads", t.threads, 1)
+        _count_or_auto("data", "workers", d.workers, 0)
         _positive("training", "gan_pixel_weight", t.gan_pixel_weight, 0)
 
         _one_of("model", "sampler", m.sampler, SAMPLERS)
@@ -405,6 +438,23 @@ class ExperimentConfig:
                               "(1 = one prediction, N > 1 = an ensemble of N members)")
         _positive("inference", "overlap", inf.overlap, 0)
         _positive("inference", "tile_batch", inf.tile_batch, 1)
+        _one_of("inference", "format", inf.format, PREDICTION_FORMATS)
+        _positive("inference", "block", inf.block, 1)
+        from engine.inference.baselines import NAMES as BASELINE_NAMES
+
+        for name in inf.baselines:
+            _one_of("inference", "baselines", name, BASELINE_NAMES)
+        if not isinstance(t.seeds, int) or isinstance(t.seeds, bool) or t.seeds < 1:
+            raise ConfigError(f"training.seeds={t.seeds!r} is not valid; expected an integer >= 1 (1 = one model, "
+                              "N > 1 = a deep ensemble of N models trained with seeds seed, seed+1, ...)")
+        if not (isinstance(t.ema_decay, (int, float)) and 0.0 <= t.ema_decay < 1.0):
+            raise ConfigError(f"training.ema_decay={t.ema_decay!r} is not valid; expected 0 <= ema_decay < 1 "
+                              "(0 = no moving average, e.g. 0.999)")
+        if not (isinstance(t.min_delta, (int, float)) and t.min_delta >= 0):
+            raise ConfigError(f"training.min_delta={t.min_delta!r} is not valid; expected a number >= 0")
+        if t.seeds > 1 and t.learning != "supervised":
+            raise ConfigError(f"training.seeds={t.seeds} (a deep ensemble) needs training.learning='supervised'; "
+                              f"got {t.learning!r}, whose ensembles come from inference.members")
         if inf.tile is not None:
             _positive("inference", "tile", inf.tile, d.scale)
             if inf.tile % d.scale or inf.overlap % d.scale or inf.overlap >= inf.tile:
@@ -412,6 +462,11 @@ class ExperimentConfig:
                                   f"multiples of data.scale={d.scale} with 0 <= overlap < tile")
 
         _one_of("launch", "launcher", lch.launcher, registry.LAUNCHERS.names())
+        # launch.extra and the partition/account/qos names end up in a batch script: the slurm
+        # launcher's allow-list checks them whatever the launcher (a run may be resumed on SLURM).
+        check_launch = registry.LAUNCHERS.info("slurm").get("check_config") if "slurm" in registry.LAUNCHERS else None
+        if check_launch is not None:
+            check_launch(lch)
         if not _SLURM_TIME.match(str(lch.time)):
             raise ConfigError(
                 f"launch.time={lch.time!r} is not valid; accepted SLURM formats: 'MM', 'HH:MM:SS', 'D-HH:MM:SS' (e.g. '01:30:00')"
@@ -421,15 +476,36 @@ class ExperimentConfig:
         _positive("launch", "gpus_per_node", lch.gpus_per_node, 0)
         if lch.mem_gb is not None:
             _positive("launch", "mem_gb", lch.mem_gb, 0.1)
+        _workers_fit(d.workers, lch)
         if lch.launcher != "slurm" and (lch.nodes > 1 or lch.gpus_per_node > 0 and lch.launcher == "inline"):
             raise ConfigError(f"launch.nodes={lch.nodes} needs launch.launcher='slurm'; local runs use one node")
         return self
+
+
+def _workers_fit(workers: int | None, lch: LaunchConfig) -> None:
+    """More DataLoader workers than the job's CPUs would only fight over them: refuse before submitting."""
+    if workers is None:
+        return
+    if lch.launcher == "slurm":
+        cpus, where = lch.cpus_per_task, f"launch.cpus_per_task={lch.cpus_per_task}"
+    else:
+        import os
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        where = f"this machine's {cpus} CPU(s)"
+    if workers > cpus:
+        raise ConfigError(f"data.workers={workers} is larger than {where}; accepted: 0 .. {cpus} "
+                          "(or null to choose from the CPUs)")
 
 
 def _section_from_dict(section: str, section_cls: type, raw: Mapping[str, Any]):
     if not isinstance(raw, Mapping):
         raise ConfigError(f"configuration section {section!r} must be a mapping, got {raw!r}")
     names = {f.name: f for f in fields(section_cls)}
+    # Configurations from before data.workers held training.num_workers (always 0 then): drop it
+    # so that old run folders still load; their workers are chosen from the CPUs like any run's.
+    if section == "training" and "num_workers" in raw:
+        raw = {k: v for k, v in raw.items() if k != "num_workers"}
     unknown = set(raw) - set(names)
     if unknown:
         raise ConfigError(

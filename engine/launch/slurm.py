@@ -2,10 +2,11 @@
 
 Resources come from :class:`engine.config.LaunchConfig`: ``partition``, ``account``, ``qos``,
 ``time`` (SLURM format), ``nodes``, ``tasks_per_node`` (one task per GPU for DDP),
-``gpus_per_node``, ``cpus_per_task``, ``mem_gb`` and ``extra``. Keys of ``extra`` that submitit
-knows (``signal_delay_s``, ``setup``, ``srun_args``, ``constraint``, ``exclude``, ``comment``,
-``max_num_timeout`` ...) go to submitit; anything else is passed to ``sbatch`` verbatim
-(``{"reservation": "course"}`` -> ``#SBATCH --reservation=course``).
+``gpus_per_node``, ``cpus_per_task``, ``mem_gb`` and ``extra``. ``extra`` accepts only the
+allow-listed sbatch options of :mod:`engine.launch.sbatch`, each value validated
+(``{"reservation": "course"}`` -> ``#SBATCH --reservation=course``); shell ``setup`` lines,
+``srun_args`` and forced options come only from the site launcher configuration on the server
+(``$FINESCALE_SITE_CONFIG`` or ``/etc/finescale/launcher.yaml``), never from a run configuration.
 
 Before anything is submitted the configuration is checked against the cluster (``sinfo``): the
 partition exists, it has GPUs if GPUs are asked for, the time limit is within its maximum, it
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ExperimentConfig
+from engine.launch import sbatch
 from engine.launch.base import (Handle, LaunchError, check_run_writable, check_store_writable,
                                 cleanup_partial_files, mark_dead, tail_file, time_limit_seconds)
 from engine.launch.distributed import export_slurm_environment, global_rank
@@ -50,12 +52,6 @@ ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", 
 CANCELLED_STATES = ("CANCELLED",)
 FAILED_STATES = ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "REVOKED")
 
-# submitit's own parameters (everything else in launch.extra goes to sbatch as is)
-_SUBMITIT_KEYS = ("signal_delay_s", "setup", "teardown", "srun_args", "use_srun", "stderr_to_stdout",
-                  "constraint", "exclude", "comment", "mail_type", "mail_user", "nodelist", "dependency",
-                  "exclusive", "wckey", "gres", "mem_per_gpu", "mem_per_cpu", "cpus_per_gpu", "gpus_per_task",
-                  "job_name")
-_EXECUTOR_KEYS = ("max_num_timeout",)
 
 
 class SlurmJobFunction(Checkpointable):
@@ -148,18 +144,25 @@ def _executor_parameters(config: ExperimentConfig, run: Run) -> tuple[dict[str, 
         params["gpus_per_node"] = lch.gpus_per_node
     if lch.mem_gb is not None:
         params["mem"] = f"{int(math.ceil(lch.mem_gb * 1024))}M"
+    # Only allow-listed, validated options from the run configuration; shell lines and forced
+    # options only from the site file on the server (engine.launch.sbatch).
+    extra = sbatch.check_launch(lch)
+    site = sbatch.load_site_config()
     executor_kwargs: dict[str, Any] = {}
-    additional: dict[str, Any] = {}
-    for key, value in dict(lch.extra or {}).items():
-        norm = key.lstrip("-").replace("-", "_")
-        if norm in _SUBMITIT_KEYS:
-            params[norm] = value
-        elif norm in _EXECUTOR_KEYS:
-            executor_kwargs[norm] = int(value)
+    additional: dict[str, Any] = dict(site.get("sbatch", {}))
+    for key, value in extra.items():
+        if key in sbatch.EXECUTOR_OPTIONS:
+            executor_kwargs[key] = value
+        elif key in sbatch.SUBMITIT_OPTIONS:
+            params[key] = value
         else:
-            additional[key.lstrip("-")] = value
+            additional[key] = value
+    for key in ("setup", "teardown", "srun_args"):
+        if site.get(key):
+            params[key] = site[key]
     if additional:
         params["additional_parameters"] = additional
+    sbatch.check_parameters(params)
     return params, executor_kwargs
 
 
@@ -258,7 +261,7 @@ class SlurmHandle(Handle):
         return "\n".join(chunks)
 
 
-@LAUNCHERS.register("slurm", description="a SLURM cluster through submitit")
+@LAUNCHERS.register("slurm", description="a SLURM cluster through submitit", check_config=sbatch.check_launch)
 class SlurmLauncher:
     name = "slurm"
 
