@@ -36,6 +36,9 @@ import pandas as pd
 import xarray as xr
 
 from engine.data.errors import DataError
+from engine.data.timeaxis import keys as time_keys
+from engine.data.timeaxis import months as month_of
+from engine.data.timeaxis import fmt_times, stamp, time_index
 from engine.registry import NORMALISATIONS
 
 _FLOOR = 0.01  # std floor, as a fraction of the variable's global std
@@ -54,10 +57,10 @@ def _nanstats(a: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
     return np.where(empty, np.nan, mean), np.where(empty, np.nan, std)
 
 
-def _times(train_times) -> pd.DatetimeIndex:
+def _times(train_times) -> pd.Index:
     if isinstance(train_times, (tuple, list)) and len(train_times) == 2 and all(isinstance(t, str) for t in train_times):
         raise TypeError  # a period; handled by the caller
-    return pd.DatetimeIndex(train_times)
+    return time_index(train_times)  # datetime64 or cftime (any calendar)
 
 
 class Normaliser:
@@ -83,7 +86,7 @@ class Normaliser:
     def fit(self, pair, train_times) -> "Normaliser":
         """Fit on ``pair`` (a :class:`~engine.data.pairing.PairedData`) at ``train_times`` only.
 
-        ``train_times``: the training time steps (anything ``pandas.DatetimeIndex`` accepts) or an
+        ``train_times``: the training time steps (datetime64 or cftime, any calendar) or an
         inclusive ``(start, end)`` period.
         """
         from engine.data.splits import period_times
@@ -92,12 +95,13 @@ class Normaliser:
             times = _times(train_times)
         except TypeError:
             times = period_times(pair.times, train_times, "training period")
-        times = times.intersection(pair.times)
+        inside = np.isin(time_keys(pair.times), time_keys(times))
+        times = pair.times[inside]
         if times.size == 0:
-            raise DataError(f"no training time step lies in the data ({pair.times[0]} .. {pair.times[-1]})")
+            raise DataError(f"no training time step lies in the data ({fmt_times(pair.times)})")
         self.variable = pair.variable
-        lr = pair.lr.sel(time=times)
-        hr = pair.hr.sel(time=times)
+        lr = pair.lr.isel(time=np.flatnonzero(inside))
+        hr = pair.hr.isel(time=np.flatnonzero(inside))
         hr_vals = hr.values
         self.floor = {}
         for v in pair.lr.data_vars:
@@ -111,7 +115,7 @@ class Normaliser:
             self.hr_stats = self.lr_stats[self.variable]
         return self
 
-    def _stats(self, values: np.ndarray, times: pd.DatetimeIndex, floor: float):
+    def _stats(self, values: np.ndarray, times: pd.Index, floor: float):
         """(mean, std) of ``values`` (T, H, W): shapes (), (H, W), (12,) or (12, H, W)."""
         axis = 0 if self.pixel else None
         g_mean, g_std = _nanstats(values, axis)
@@ -121,7 +125,7 @@ class Normaliser:
         g_std = np.where(np.isfinite(g_std), g_std, d_std)
         if not self.monthly:
             return g_mean, self._floor(g_std, floor)
-        months = times.month.values
+        months = month_of(times)
         means, stds = [], []
         for m in range(1, 13):
             sel = months == m
@@ -149,7 +153,7 @@ class Normaliser:
         """(mean, std) broadcastable to an array of ``shape`` = (T, ..., H, W)."""
         mean, std = (np.asarray(s, dtype=np.float64) for s in stats)
         if self.monthly:
-            idx = pd.DatetimeIndex(times).month.values - 1
+            idx = month_of(times) - 1
             mean, std = mean[idx], std[idx]
             if not self.pixel:
                 mean, std = mean[:, None, None], std[:, None, None]
@@ -197,7 +201,7 @@ class Normaliser:
         """
         self._check_fitted()
         shape = tuple(array.shape)
-        times = pd.DatetimeIndex(np.atleast_1d(np.asarray(times, dtype="datetime64[ns]")))
+        times = time_index(times)
         if (self.monthly or self.name == "instance") and len(shape) >= 3 and shape[0] != times.size:
             raise DataError(f"inverse_hr got {times.size} times for an array of shape {shape}; expected one per leading entry")
         mean, std = self._broadcast(self.hr_stats, times, shape)
@@ -298,7 +302,8 @@ class InstanceNormaliser(Normaliser):
 
     def __init__(self) -> None:
         super().__init__()
-        self._per_time: dict[str, dict[np.datetime64, tuple[float, float]]] = {}
+        # keyed by calendar-neutral integer stamps (timeaxis.keys), so cftime times work too
+        self._per_time: dict[str, dict[int, tuple[float, float]]] = {}
 
     def fit(self, pair, train_times) -> "InstanceNormaliser":
         super().fit(pair, train_times)  # the global statistics serve as std floors only
@@ -312,7 +317,7 @@ class InstanceNormaliser(Normaliser):
         mean = np.where(np.isfinite(mean), mean, np.asarray(self.lr_stats[var][0]).mean())
         std = self._floor(std, floor)
         book = self._per_time.setdefault(var, {})
-        for t, m, s in zip(da.time.values.astype("datetime64[ns]"), mean, std):
+        for t, m, s in zip(time_keys(da.time.values).tolist(), mean, std):
             book[t] = (float(m), float(s))
         return mean, std
 
@@ -330,12 +335,13 @@ class InstanceNormaliser(Normaliser):
 
     def _lookup(self, times) -> tuple[np.ndarray, np.ndarray]:
         book = self._per_time.get(self.variable, {})
-        keys = np.asarray(times, dtype="datetime64[ns]")
-        missing = [k for k in keys if k not in book]
+        index = time_index(times)
+        keys = time_keys(index).tolist()
+        missing = [i for i, k in enumerate(keys) if k not in book]
         if missing:
             raise DataError(
                 f"instance normalisation has no LR statistics for {len(missing)} time step(s) "
-                f"(first {pd.Timestamp(missing[0])}); normalise the LR inputs with lr() first"
+                f"(first {stamp(index[missing[0]])}); normalise the LR inputs with lr() first"
             )
         stats = np.array([book[k] for k in keys])
         return stats[:, 0], stats[:, 1]

@@ -36,6 +36,7 @@ from engine.data.catalog import open_dataset, standardise
 from engine.data.errors import DataError
 from engine.data.regrid import block_mean, cell_edges, regrid
 from engine.data.static import static_fields
+from engine.data.timeaxis import check_times, fmt_times, match_times, time_index
 
 
 @dataclass
@@ -71,9 +72,9 @@ class PairedData:
     attrs: dict = field(default_factory=dict)
 
     @property
-    def times(self) -> pd.DatetimeIndex:
-        """The paired time steps."""
-        return pd.DatetimeIndex(self.hr.time.values)
+    def times(self) -> pd.Index:
+        """The paired time steps: a DatetimeIndex, or a CFTimeIndex for cftime calendars."""
+        return time_index(self.hr.time)
 
     @property
     def lr_channels(self) -> list[str]:
@@ -95,8 +96,7 @@ def _fmt_box(b) -> str:
 
 
 def _fmt_times(t) -> str:
-    t = pd.DatetimeIndex(t)
-    return f"{t[0]} .. {t[-1]} ({t.size} steps)" if t.size else "no time steps"
+    return fmt_times(t)
 
 
 def _check_vars(ds: xr.Dataset, names, entry: str, role: str) -> None:
@@ -165,7 +165,8 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     hr_name = cfg.highres if highres is None else getattr(cfg, "highres", "highres")
     hr_ds = open_dataset(cfg.highres, cfg.catalog) if highres is None else standardise(highres, "highres dataset")
     _check_vars(hr_ds, [cfg.variable], hr_name, "target")
-    hr_ds = _cut_bbox(hr_ds, cfg.bbox, hr_name).sortby("time")
+    hr_ds = _cut_bbox(hr_ds, cfg.bbox, hr_name)
+    check_times(hr_ds.time, f"entry {hr_name!r}")
     predictors = tuple(cfg.predictors)
 
     if cfg.downscaling == "perfectprog":
@@ -182,13 +183,9 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         lr_name = cfg.lowres or "lowres"
         lr_ds = open_dataset(cfg.lowres, cfg.catalog) if lowres is None else standardise(lowres, "lowres dataset")
         _check_vars(lr_ds, [cfg.variable, *predictors], lr_name, "input")
-        hr_t, lr_t = pd.DatetimeIndex(hr_ds.time.values), pd.DatetimeIndex(lr_ds.time.values)
-        common = hr_t.intersection(lr_t)
-        if common.size == 0:
-            raise DataError(
-                f"entries {hr_name!r} and {lr_name!r} have no common time steps: {hr_name!r} has "
-                f"{_fmt_times(hr_t)}, {lr_name!r} has {_fmt_times(lr_t)}"
-            )
+        check_times(lr_ds.time, f"entry {lr_name!r}")
+        # common steps by calendar date at the data's frequency (00:00 and 12:00 daily stamps pair)
+        hr_pos, lr_pos = match_times(hr_ds.time, lr_ds.time, f"entry {hr_name!r}", f"entry {lr_name!r}")
         hr_box, lr_box = _box(hr_ds), _box(lr_ds)
         tol = 1e-6
         inside = (
@@ -202,7 +199,7 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
                 f"the high-resolution box of {hr_name!r} ({_fmt_box(hr_box)}) does not lie inside the "
                 f"low-resolution box of {lr_name!r} ({_fmt_box(lr_box)}); cut it with data.bbox"
             )
-        hr = _load(hr_ds[[cfg.variable]].sel(time=common), hr_name)[cfg.variable]
+        hr = _load(hr_ds[[cfg.variable]].isel(time=hr_pos), hr_name)[cfg.variable]
         _check_target(hr, hr_name)
         _check_divisible(hr, scale, hr_name)
         # The intermediate grid: centres of scale x scale blocks of the target grid.
@@ -211,8 +208,7 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         # Load only the neighbourhood of the target box (matters for large lazy archives).
         dlat = abs(float(np.diff(lr_ds.lat.values[:2])[0])) if lr_ds.sizes["lat"] > 1 else 1.0
         dlon = abs(float(np.diff(lr_ds.lon.values[:2])[0])) if lr_ds.sizes["lon"] > 1 else 1.0
-        near = lr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].sel(
-            time=common,
+        near = lr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].isel(time=lr_pos).sel(
             lat=slice(hr_box[0] - 2 * dlat, hr_box[1] + 2 * dlat),
             lon=slice(hr_box[2] - 2 * dlon, hr_box[3] + 2 * dlon),
         )

@@ -1,7 +1,9 @@
 """Train / validation / test splits by date ranges.
 
-A period is an inclusive ``(start, end)`` pair of ISO dates; a date without a time of day covers the
-whole day (``("2003-07-01", "2003-12-31")`` includes 2003-12-31 23:00).
+A period is an inclusive ``(start, end)`` pair of ISO dates *in the data's calendar* (``"2001-02-30"``
+is a date of a 360_day calendar); a date without a time of day covers the whole day
+(``("2003-07-01", "2003-12-31")`` includes 2003-12-31 23:00). Calendars are handled by
+:mod:`engine.data.timeaxis`, so cftime times (noleap, 360_day, ...) work like datetime64 ones.
 
 Example
 -------
@@ -18,35 +20,20 @@ import numpy as np
 import pandas as pd
 
 from engine.data.errors import DataError
+from engine.data.timeaxis import period_mask as _period_mask
+from engine.data.timeaxis import time_index
 
 PERIODS = ("train", "val", "test")
 
 
-def _bounds(period: Sequence[str]) -> tuple[pd.Timestamp, pd.Timestamp]:
-    if isinstance(period, str) or len(period) != 2:
-        raise DataError(f"a period must be (start, end) as ISO dates, got {period!r}")
-    start, end = (pd.Timestamp(p) for p in period)
-    if len(str(period[1]).strip()) <= 10:  # a date: include the whole day
-        end = end + pd.Timedelta(days=1) - pd.Timedelta(nanoseconds=1)
-    if end < start:
-        raise DataError(f"period {tuple(period)!r} ends before it starts")
-    return start, end
-
-
 def period_mask(times, period: Sequence[str], name: str = "period") -> np.ndarray:
     """Boolean (T,) mask of ``times`` inside ``period``; raises :class:`DataError` if none is."""
-    t = pd.DatetimeIndex(times)
-    start, end = _bounds(period)
-    sel = np.asarray((t >= start) & (t <= end))
-    if not sel.any():
-        span = f"{t[0]} .. {t[-1]}" if t.size else "no time steps at all"
-        raise DataError(f"{name} {tuple(period)!r} contains no time step of the data, which cover {span}")
-    return sel
+    return _period_mask(times, period, name)
 
 
-def period_times(times, period: Sequence[str], name: str = "period") -> pd.DatetimeIndex:
-    """The time steps of ``times`` inside ``period``."""
-    return pd.DatetimeIndex(times)[period_mask(times, period, name)]
+def period_times(times, period: Sequence[str], name: str = "period") -> pd.Index:
+    """The time steps of ``times`` inside ``period`` (a DatetimeIndex, or a CFTimeIndex for cftime times)."""
+    return time_index(times)[period_mask(times, period, name)]
 
 
 def config_period(data_cfg, which: str) -> tuple[str, str]:

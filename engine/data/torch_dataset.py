@@ -31,12 +31,13 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from engine.data.errors import DataError
 from engine.data.splits import config_period, period_mask
+from engine.data.timeaxis import fmt_times, stamp
+from engine.data.timeaxis import keys as time_keys
 
 #: Fixed scaling of static fields: value / scale (elevation in km).
 STATIC_SCALE = {"elevation": 1000.0, "land_mask": 1.0}
@@ -93,9 +94,9 @@ class DownscalingDataset(Dataset):
         elif isinstance(period, (tuple, list)) and len(period) == 2 and all(isinstance(p, str) for p in period):
             sel = period_mask(all_times, period, "period")
         else:
-            sel = np.asarray(all_times.isin(pd.DatetimeIndex(period)))
+            sel = np.isin(time_keys(all_times), time_keys(period))  # any calendar
             if not sel.any():
-                raise DataError(f"none of the requested times is in the data ({all_times[0]} .. {all_times[-1]})")
+                raise DataError(f"none of the requested times is in the data ({fmt_times(all_times)})")
         self._t_index = np.flatnonzero(sel)  # positions in pair.times
         self.times = all_times[sel]
 
@@ -201,7 +202,7 @@ class DownscalingDataset(Dataset):
         mode = f"patches {self.patch_size}" if self.patch_size else "full domain"
         return (
             f"DownscalingDataset({len(self)} items, {mode}, x{self.scale}, inputs {self.input_channels}, "
-            f"static {self.static_channels}, {self.times[0].date()}..{self.times[-1].date()})"
+            f"static {self.static_channels}, {stamp(self.times[0])[:10]}..{stamp(self.times[-1])[:10]})"
         )
 
 
