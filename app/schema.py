@@ -67,6 +67,8 @@ def choices(section: str, name: str) -> list | None:
         ("training", "optimizer"): config.OPTIMIZERS,
         ("training", "precision"): config.PRECISIONS,
         ("training", "device"): config.DEVICES,
+        ("training", "channels_last"): config.CHANNELS_LAST,
+        ("inference", "format"): config.PREDICTION_FORMATS,
     }
     if (section, name) in fixed:
         return list(fixed[(section, name)])
@@ -121,9 +123,10 @@ def _parameter(section: str, f: dataclasses.Field) -> param.Parameter:
     if isinstance(default, bool):
         return param.Boolean(default=default, doc=doc, label=label)
     if isinstance(default, int) or f.type in (int, "int", int | None):
-        return param.Integer(default=default, allow_None=optional, doc=doc, label=label)
+        # allow_None: an emptied field reaches validation (an error beside it), never a silent restore.
+        return param.Integer(default=default, allow_None=True, doc=doc, label=label)
     if isinstance(default, float) or f.type in (float, "float", float | None):
-        return param.Number(default=default, allow_None=optional, doc=doc, label=label)
+        return param.Number(default=default, allow_None=True, doc=doc, label=label)
     return param.String(default=default, allow_None=optional, doc=doc, label=label)
 
 

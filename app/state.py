@@ -31,6 +31,8 @@ from typing import Any
 
 import param
 
+from .validation import IN_PROCESS_LAUNCHERS
+
 log = logging.getLogger(__name__)
 
 #: Training defaults of the form, small on purpose: a demo run finishes in about a minute on a
@@ -125,8 +127,11 @@ class AppState(param.Parameterized):
 
     # -- experiment (maps onto ExperimentConfig) ----------------------------------------
     run_name = param.String(default="demo", doc="Run name: letters, digits, '_', '-', '.'.")
-    scale = param.Integer(default=4, bounds=(1, 16), doc="Downscaling factor (high-res / low-res).")
-    patch_size = param.Integer(default=DEMO_TRAINING["patch_size"], bounds=(2, 1024),
+    # Numbers carry no bounds here: a bounded parameter refuses a typed value and silently
+    # keeps the old one. Every value is taken, then checked (app.validation) and an error is
+    # shown beside its field; allow_None: an emptied field is an error too, not a restore.
+    scale = param.Integer(default=4, allow_None=True, doc="Downscaling factor (high-res / low-res).")
+    patch_size = param.Integer(default=DEMO_TRAINING["patch_size"], allow_None=True,
                                doc="High-resolution training patch size (multiple of the scale).")
     train_period = param.CalendarDateRange(default=None, allow_None=True, doc="Training period.")
     val_period = param.CalendarDateRange(default=None, allow_None=True, doc="Validation period.")
@@ -134,27 +139,31 @@ class AppState(param.Parameterized):
     backbone = param.Selector(default=None, objects=[], doc="Backbone network (engine registry).")
     upsampling = param.Selector(default=None, objects=[], doc="Upsampling method allowed with the backbone.")
     loss = param.Selector(default=None, objects=[], doc="Training loss (engine registry).")
-    epochs = param.Integer(default=DEMO_TRAINING["epochs"], bounds=(1, 10_000))
-    samples_per_epoch = param.Integer(default=DEMO_TRAINING["samples_per_epoch"], bounds=(1, 10_000_000))
-    batch_size = param.Integer(default=DEMO_TRAINING["batch_size"], bounds=(1, 4096))
-    lr = param.Number(default=1e-3, bounds=(1e-7, 1.0), step=1e-4, doc="Learning rate.")
+    epochs = param.Integer(default=DEMO_TRAINING["epochs"], allow_None=True)
+    samples_per_epoch = param.Integer(default=DEMO_TRAINING["samples_per_epoch"], allow_None=True)
+    batch_size = param.Integer(default=DEMO_TRAINING["batch_size"], allow_None=True)
+    lr = param.Number(default=1e-3, allow_None=True, step=1e-4, doc="Learning rate.")
 
     # -- launch -------------------------------------------------------------------------
     launcher = param.Selector(default=None, objects=[], doc="Where the run executes (engine registry).")
     partition = param.String(default="", doc="SLURM partition (empty: the cluster's default).")
     account = param.String(default="", doc="SLURM account (empty: none).")
     slurm_time = param.String(default="01:00:00", doc="SLURM time limit, e.g. 01:30:00 or 1-00:00:00.")
-    nodes = param.Integer(default=1, bounds=(1, 1024))
-    gpus_per_node = param.Integer(default=0, bounds=(0, 64))
-    cpus_per_task = param.Integer(default=2, bounds=(1, 1024))
-    mem_gb = param.Number(default=0.0, bounds=(0, 100_000), step=1.0, doc="Memory in GB (0: the cluster's default).")
+    nodes = param.Integer(default=1, allow_None=True)
+    gpus_per_node = param.Integer(default=0, allow_None=True)
+    cpus_per_task = param.Integer(default=2, allow_None=True)
+    mem_gb = param.Number(default=0.0, allow_None=True, step=1.0, doc="Memory in GB (0: the cluster's default).")
 
     # -- every other configuration field (generated from engine.config, see app.schema) ----
     options = param.ClassSelector(class_=param.Parameterized, constant=True,
                                   doc="app.schema.ExperimentOptions: the configuration's remaining fields.")
 
     # -- derived from the form ----------------------------------------------------------
-    config_error = param.String(default="", doc="Why the current form is not a valid configuration ('' if it is).")
+    config_error = param.String(default="", doc="Why the current form is not a valid configuration ('' if it is): "
+                                                "every message of field_errors, one a line.")
+    field_errors = param.Dict(default={}, doc="{dotted field ('training.epochs'): the engine's message} of every "
+                                              "field the checks refuse (app.validation); shown beside the field.")
+    checking_data = param.Boolean(default=False, doc="The data checks (engine check) of the form run now.")
     message = param.String(default="", doc="The last thing the dashboard did or failed to do.")
     choices_loaded = param.Boolean(default=False, doc="Catalogue and registries have been read.")
 
@@ -186,6 +195,7 @@ class AppState(param.Parameterized):
         self._rmse = None
         self._job_checked: dict[str, float] = {}
         self._launch_extra: dict[str, Any] = {}  # launch.extra of a loaded file (YAML only)
+        self._switched = ""  # why a loaded file's launcher was switched (see apply_config)
         from .schema import ExperimentOptions
 
         with param.edit_constant(self):
@@ -233,7 +243,9 @@ class AppState(param.Parameterized):
         if defaults.model.upsampling in self.param.upsampling.objects:
             self.upsampling = defaults.model.upsampling
         self._set_objects("loss", registry.LOSSES.names(), defaults.training.loss)
-        self._set_objects("launcher", registry.LAUNCHERS.names(), defaults.launch.launcher)
+        # Only launchers that start a separate process: training inside the web server would
+        # block every session until it ends (app.validation.IN_PROCESS_LAUNCHERS).
+        self._set_objects("launcher", launcher_choices(), defaults.launch.launcher)
         self._set_objects("dataset", entries, defaults.data.highres)
         lowres = [n for n in catalog.list_entries(self.catalog)
                   if (catalog.entry_metadata(n, self.catalog) or {}).get("role") == "lowres"]
@@ -374,7 +386,7 @@ class AppState(param.Parameterized):
             training=TrainingConfig(
                 **o.section_values("training"),
                 loss=self.loss or "", epochs=self.epochs, samples_per_epoch=self.samples_per_epoch,
-                batch_size=self.batch_size, lr=float(self.lr),
+                batch_size=self.batch_size, lr=float(self.lr) if self.lr is not None else None,
             ),
             launch=LaunchConfig(
                 launcher=self.launcher or "",
@@ -427,7 +439,7 @@ class AppState(param.Parameterized):
             self.message = f"Not loaded: {exc}"
             return False
         self.apply_config(config)
-        self.message = f"Loaded configuration {config.name!r}."
+        self.message = " ".join(filter(None, [f"Loaded configuration {config.name!r}.", self._switched]))
         return True
 
     def apply_config(self, config) -> None:
@@ -437,6 +449,14 @@ class AppState(param.Parameterized):
         def dates(p):
             return tuple(_to_date(v) for v in p)
 
+        switched = ""
+        if lch.launcher in IN_PROCESS_LAUNCHERS:
+            # Never train in the server: the same run in a separate local process instead.
+            switched = (f"launch.launcher={lch.launcher!r} trains inside the dashboard's server; "
+                        "switched to 'local' (a separate process).")
+            config = config.replace(launch={"launcher": "local"})
+            lch = config.launch
+        self._switched = switched
         with param.parameterized.batch_call_watchers(self):
             self.run_name = config.name
             for name, value in (("dataset", d.highres), ("backbone", m.backbone), ("loss", t.loss),
@@ -468,20 +488,73 @@ class AppState(param.Parameterized):
 
     @param.depends(*_CONFIG_FIELDS, watch=True)
     def _validate(self) -> None:
-        """Re-validate on every change so the form shows the error inline as the user types."""
+        """Re-validate on every change so each error shows beside its field as the user types.
+
+        The configuration checks run here (milliseconds); the data checks (``engine check``:
+        they open the entries) run in a thread and are merged in when done (:meth:`_data_errors`).
+        """
         if not self.choices_loaded:
             return
+        errors = self._form_errors()
+        self._set_errors(errors)
+
+    def _form_errors(self, wait: bool = False) -> dict[str, str]:
         from engine.config import ConfigError
 
+        from . import validation as V
+
         try:
-            self.build_config().validate()
-            self._check_periods()
+            config = self.build_config()
         except (ConfigError, ValueError, TypeError) as exc:
-            self.config_error = str(exc)
-        except Exception as exc:  # e.g. an engine part that does not import: still say why
-            self.config_error = f"cannot validate: {type(exc).__name__}: {exc}"
-        else:
-            self.config_error = ""
+            message = str(exc)
+            return {V.field_of(message): message}
+        errors = {**V.limit_errors(config), **V.config_errors(config)}
+        try:
+            self._check_periods()
+        except ConfigError as exc:
+            errors.setdefault(V.field_of(str(exc)), str(exc))
+        if not errors:
+            errors.update(self._data_errors(config, wait=wait))
+        return errors
+
+    def check_now(self) -> dict[str, str]:
+        """Run every check of the form here, the data checks included, and show the result
+        (what :meth:`_validate` does, but waiting for the data checks: notebooks and tests)."""
+        errors = self._form_errors(wait=True)
+        self._set_errors(errors)
+        self.checking_data = False
+        return errors
+
+    def _set_errors(self, errors: dict[str, str]) -> None:
+        # One message a line, each once (a message naming two fields is filed under the first).
+        text = "\n".join(dict.fromkeys(errors.values()))
+        with param.parameterized.batch_call_watchers(self):
+            if errors != self.field_errors:
+                self.field_errors = dict(errors)
+            self.config_error = text
+
+    def _data_errors(self, config, wait: bool = False) -> dict[str, str]:
+        """The data checks of a configuration that passed every other check.
+
+        Results are kept per data section (shared by every session); an unknown one is worked
+        out in a thread and the form re-validated when it is ready (``wait``: here and now)."""
+        from . import datachecks
+
+        key = datachecks.key_of(config)
+        found = datachecks.cached(key)
+        if found is not None:
+            return found
+        if wait:
+            return datachecks.run(config, key)
+        self.checking_data = True
+
+        def done(errors):
+            self.checking_data = False
+            self._validate()
+
+        datachecks.submit(config, key, done)
+        # A check that finished at once (another session asked first) has its result stored.
+        return datachecks.cached(key) or {}
 
     def _check_periods(self) -> None:
         """Periods must lie inside the dataset; the configuration cannot know the data's range,
@@ -511,10 +584,16 @@ class AppState(param.Parameterized):
         from engine.config import ConfigError
 
         try:
-            config = self.build_config().validate()
-            self._check_periods()
+            # Every check of the form, the data checks included (waited for: a job must never
+            # fail on something the form could have said).
+            errors = self._form_errors(wait=True)
+            config = None if errors else self.build_config().validate()
         except Exception as exc:  # ConfigError names the bad value; anything else is shown too
-            self.config_error = str(exc) if isinstance(exc, (ConfigError, ValueError)) else f"{type(exc).__name__}: {exc}"
+            errors = {"": str(exc) if isinstance(exc, (ConfigError, ValueError)) else f"{type(exc).__name__}: {exc}"}
+        if errors:
+            self._set_errors(errors)
+            return None
+        if config.launch.launcher in IN_PROCESS_LAUNCHERS:  # refused by the checks; never reached
             return None
         try:
             handle = launch.submit(config, self._store)
@@ -805,6 +884,16 @@ class AppState(param.Parameterized):
                 log.warning("no land mask for coastlines: %s", exc)
                 self._static_cache[key] = None
         return self._static_cache[key]
+
+
+def launcher_choices() -> list[str]:
+    """The registered launchers that run training in a separate process (local, SLURM, ...):
+    the engine's registry minus :data:`app.validation.IN_PROCESS_LAUNCHERS`, and minus any
+    whose registry entry says ``in_process``."""
+    from engine import registry
+
+    return [n for n in registry.LAUNCHERS.names()
+            if n not in IN_PROCESS_LAUNCHERS and not (registry.LAUNCHERS.info(n) or {}).get("in_process")]
 
 
 def _epoch_label(status: dict) -> str:

@@ -14,6 +14,7 @@ from app.views import DataView, ExperimentView
 def state(run_root):
     s = AppState()
     s.load_choices()
+    s.check_now()  # the data checks (they open the dataset) done before the test
     return s
 
 
@@ -23,7 +24,9 @@ def test_choices_come_from_the_registries_and_the_catalogue(state):
 
     assert state.param.backbone.objects == registry.BACKBONES.names()
     assert state.param.loss.objects == registry.LOSSES.names()
-    assert state.param.launcher.objects == registry.LAUNCHERS.names()
+    # Only process-based launchers: training never runs inside the web server.
+    assert state.param.launcher.objects == [n for n in registry.LAUNCHERS.names() if n != "inline"]
+    assert "local" in state.param.launcher.objects
     assert set(state.param.upsampling.objects) <= set(registry.UPSAMPLERS.names())
     assert set(state.param.dataset.objects) <= set(catalog.list_entries())
     assert "demo_alps" in state.param.dataset.objects

@@ -16,6 +16,7 @@ from app.views import ExperimentView
 def state(run_root):
     s = AppState()
     s.load_choices()
+    s.check_now()  # the data checks (they open the dataset) done before the test
     return s
 
 
