@@ -41,7 +41,8 @@ from engine.data.timeaxis import check_times, fmt_times, match_times, time_index
 
 @dataclass
 class PairedData:
-    """A paired downscaling problem, in memory, in physical units.
+    """A paired downscaling problem in physical units, lazy: ``lr`` and ``hr`` are dask-backed float32
+    (read block by block downstream); ``static`` and ``mask`` are in memory.
 
     Attributes
     ----------
@@ -150,7 +151,8 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     Returns
     -------
     PairedData
-        Loaded into memory (float32).
+        Lazy (dask-backed float32 ``lr``, ``hr``; nothing is read but the target's first chunk and
+        one streaming pass for ``mask``).
 
     Raises
     ------
@@ -223,7 +225,8 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     lr = lr[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].transpose("time", "lat", "lon")
     static = static_fields(hr.lat.values, hr.lon.values, tuple(cfg.static))
     static = static.assign_coords(lat=hr.lat, lon=hr.lon)
-    mask = hr.notnull().any("time").rename("mask")
+    # The domain's valid support: one streaming pass over the target (chunk by chunk, never whole).
+    mask = _compute(hr.notnull().any("time"), hr_name).rename("mask")
     mask.attrs = {"long_name": "target has data (True = valid)"}
     return PairedData(
         lr=lr,
@@ -240,25 +243,59 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     )
 
 
+#: Time-chunk size (bytes) given to data that arrive in memory (numpy-backed), so that every
+#: array of a pair is dask-backed and is read block by block downstream.
+CHUNK_BYTES = 32 * 2**20
+
+
 def _load(ds: xr.Dataset, entry: str) -> xr.Dataset:
-    """Read into memory as float32; a read failure (corrupt file, lost connection) names the source."""
+    """A lazy float32 view of ``ds``: nothing is read here.
+
+    Dask-backed data (an opened file or store) keep their storage chunks and are cast chunk by chunk
+    as they are read; numpy-backed data are wrapped in time chunks of about :data:`CHUNK_BYTES`.
+    A read failure shows when the data are first computed (:func:`_compute` names the source).
+    """
+    if any(v.chunks is None for v in ds.data_vars.values()):
+        step = sum(4 * int(np.prod([v.sizes[d] for d in v.dims if d != "time"])) for v in ds.data_vars.values())
+        ds = ds.chunk({"time": max(1, CHUNK_BYTES // max(step, 1))})
+    out = ds.astype(np.float32)
+    for v in out.data_vars:  # keep where the data came from, for error messages
+        out[v].encoding.setdefault("source", ds[v].encoding.get("source") or ds.encoding.get("source"))
+    return out
+
+
+def _compute(obj, entry: str):
+    """``obj.compute()``; a read failure (corrupt file, lost connection) names the entry and source."""
     try:
-        return ds.astype(np.float32).load()
+        return obj.compute()
     except Exception as exc:
-        source = ds.encoding.get("source") or next(
-            (ds[v].encoding.get("source") for v in ds.data_vars if ds[v].encoding.get("source")), None
-        )
+        source = obj.encoding.get("source") if hasattr(obj, "encoding") else None
         raise DataError(
             f"could not read the data of entry {entry!r}{f' from {source}' if source else ''}: "
             f"{type(exc).__name__}: {exc}. The file may be truncated or corrupt"
         ) from None
 
 
+def _time_slices(da: xr.DataArray) -> list[slice]:
+    """Slices over ``da``'s time chunks (one slice when it is not dask-backed)."""
+    if da.chunks is None:
+        return [slice(0, da.sizes["time"])]
+    edges = np.cumsum((0,) + tuple(da.chunks[da.get_axis_num("time")]))
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
 def _check_target(hr: xr.DataArray, entry: str) -> None:
     if hr.sizes.get("time", 0) == 0:
         raise DataError(f"target {hr.name!r} of entry {entry!r} has no time steps")
-    if not bool(np.isfinite(hr.values).any()):
-        raise DataError(
-            f"target {hr.name!r} of entry {entry!r} is all NaN over {_fmt_box(_box(hr))}, "
-            f"{_fmt_times(hr.time.values)}; check data.bbox and the periods"
-        )
+    # Chunk by chunk, stopping at the first value: real data cost one chunk; only an all-NaN target
+    # is read whole (and then refused).
+    source = hr.encoding.get("source")
+    for sl in _time_slices(hr):
+        part = hr.isel(time=sl).notnull().any()
+        part.encoding["source"] = source
+        if bool(_compute(part, entry)):
+            return
+    raise DataError(
+        f"target {hr.name!r} of entry {entry!r} is all NaN over {_fmt_box(_box(hr))}, "
+        f"{_fmt_times(hr.time.values)}; check data.bbox and the periods"
+    )
