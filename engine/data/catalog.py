@@ -8,7 +8,9 @@ works), so plain ``intake.open_catalog`` reads it too. What this module adds on 
 - files fetched through xarray's tutorial download path (``metadata.fetch``: pooch into
   ``<cache>/xarray_tutorial_data``), so tests can seed that cache and run the same code offline;
 - remote archives (``metadata.remote``) that fail fast with a clear message without network;
-- one layout for everything: dims ``(time, lat, lon)``, latitude ascending, longitude in -180..180.
+- one layout for everything (:mod:`engine.data.grid`): dims ``(time, lat, lon)`` on regular grids
+  (latitude ascending, longitude continuous), ``(time, y, x)`` with 2-D lat/lon and the CRS on
+  rotated-pole, projected and curvilinear grids.
 
 Example
 -------
@@ -35,11 +37,6 @@ from engine.data.paths import cache_dir, default_catalog
 
 #: Seconds to wait for a remote host before declaring there is no network.
 NETWORK_TIMEOUT = 5.0
-
-_LAT_NAMES = ("lat", "latitude", "nav_lat", "rlat", "y")
-_LON_NAMES = ("lon", "longitude", "nav_lon", "rlon", "x")
-_TIME_NAMES = ("time", "valid_time", "t")
-
 
 def _catalog_path(catalog) -> Path:
     path = Path(catalog) if catalog is not None else default_catalog()
@@ -177,40 +174,19 @@ def _check_network(url: str, name: str) -> None:
 
 # -- the common layout --------------------------------------------------------------------------
 def standardise(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
-    """Rename dims to ``(time, lat, lon)``, sort latitude ascending, wrap longitude to -180..180.
+    """finescale's layout: dims ``(time, ..., lat, lon)`` for a regular lat/lon grid (latitude
+    ascending, longitude continuous over the domain), ``(time, ..., y, x)`` with 2-D ``lat``/``lon``
+    and a ``crs`` coordinate for every other grid (see :mod:`engine.data.grid`).
 
     Lazy: works on dask-backed datasets without loading them.
     """
-    rename = {}
-    for target, candidates in (("lat", _LAT_NAMES), ("lon", _LON_NAMES), ("time", _TIME_NAMES)):
-        if target in ds.dims:
-            continue
-        for cand in candidates:
-            if cand in ds.dims:
-                rename[cand] = target
-                break
-    ds = ds.rename(rename)
-    if "lat" not in ds.dims or "lon" not in ds.dims:
-        raise DataError(
-            f"{name}: cannot find latitude/longitude dimensions in {list(ds.dims)}; "
-            f"accepted names: {', '.join(_LAT_NAMES)} / {', '.join(_LON_NAMES)}"
-        )
-    if "valid_time" in ds.coords and "time" in ds.dims and "valid_time" not in ds.dims:
-        ds = ds.drop_vars("valid_time")  # GRIB: same as time for analyses
-    lat = ds.lat.values
-    if lat.size > 1 and lat[0] > lat[-1]:
-        ds = ds.isel(lat=slice(None, None, -1))
-    lon = ds.lon.values
-    if lon.size and (lon.max() > 180 or lon.min() < -180):
-        ds = ds.assign_coords(lon=((ds.lon + 180) % 360) - 180).sortby("lon")
-    ds.lat.attrs.update(units="degrees_north", standard_name="latitude")
-    ds.lon.attrs.update(units="degrees_east", standard_name="longitude")
-    order = [d for d in ("time", "lat", "lon") if d in ds.dims]
-    return ds.transpose(*order, ...)
+    from engine.data.grid import standardise_grid
+
+    return standardise_grid(ds, name)
 
 
 def open_dataset(name: str, catalog=None) -> xr.Dataset:
-    """Open catalogue entry ``name`` as an ``xarray.Dataset`` with dims ``(time, lat, lon)``.
+    """Open catalogue entry ``name`` as an ``xarray.Dataset`` in finescale's layout (:func:`standardise`).
 
     Large (remote) sources stay lazy (dask); select before loading.
 
