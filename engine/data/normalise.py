@@ -17,6 +17,9 @@ in :data:`engine.registry.NORMALISATIONS` (``data.normalisation`` names one):
 Interface (used by :class:`engine.data.torch_dataset.DownscalingDataset`, the trainer, inference):
 ``fit(pair, train_times)``, ``lr(ds) -> ds`` and ``hr(da) -> da`` to normalised space,
 ``inverse_hr(array, times)`` back to physical units, ``to_dict()`` / ``from_dict()`` (JSON).
+Statistics come from one streaming pass over the training period (:class:`Moments`: float64
+accumulators over float32 blocks of bounded size, :mod:`engine.data.blocks`), so fitting never holds
+the data, nor a float64 copy of them; ``lr``/``hr`` stay lazy on dask-backed data.
 All NaN-aware: NaN stays NaN, statistics ignore it. Standard deviations are floored at 1 % of the
 variable's global standard deviation (per-pixel and instance statistics of precipitation are 0 on
 dry days or at dry pixels).
@@ -55,6 +58,73 @@ def _nanstats(a: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
     std = np.sqrt((dev**2).sum(axis=axis) / np.maximum(n, 1))
     empty = n == 0
     return np.where(empty, np.nan, mean), np.where(empty, np.nan, std)
+
+
+class Moments:
+    """NaN-ignoring count, sum and sum of squares per group (e.g. month), per grid cell or over
+    the domain, accumulated block by block in float64 over float32 data.
+
+    Values are shifted by the first block's mean before squaring, so the variance of data far from
+    zero (temperatures in K) does not cancel catastrophically. Standard deviations are the
+    population ones (ddof 0), as :func:`_nanstats`.
+    """
+
+    def __init__(self, groups: int, pixel: bool) -> None:
+        self.groups, self.pixel = int(groups), bool(pixel)
+        self.shift: float | None = None
+        self.steps = np.zeros(self.groups, np.int64)  # time steps seen per group (valid or not)
+        self.n = self.s1 = self.s2 = None
+
+    def add(self, values: np.ndarray, groups: np.ndarray) -> None:
+        """Accumulate ``values`` (T, ...) whose time steps belong to ``groups`` (T,) ints."""
+        values = np.asarray(values)
+        if self.n is None:
+            cells = values.shape[1:] if self.pixel else ()
+            self.n = np.zeros((self.groups, *cells), np.int64)
+            self.s1 = np.zeros((self.groups, *cells), np.float64)
+            self.s2 = np.zeros((self.groups, *cells), np.float64)
+        if self.shift is None:
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                self.shift = float(finite.mean(dtype=np.float64))
+        shift = self.shift if self.shift is not None else 0.0
+        axis = 0 if self.pixel else None
+        for g in np.unique(groups):
+            part = values[groups == g]
+            self.steps[g] += part.shape[0]
+            valid = np.isfinite(part)
+            dev = np.where(valid, part.astype(np.float64) - shift, 0.0)
+            self.n[g] += valid.sum(axis=axis)
+            self.s1[g] += dev.sum(axis=axis)
+            self.s2[g] += np.square(dev).sum(axis=axis)
+
+    @staticmethod
+    def _finish(n, s1, s2, shift) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = s1 / np.maximum(n, 1)
+            var = np.maximum(s2 / np.maximum(n, 1) - m * m, 0.0)
+        empty = n == 0
+        return np.where(empty, np.nan, m + shift), np.where(empty, np.nan, np.sqrt(var))
+
+    def _parts(self):
+        if self.n is None:
+            raise DataError("no data were accumulated for the normalisation statistics")
+        return self.n, self.s1, self.s2, self.shift if self.shift is not None else 0.0
+
+    def group(self, g: int):
+        """(mean, std) of group ``g``: per cell or a scalar."""
+        n, s1, s2, shift = self._parts()
+        return self._finish(n[g], s1[g], s2[g], shift)
+
+    def overall(self):
+        """(mean, std) over all groups: per cell or a scalar."""
+        n, s1, s2, shift = self._parts()
+        return self._finish(n.sum(0), s1.sum(0), s2.sum(0), shift)
+
+    def domain(self):
+        """(mean, std) over all groups and cells: scalars."""
+        n, s1, s2, shift = self._parts()
+        return tuple(float(v) for v in self._finish(n.sum(), s1.sum(), s2.sum(), shift))
 
 
 def _times(train_times) -> pd.Index:
@@ -100,37 +170,50 @@ class Normaliser:
         if times.size == 0:
             raise DataError(f"no training time step lies in the data ({fmt_times(pair.times)})")
         self.variable = pair.variable
-        lr = pair.lr.isel(time=np.flatnonzero(inside))
-        hr = pair.hr.isel(time=np.flatnonzero(inside))
-        hr_vals = hr.values
-        self.floor = {}
-        for v in pair.lr.data_vars:
-            self.floor[v] = float(_nanstats(lr[v].values, None)[1])
-        self.floor["__hr__"] = float(_nanstats(hr_vals, None)[1])
-        self.lr_stats = {v: self._stats(lr[v].values, times, self.floor[v]) for v in lr.data_vars}
-        self.hr_stats = self._stats(hr_vals, times, self.floor["__hr__"])
+        moments = self._moments(pair, np.flatnonzero(inside))
+        self.floor = {v: float(m.domain()[1]) for v, m in moments.items()}
+        hr = moments.pop("__hr__")
+        self.lr_stats = {v: self._stats(m, self.floor[v]) for v, m in moments.items()}
+        self.hr_stats = self._stats(hr, self.floor["__hr__"])
         if self.target_shares_hr:
             self.lr_stats[self.variable] = self.hr_stats
         if self.hr_from_lr:
             self.hr_stats = self.lr_stats[self.variable]
         return self
 
-    def _stats(self, values: np.ndarray, times: pd.Index, floor: float):
-        """(mean, std) of ``values`` (T, H, W): shapes (), (H, W), (12,) or (12, H, W)."""
-        axis = 0 if self.pixel else None
-        g_mean, g_std = _nanstats(values, axis)
+    def _moments(self, pair, positions: np.ndarray) -> dict[str, "Moments"]:
+        """One streaming pass over the training steps ``positions``: block by block (bounded
+        bytes, aligned to the storage chunks), LR channels and target computed together so shared
+        chunks are read once, float64 accumulators over the float32 data."""
+        from engine.data import blocks
+
+        groups = month_of(pair.times[positions]) - 1 if self.monthly else np.zeros(positions.size, int)
+        n_groups = 12 if self.monthly else 1
+        names = list(pair.lr.data_vars)
+        acc = {v: Moments(n_groups, self.pixel) for v in [*names, "__hr__"]}
+        where = {int(p): i for i, p in enumerate(positions)}
+        per_step = blocks.step_bytes(pair)
+        for block in blocks.plan(positions, blocks.time_chunk(pair.hr), per_step):
+            lr, hr = blocks.compute(blocks.take(pair.lr, block), blocks.take(pair.hr, block))
+            g = groups[[where[int(p)] for p in block]]
+            for v in names:
+                acc[v].add(lr[v].transpose("time", ...).values, g)
+            acc["__hr__"].add(hr.transpose("time", ...).values, g)
+        return acc
+
+    def _stats(self, m: "Moments", floor: float):
+        """(mean, std) from accumulated moments: shapes (), (H, W), (12,) or (12, H, W)."""
+        g_mean, g_std = m.overall()
         # cells that never have data get the domain statistics (keeps JSON free of NaN)
-        d_mean, d_std = _nanstats(values, None)
+        d_mean, d_std = m.domain()
         g_mean = np.where(np.isfinite(g_mean), g_mean, d_mean)
         g_std = np.where(np.isfinite(g_std), g_std, d_std)
         if not self.monthly:
             return g_mean, self._floor(g_std, floor)
-        months = month_of(times)
         means, stds = [], []
-        for m in range(1, 13):
-            sel = months == m
-            if sel.any():
-                mm, ss = _nanstats(values[sel], axis)
+        for k in range(12):
+            if m.steps[k]:
+                mm, ss = m.group(k)
                 mm = np.where(np.isfinite(mm), mm, g_mean)
                 ss = np.where(np.isfinite(ss), ss, g_std)
             else:  # a month without training data: the all-months statistics
@@ -171,7 +254,7 @@ class Normaliser:
     def _apply(self, da: xr.DataArray, stats) -> xr.DataArray:
         da = da.transpose("time", ..., "lat", "lon")
         mean, std = self._broadcast(stats, da.time.values, da.shape)
-        out = ((da.values - mean) / std).astype(np.float32)
+        out = ((da.data - mean) / std).astype(np.float32)  # stays lazy on dask-backed data
         return da.copy(data=out)
 
     def lr(self, ds: xr.Dataset) -> xr.Dataset:
