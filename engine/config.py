@@ -111,6 +111,36 @@ class DataConfig:
     catalog: str | None = None
     # DataLoader worker processes; None = chosen from the job's CPUs (engine.hardware).
     workers: int | None = None
+    # Variables, levels and units (engine.data.predictors, engine.data.units):
+    # predictor_entries: catalogue entries of role "predictor" (own grids, regridded to the input grid)
+    #   where names in ``predictors`` are also looked up; levels: {var: [850, 500]} picks pressure
+    #   levels of a 4-D variable, which become channels "ta850", "ta500" (a predictor may also name
+    #   "ta850" directly); variable_map: {config name: name in the input/predictor entry}, e.g.
+    #   {tg: tas} pairs E-OBS tg with reanalysis tas; units: {name: canonical units} converts the
+    #   target and predictors (the input target always goes to the target's units);
+    #   target_as_input=False feeds only the predictors (emulation, as CORDEX ML-Bench).
+    predictor_entries: tuple[str, ...] = ()
+    levels: Mapping[str, Any] = field(default_factory=dict)
+    variable_map: Mapping[str, str] = field(default_factory=dict)
+    units: Mapping[str, str] = field(default_factory=dict)
+    target_as_input: bool = True
+
+    def __post_init__(self) -> None:
+        # plain dicts of plain lists, so the YAML round trip and equality hold
+        for name in ("levels", "variable_map", "units"):
+            value = getattr(self, name)
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"data.{name}={value!r} is not valid; expected a mapping like "
+                                  + {"levels": "{ta: [850, 500]}", "variable_map": "{tg: tas}",
+                                     "units": "{t2m: K}"}[name])
+            if name == "levels":
+                value = {str(k): [v for v in (list(lv) if isinstance(lv, (list, tuple)) else [lv])]
+                         for k, lv in value.items()}
+            else:
+                value = {str(k): str(v) for k, v in value.items()}
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -139,8 +169,8 @@ class ModelConfig:
     # Diffusion (training.learning="diffusion"; see engine.models.diffusion): the denoiser ("unet",
     # ours, or "diffusers", UNet2DModel) uses ``filters`` and ``blocks`` (= U-Net levels, 1-4);
     # ``diffusion_steps`` is the training noise schedule, ``sampler`` / ``sampling_steps`` the
-    # defaults at inference; ``regression_run`` names a trained run (id in the same run store, or
-    # a run folder) whose model predicts the mean, the diffusion model its residual (CorrDiff).
+    # defaults at inference; ``regression_run`` names a trained run (its id in the same run store,
+    # never a path) whose model predicts the mean, the diffusion model its residual (CorrDiff).
     denoiser: str = "unet"
     diffusion_steps: int = 1000
     # SDE DPM-Solver++ at 20 steps: measured as close to DDPM-1000's CRPS as DDPM itself, ~50x faster;
@@ -208,6 +238,9 @@ class InferenceConfig:
     # native input and bias corrections fitted on the training period; () = none.
     baselines: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month",
                                   "quantile_map")
+
+
+BASELINE_NAMES = InferenceConfig.baselines  # every baseline engine.inference.baselines computes
 
 
 @dataclass(frozen=True)
@@ -372,6 +405,19 @@ class ExperimentConfig:
             from engine.data.static import STATIC_FIELDS
 
             _one_of("data", "static", name, STATIC_FIELDS)
+        for var, lv in d.levels.items():
+            if not lv or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lv):
+                raise ConfigError(f"data.levels[{var!r}]={lv!r} is not valid; expected a list of level values "
+                                  "such as [850, 500] (in the file's level units)")
+        if not d.target_as_input:
+            if not d.predictors:
+                raise ConfigError("data.target_as_input=False needs data.predictors (the input would be empty)")
+            if m.residual:
+                raise ConfigError("data.target_as_input=False cannot be combined with model.residual=True (the "
+                                  "residual adds the interpolated input target); accepted: model.residual=False")
+            if d.normalisation == "instance":
+                raise ConfigError("data.normalisation='instance' scales the target by the input target's statistics; "
+                                  "with data.target_as_input=False use another normalisation (e.g. 'global')")
 
         _one_of("model", "backbone", m.backbone, registry.BACKBONES.names())
         _one_of("model", "upsampling", m.upsampling, registry.UPSAMPLERS.names())
@@ -429,6 +475,17 @@ class ExperimentConfig:
         if m.regression_run is not None and t.learning != "diffusion":
             raise ConfigError(f"model.regression_run={m.regression_run!r} needs training.learning='diffusion' "
                               f"(residual diffusion); got training.learning={t.learning!r}")
+        # Runs and files a configuration names stay inside the run store and the data roots
+        # (a configuration may be an upload): see engine.confine.
+        from engine.confine import PathNotAllowed, check_run_id, confine, data_roots
+
+        try:
+            if m.regression_run is not None:
+                check_run_id(m.regression_run, "model.regression_run")
+            if d.catalog is not None:
+                confine(d.catalog, data_roots(), "data.catalog")
+        except PathNotAllowed as exc:
+            raise ConfigError(str(exc)) from None
         if t.learning == "diffusion" and d.sample != "spatial":
             raise ConfigError(f"training.learning='diffusion' needs data.sample='spatial'; got {d.sample!r}")
 
@@ -440,8 +497,6 @@ class ExperimentConfig:
         _positive("inference", "tile_batch", inf.tile_batch, 1)
         _one_of("inference", "format", inf.format, PREDICTION_FORMATS)
         _positive("inference", "block", inf.block, 1)
-        from engine.inference.baselines import NAMES as BASELINE_NAMES
-
         for name in inf.baselines:
             _one_of("inference", "baselines", name, BASELINE_NAMES)
         if not isinstance(t.seeds, int) or isinstance(t.seeds, bool) or t.seeds < 1:

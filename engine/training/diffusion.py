@@ -2,8 +2,8 @@
 
 The model is :class:`engine.models.diffusion.DiffusionDownscaler`, trained with the standard
 noise-prediction objective (masked MSE between the true and the predicted noise, timesteps uniform
-over ``model.diffusion_steps``). With ``model.regression_run`` (a run id in the same run store, or
-a run folder) the mean comes from that run's best checkpoint, frozen, and its stored normalisation
+over ``model.diffusion_steps``). With ``model.regression_run`` (a run id in the same run store;
+never a path) the mean comes from that run's best checkpoint, frozen, and its stored normalisation
 is reused (the regression predicts in those units); the diffusion model learns the residual
 (CorrDiff). Without it, the mean is the interpolated LR target (DeepR, DPDM). Either part trains
 alone: the regression is an ordinary supervised run.
@@ -39,7 +39,9 @@ from engine.training.loop import (
     EpochLoop,
     TrainingError,
     autocast,
+    configure,
     load_checkpoint,
+    loader_options,
     make_fabric,
     make_optimizer,
     prepare_data,
@@ -51,11 +53,11 @@ VAL_STEPS = 10
 
 
 def resolve_regression_run(run: Run, ref: str) -> Run:
-    """The run named by ``model.regression_run``: an id in ``run``'s store, or a run folder."""
+    """The run named by ``model.regression_run``: a run id in ``run``'s store (never a path)."""
     from engine.runs import RunStoreError
 
     try:
-        return RunStore(run.path.parent).resolve(ref)
+        return RunStore(run.path.parent).get(ref)
     except RunStoreError as exc:
         raise TrainingError(f"model.regression_run={ref!r}: {exc}") from None
 
@@ -97,7 +99,7 @@ def rebuild_from_checkpoint(cfg: ExperimentConfig, state: dict[str, Any]):
 
 def train_diffusion(run: Run, resume: bool = True) -> dict[str, Any]:
     """Train the run's diffusion configuration; return the same summary as ``train``."""
-    cfg = run.config.validate()
+    cfg = configure(run)  # hardware-dependent settings decided and recorded
     t, d, m = cfg.training, cfg.data, cfg.model
     fabric = make_fabric(cfg)
     fabric.launch()
@@ -128,8 +130,8 @@ def train_diffusion(run: Run, resume: bool = True) -> dict[str, Any]:
     # The loss is the training forward: route it through Fabric's wrapper (DDP gradient sync).
     model.mark_forward_method("loss")
     train_loader = fabric.setup_dataloaders(
-        DataLoader(data.train, batch_size=t.batch_size, shuffle=d.patch_size is None, num_workers=t.num_workers,
-                   persistent_workers=t.num_workers > 0, drop_last=True))
+        DataLoader(data.train, batch_size=t.batch_size, shuffle=d.patch_size is None, **loader_options(cfg),
+                   drop_last=True))
     val_loader = DataLoader(data.val, batch_size=t.batch_size, shuffle=False)
     loop.start(first_epoch, count_parameters(net), learning="diffusion",
                regression_run=reg_info["run_id"] if reg_info else None, residual_scale=float(net.residual_scale))

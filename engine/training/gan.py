@@ -28,7 +28,7 @@ from engine.models import build_model, count_parameters
 from engine.models.discriminator import PatchDiscriminator
 from engine.runs import Run
 from engine.training.losses import build_loss
-from engine.training.loop import EpochLoop, autocast, make_fabric, prepare_data
+from engine.training.loop import EpochLoop, autocast, configure, loader_options, make_fabric, prepare_data
 from engine.training.trainer import evaluate_loss
 
 
@@ -89,7 +89,7 @@ def _make_adam(params, lr: float) -> torch.optim.Optimizer:
 
 def train_gan(run: Run, resume: bool = True) -> dict[str, Any]:
     """Train the run's configuration adversarially; return the same summary as ``train``."""
-    cfg = run.config.validate()
+    cfg = configure(run)  # hardware-dependent settings decided and recorded
     t, d = cfg.training, cfg.data
     fabric = make_fabric(cfg)
     fabric.launch()
@@ -114,8 +114,8 @@ def train_gan(run: Run, resume: bool = True) -> dict[str, Any]:
     gen, opt_g_f = fabric.setup(generator, opt_g)
     disc, opt_d_f = fabric.setup(discriminator, opt_d)
     train_loader = fabric.setup_dataloaders(
-        DataLoader(data.train, batch_size=t.batch_size, shuffle=d.patch_size is None, num_workers=t.num_workers,
-                   persistent_workers=t.num_workers > 0, drop_last=True))
+        DataLoader(data.train, batch_size=t.batch_size, shuffle=d.patch_size is None, **loader_options(cfg),
+                   drop_last=True))
     val_loader = fabric.setup_dataloaders(DataLoader(data.val, batch_size=t.batch_size, shuffle=False))
     loop.start(first_epoch, count_parameters(generator), learning="gan",
                discriminator_parameters=count_parameters(discriminator))

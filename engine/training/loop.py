@@ -61,6 +61,42 @@ class TrainingData:
                 "time_window": int(cfg.data.time_window)}
 
 
+def configure(run: Run) -> ExperimentConfig:
+    """The run's validated configuration with its automatic settings decided for this machine.
+
+    ``training.precision`` / ``channels_last`` / ``threads`` and ``data.workers`` left on
+    "auto" (or null) are chosen by :func:`engine.hardware.decide` from the device and the job's
+    CPU allocation; torch's intra-op threads are set; rank 0 writes the choice and the reason for
+    each setting to the run's ``hardware.json``, to ``status.json`` (``hardware``) and to the
+    events. Every trainer calls this first, so a bad value (``training.threads: 0``, more workers
+    than CPUs) fails before any data are read.
+    """
+    from engine import hardware
+
+    cfg = run.config.validate()
+    decision = hardware.decide(cfg)
+    hardware.apply_threads(decision)
+    if _rank() == 0:
+        write_text_atomic(run.path / "hardware.json", _json(decision.to_dict()))
+        run.update_status(hardware=decision.summary())
+        run.log_event("message", text=f"hardware: {decision.summary()}; "
+                                      + "; ".join(f"{k}: {v}" for k, v in decision.reasons.items()))
+    return hardware.settle(cfg, decision)
+
+
+def _rank() -> int:
+    value = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    return int(value) if value.isdigit() else 0
+
+
+def loader_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """DataLoader keyword arguments from a :func:`configure`-d configuration: workers (persistent
+    across epochs) and pinned memory on a GPU."""
+    workers = int(cfg.data.workers or 0)
+    cuda = cfg.training.device == "cuda" or (cfg.training.device == "auto" and torch.cuda.is_available())
+    return {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": cuda and workers > 0}
+
+
 def make_fabric(cfg: ExperimentConfig):
     """A Fabric for this configuration: device, precision, and DDP when the environment (SLURM,
     torchrun) has more than one task."""
@@ -75,7 +111,7 @@ def make_fabric(cfg: ExperimentConfig):
     # bf16 autocast is applied by the loop itself (see autocast()), not by Fabric: Fabric's
     # "bf16-mixed" also casts the *inputs* to bfloat16, which rounds the LR field to 3 significant
     # digits before the interpolated residual is added (~0.05 K on temperature) and slows bicubic.
-    precision = "32-true" if t.precision == "bf16-mixed" else t.precision
+    precision = "32-true" if t.precision in ("bf16-mixed", "auto") else t.precision
     world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
     if world > 1:
         devices = max(1, world // max(1, launch.nodes))
@@ -90,8 +126,14 @@ def make_fabric(cfg: ExperimentConfig):
 
 def autocast(cfg: ExperimentConfig, device: torch.device):
     """The forward-pass autocast context: bfloat16 for ``precision="bf16-mixed"`` (weights, inputs
-    and the loss stay float32), a no-op otherwise."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.training.precision == "bf16-mixed")
+    and the loss stay float32), a no-op otherwise. ``"auto"`` (a configuration that did not go
+    through :func:`configure`) is decided here for ``device``."""
+    precision = cfg.training.precision
+    if precision == "auto":
+        from engine.hardware import native_bf16
+
+        precision = "bf16-mixed" if native_bf16(device.type)[0] else "32-true"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
 def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
@@ -130,6 +172,10 @@ def prepare_data(cfg: ExperimentConfig, normaliser=None) -> TrainingData:
 
     d, t = cfg.data, cfg.training
     pair = make_pair(d)
+    # Baselines that cannot be fitted (no training period, < 30 values per cell for quantile
+    # mapping) fail now, not after training when predictions are written.
+    from engine.inference.baselines import check_config as check_baselines
+    check_baselines(cfg, pair)
     normaliser = normaliser if normaliser is not None else fit_normaliser(cfg, pair)
     common = dict(seed=t.seed, sample=d.sample, time_window=d.time_window)
     train = DownscalingDataset(pair, normaliser, d.train_period, patch_size=d.patch_size,
@@ -221,7 +267,7 @@ class EpochLoop:
         ``channels_last`` says otherwise), timing the wait for data and writing step events (at
         most every :data:`STEP_EVENT_SECONDS`). Call :meth:`record` once per batch."""
         device = self.fabric.device
-        channels_last = self.cfg.training.channels_last if channels_last is None else channels_last
+        channels_last = self.cfg.training.channels_last is True if channels_last is None else channels_last
         self._totals: torch.Tensor | None = None
         self._wait, self._started = 0.0, time.perf_counter()
         last_event = tick = self._started

@@ -38,6 +38,8 @@ from engine.training.losses import build_loss
 from engine.training.loop import (
     EpochLoop,
     autocast,
+    configure,
+    loader_options,
     make_fabric,
     make_optimizer,
     make_scheduler,
@@ -57,7 +59,7 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
     if run.config.training.learning == "diffusion":  # noise-prediction loop: engine.training.diffusion
         from engine.training.diffusion import train_diffusion
         return train_diffusion(run, resume=resume)
-    cfg = run.config.validate()
+    cfg = configure(run)  # hardware-dependent settings decided and recorded
     t = cfg.training
     fabric = make_fabric(cfg)
     fabric.launch()
@@ -79,7 +81,7 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
         # Random patches are already drawn at random; whole fields (patch_size None) come in time
         # order, so shuffle them (consecutive days in one batch would be nearly duplicates).
         DataLoader(data.train, batch_size=t.batch_size, shuffle=cfg.data.patch_size is None,
-                   num_workers=t.num_workers, persistent_workers=t.num_workers > 0, drop_last=True))
+                   **loader_options(cfg), drop_last=True))
     val_loader = fabric.setup_dataloaders(DataLoader(data.val, batch_size=t.batch_size, shuffle=False))
     loop.start(first_epoch, count_parameters(net))
 
