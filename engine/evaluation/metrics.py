@@ -521,6 +521,7 @@ def list_metrics(kind: str | None = None) -> list[str]:
 
 
 # The other families register on import of this module (registry.load_plugins imports only it).
+from engine.evaluation import diagnostics as _diagnostics  # noqa: E402,F401
 from engine.evaluation import distribution as _distribution  # noqa: E402,F401
 from engine.evaluation import probabilistic as _probabilistic  # noqa: E402,F401
 from engine.evaluation import spectral as _spectral  # noqa: E402,F401
