@@ -412,3 +412,198 @@ def _standard_projected(ds, name, ydim, xdim, lat2, lon2) -> xr.Dataset:
     if "valid_time" in ds.coords and "time" in ds.dims and "valid_time" not in ds.dims:
         ds = ds.drop_vars("valid_time")
     return ds.transpose(*[d for d in ("time",) if d in ds.dims], ..., "y", "x")
+
+
+# -- geometry: locating points in a grid, footprints, coarser and padded grids ----------------------
+def _xyz(lat, lon) -> np.ndarray:
+    la, lo = np.deg2rad(np.asarray(lat, float)), np.deg2rad(np.asarray(lon, float))
+    return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
+
+
+def _axis_index(axis: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Fractional index of ``points`` along an ascending axis, extrapolated linearly past its ends."""
+    axis = np.asarray(axis, dtype=np.float64)
+    if axis.size == 1:
+        return np.zeros_like(points, dtype=np.float64)
+    idx = np.interp(points, axis, np.arange(axis.size, dtype=np.float64))
+    lo_step, hi_step = axis[1] - axis[0], axis[-1] - axis[-2]
+    idx = np.where(points < axis[0], (points - axis[0]) / lo_step, idx)
+    return np.where(points > axis[-1], axis.size - 1 + (points - axis[-1]) / hi_step, idx)
+
+
+_TREES: dict = {}
+
+
+def _tree(grid: Grid):
+    """k-d tree of the cell centres' unit vectors, kept for the last few grids."""
+    from scipy.spatial import cKDTree
+
+    if grid.key not in _TREES:
+        if len(_TREES) >= 8:
+            _TREES.pop(next(iter(_TREES)))
+        _TREES[grid.key] = cKDTree(_xyz(grid.lat, grid.lon).reshape(-1, 3))
+    return _TREES[grid.key]
+
+
+def fractional_index(grid: Grid, lat, lon) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional (row, column) of points (degrees) in ``grid``: cell centres are whole numbers,
+    a point inside the grid's outer cell edges lies in ``[-0.5, n - 0.5]``.
+
+    Rectilinear grids (lat/lon, rotated, projected) go through their CRS exactly; a curvilinear
+    grid known only by its 2-D lat/lon takes the nearest centre (k-d tree on the sphere) and two
+    Gauss-Newton steps of the local bilinear map.
+    """
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    if grid.kind != "curvilinear":
+        y, x = grid.to_native(lat, lon)
+        return _axis_index(grid.y, y), _axis_index(grid.x, x)
+    ny, nx = grid.shape
+    pts = _xyz(lat, lon).reshape(-1, 3)
+    _, flat = _tree(grid).query(pts)
+    fi, fj = np.divmod(flat, nx)
+    fi, fj = fi.astype(np.float64), fj.astype(np.float64)
+    cells = _xyz(grid.lat, grid.lon)
+    for _ in range(2):
+        i0 = np.clip(np.floor(fi), 0, max(ny - 2, 0)).astype(int)
+        j0 = np.clip(np.floor(fj), 0, max(nx - 2, 0)).astype(int)
+        i1, j1 = np.minimum(i0 + 1, ny - 1), np.minimum(j0 + 1, nx - 1)
+        di, dj = (fi - i0)[:, None], (fj - j0)[:, None]
+        p00, p01, p10, p11 = cells[i0, j0], cells[i0, j1], cells[i1, j0], cells[i1, j1]
+        pos = p00 * (1 - di) * (1 - dj) + p01 * (1 - di) * dj + p10 * di * (1 - dj) + p11 * di * dj
+        d_i = (p10 - p00) * (1 - dj) + (p11 - p01) * dj
+        d_j = (p01 - p00) * (1 - di) + (p11 - p10) * di
+        jac = np.stack([d_i, d_j], axis=-1)  # (n, 3, 2)
+        jtj = np.einsum("nki,nkj->nij", jac, jac)
+        jtr = np.einsum("nki,nk->ni", jac, pts - pos)
+        delta = np.linalg.solve(jtj + 1e-18 * np.eye(2), jtr[..., None])[..., 0]
+        fi, fj = fi + delta[:, 0], fj + delta[:, 1]
+    return fi.reshape(lat.shape), fj.reshape(lat.shape)
+
+
+def inside(fi: np.ndarray, fj: np.ndarray, grid: Grid, tol: float = 1e-6) -> np.ndarray:
+    """Which fractional positions lie within the grid's outer cell edges."""
+    ny, nx = grid.shape
+    ok = (fi >= -0.5 - tol) & (fi <= ny - 0.5 + tol)
+    if not grid.periodic:
+        ok &= (fj >= -0.5 - tol) & (fj <= nx - 0.5 + tol)
+    return ok & np.isfinite(fi) & np.isfinite(fj)
+
+
+def boundary(grid: Grid, per_side: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) of points along the grid's outer cell edges (its true footprint)."""
+    ny, nx = grid.shape
+    ti = np.linspace(-0.5, ny - 0.5, per_side)
+    tj = np.linspace(-0.5, nx - 0.5, per_side)
+    ii = np.concatenate([np.full(per_side, -0.5), ti, np.full(per_side, ny - 0.5), ti[::-1]])
+    jj = np.concatenate([tj, np.full(per_side, nx - 0.5), tj[::-1], np.full(per_side, -0.5)])
+    return at_index(grid, ii, jj)
+
+
+def at_index(grid: Grid, fi, fj) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) at fractional indices, extrapolating half a cell (or more) past the edges."""
+    fi, fj = np.asarray(fi, dtype=np.float64), np.asarray(fj, dtype=np.float64)
+    if grid.kind != "curvilinear":
+        def along(axis, f):
+            n = np.arange(axis.size, dtype=np.float64)
+            if axis.size == 1:
+                return np.full_like(f, axis[0])
+            v = np.interp(f, n, axis)
+            v = np.where(f < 0, axis[0] + f * (axis[1] - axis[0]), v)
+            return np.where(f > axis.size - 1, axis[-1] + (f - axis.size + 1) * (axis[-1] - axis[-2]), v)
+        return grid.to_latlon(along(grid.y, fi), along(grid.x, fj))
+    ny, nx = grid.shape
+    i0 = np.clip(np.floor(fi), 0, max(ny - 2, 0)).astype(int)
+    j0 = np.clip(np.floor(fj), 0, max(nx - 2, 0)).astype(int)
+    i1, j1 = np.minimum(i0 + 1, ny - 1), np.minimum(j0 + 1, nx - 1)
+    di, dj = (fi - i0)[..., None], (fj - j0)[..., None]
+    c = _xyz(grid.lat, grid.lon)
+    p = (c[i0, j0] * (1 - di) * (1 - dj) + c[i0, j1] * (1 - di) * dj + c[i1, j0] * di * (1 - dj)
+         + c[i1, j1] * di * dj)
+    lat = np.rad2deg(np.arctan2(p[..., 2], np.hypot(p[..., 0], p[..., 1])))
+    lon = np.rad2deg(np.arctan2(p[..., 1], p[..., 0]))
+    return lat, _lon_near(lon, grid.lon)
+
+
+def footprint(grid: Grid) -> tuple[float, float, float, float]:
+    """(lat_min, lat_max, lon_min, lon_max) of the outer cell edges (for messages and cuts)."""
+    lat, lon = boundary(grid)
+    if grid.periodic:
+        return float(lat.min()), float(lat.max()), -180.0, 180.0
+    lon = np.unwrap(lon, period=360.0)
+    return float(lat.min()), float(lat.max()), float(lon.min()), float(lon.max())
+
+
+def fmt_footprint(grid: Grid) -> str:
+    b = footprint(grid)
+    return f"{grid.kind} grid {grid.shape[0]} x {grid.shape[1]}, lat {b[0]:.4g}..{b[1]:.4g}, lon {b[2]:.4g}..{b[3]:.4g}"
+
+
+def check_inside(target: Grid, source: Grid, target_name: str, source_name: str) -> None:
+    """Raise :class:`DataError` unless the target's true footprint lies within the source's."""
+    lat, lon = boundary(target)
+    fi, fj = fractional_index(source, lat, lon)
+    ok = inside(fi, fj, source, tol=1e-3)
+    if not ok.all():
+        bad = int((~ok).sum())
+        raise DataError(
+            f"the grid of {target_name!r} ({fmt_footprint(target)}) does not lie inside the grid of "
+            f"{source_name!r} ({fmt_footprint(source)}): {bad} of {ok.size} points on its outer edge "
+            f"are outside{' (the grids do not overlap at all)' if bad == ok.size else ''}; cut the target "
+            "with data.bbox or choose an input that covers it"
+        )
+
+
+def cell_size(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate extent of every cell in degrees of latitude and longitude, two (ny, nx) arrays
+    (for area means of finer sources over each cell)."""
+    lat, lon = grid.lat, np.unwrap(grid.lon, period=360.0, axis=-1)
+
+    def spread(a, axis):
+        if a.shape[axis] < 2:
+            return np.zeros_like(a)
+        return np.abs(np.gradient(a, axis=axis))
+
+    dlat = spread(lat, 0) + spread(lat, 1)
+    dlon = spread(lon, 0) + spread(lon, 1)
+    return dlat, dlon
+
+
+def grid_coords(grid: Grid, crs_attrs: dict | None = None) -> dict:
+    """Coordinates that put an array on ``grid`` (1-D y/x or lat/lon, 2-D lat/lon, crs)."""
+    if grid.kind == "latlon":
+        return {"lat": ("lat", grid.y, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
+                "lon": ("lon", grid.x, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"})}
+    coords = {
+        "y": ("y", grid.y, {"axis": "Y"}),
+        "x": ("x", grid.x, {"axis": "X"}),
+        "lat": (("y", "x"), grid.lat, {"standard_name": "latitude", "units": "degrees_north"}),
+        "lon": (("y", "x"), grid.lon, {"standard_name": "longitude", "units": "degrees_east"}),
+    }
+    if grid.crs is not None:
+        attrs = dict(crs_attrs) if crs_attrs else {k: v for k, v in grid.crs.to_cf().items() if v is not None}
+        coords["crs"] = ((), np.int32(0), attrs)
+    return coords
+
+
+def block_centres(grid: Grid, scale: int) -> Grid:
+    """The grid of the centres of ``scale`` x ``scale`` blocks (sizes must be multiples of
+    ``scale``): block-mean native coordinates, and the cell positions from the CRS (or, for a
+    curvilinear grid, the normalised mean of the block's unit vectors)."""
+    ny, nx = grid.shape
+    if ny % scale or nx % scale:
+        raise DataError(f"block centres need sizes that are multiples of {scale}, got {ny} x {nx}")
+    y = grid.y.reshape(-1, scale).mean(axis=1)
+    x = grid.x.reshape(-1, scale).mean(axis=1)
+    if grid.kind == "curvilinear":
+        v = _xyz(grid.lat, grid.lon).reshape(ny // scale, scale, nx // scale, scale, 3).mean(axis=(1, 3))
+        lat = np.rad2deg(np.arctan2(v[..., 2], np.hypot(v[..., 0], v[..., 1])))
+        lon = _continuous_lon(np.rad2deg(np.arctan2(v[..., 1], v[..., 0])))
+        lon = lon + 360.0 * np.round((grid.lon.mean() - lon.mean()) / 360.0)
+    else:
+        yy, xx = np.meshgrid(y, x, indexing="ij")
+        lat, lon = grid.to_latlon(yy, xx)
+        if grid.kind != "latlon":
+            lon = _lon_near(lon, grid.lon)
+    return Grid(grid.kind, grid.dims, lat.shape, grid.crs, y, x, np.asarray(lat), np.asarray(lon),
+                grid.metres_per_unit, grid.periodic)
