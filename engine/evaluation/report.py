@@ -46,7 +46,7 @@ from engine.evaluation._common import MetricError, lat_weights, wet_threshold
 from engine.evaluation.breakdown import BREAKDOWNS, SEASONS, period_groups, region_masks
 
 COLUMNS = ["run", "model", "metric", "variable", "period", "region", "value"]
-BASELINE_NAMES = ("nearest", "bilinear", "bicubic")
+BASELINE_NAMES = ("nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month", "quantile_map")
 HEADLINE = ("rmse", "mae", "bias", "pearson", "ssim", "psnr")
 NOT_PREDICTIONS = ("truth", "mask", "climatology")
 PRECIP_NAMES = ("pr", "tp", "precip", "precipitation", "rain", "rainfall", "rr", "prcp", "precip_5min")
@@ -654,14 +654,37 @@ def evaluate_run(run, regions: Any = None, climatology: xr.DataArray | None = No
     run = _resolve(run)
     with _open_predictions(run) as ds:
         ds = _test_period(run, ds)
+        # Skill scores and the headline ratio are against the best baseline on the validation
+        # period (chosen at prediction time, engine.inference.baselines), not the weakest.
+        best = ds.attrs.get("best_baseline")
+        if best in ds.data_vars:
+            options.setdefault("reference", best)
         result = evaluate_dataset(ds, run=run.run_id, period="test", regions=regions, climatology=climatology,
                                   data_range=data_range, **options)
+        result.headline.update(headline_reference(ds, result.headline))
     with atomic_path(run.scores_path) as tmp:
         result.scores.to_csv(tmp, index=False)
     with atomic_path(run.maps_path) as tmp:
         result.maps.to_netcdf(tmp)
     run.update_status(scores=result.headline)
     return result.scores
+
+
+def headline_reference(ds: xr.Dataset, headline: dict) -> dict:
+    """``{"reference": {"name", "chosen_on", "val_rmse", "rmse", "ratio"}}``: the best baseline on the
+    validation period (``ds.attrs["best_baseline"]``) and the model's test RMSE ratio to it; ``{}``
+    for predictions without that attribute (written before baselines were chosen)."""
+    from engine.inference.baselines import parse_val_rmse
+
+    best = ds.attrs.get("best_baseline")
+    if not best or best not in headline:
+        return {}
+    rmse = headline[best].get("rmse")
+    model = (headline.get("model") or {}).get("rmse")
+    ratio = _json_float(model / rmse) if model is not None and rmse else None
+    val = parse_val_rmse(ds.attrs.get("baseline_val_rmse", ""))
+    return {"reference": {"name": str(best), "chosen_on": str(ds.attrs.get("best_baseline_period", "val")),
+                          "val_rmse": _json_float(val.get(best, math.nan)), "rmse": rmse, "ratio": ratio}}
 
 
 def read_scores(run) -> pd.DataFrame:

@@ -26,8 +26,9 @@ import engine
 from engine.config import ExperimentConfig
 from engine.data.pairing import PairedData, make_pair
 from engine.data.torch_dataset import DownscalingDataset
-from engine.models import build_baseline, build_model
-from engine.registry import BASELINES, NORMALISATIONS
+from engine.inference.baselines import baseline_variables
+from engine.models import build_model
+from engine.registry import NORMALISATIONS
 from engine.runs import Run, atomic_path, now_iso
 from engine.training.loop import load_checkpoint
 
@@ -110,13 +111,11 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
     """
     from engine.inference.ensembles import make_forward
 
-    baselines = tuple(BASELINES.names()) if baselines is None else baselines
     dataset = loaded.dataset(period)
     cfg = loaded.config
     variable = cfg.data.variable
     times = dataset.times
     hr = loaded.pair.hr.sel(time=times)
-    lr = loaded.pair.lr[variable].sel(time=times)
     scale = loaded.pair.scale
 
     inf = cfg.inference
@@ -143,11 +142,6 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
     valid = np.broadcast_to(mask_values, model_values.shape).astype(bool)
     truth_valid = valid[0] if ensemble else valid
 
-    # Baselines interpolate the physical LR field; NaN (outside the mask) is filled with the
-    # field mean first so that it does not spread into valid pixels.
-    lr_values = lr.values.astype(np.float32)
-    fill = np.nanmean(lr_values) if np.isfinite(lr_values).any() else 0.0
-    lr_tensor = torch.from_numpy(np.where(np.isfinite(lr_values), lr_values, fill))[:, None]
     coords = {"time": times, "lat": hr.lat.values, "lon": hr.lon.values}
     model_coords = {**coords, "member": np.arange(forward.members)} if ensemble else coords
     attrs = {k: hr.attrs[k] for k in ("units", "standard_name", "long_name") if k in hr.attrs}
@@ -157,10 +151,10 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
         "model": xr.DataArray(np.where(valid, model_values, np.nan), model_coords, model_dims,
                               attrs={**attrs, "description": _describe(cfg, forward)}),
     }
-    for name in baselines:
-        base = build_baseline(name, scale)(lr_tensor)[:, 0].numpy()
-        data_vars[name] = xr.DataArray(np.where(truth_valid, base, np.nan).astype(np.float32), coords, ("time", "lat", "lon"),
-                                       attrs={**attrs, "description": f"{name} interpolation of the low-resolution input"})
+    # Baselines from the native input grid, bias corrections fitted on the training period, and
+    # the best of them on the validation period (the headline reference): engine.inference.baselines.
+    base_vars, base_attrs = baseline_variables(cfg, loaded.pair, times, baselines, truth_valid, coords, attrs)
+    data_vars.update(base_vars)
     mask_dims = ("time", "lat", "lon") if "time" in mask.dims else ("lat", "lon")
     data_vars["mask"] = xr.DataArray(mask_values.astype(np.int8), {k: coords[k] for k in mask_dims}, mask_dims,
                                      attrs={"long_name": "valid data mask", "flag_values": [0, 1],
@@ -180,6 +174,7 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
         finescale_version=engine.__version__,
         variable=variable,
         period=f"{period_range[0]}/{period_range[1]}",
+        **base_attrs,
     )
     return ds
 
