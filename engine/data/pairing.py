@@ -34,6 +34,7 @@ import xarray as xr
 
 from engine.data.catalog import open_dataset, standardise
 from engine.data.errors import DataError
+from engine.data.predictors import external_predictors, inputs, target_view
 from engine.data.regrid import block_mean, cell_edges, regrid
 from engine.data.static import static_fields
 from engine.data.timeaxis import check_times, fmt_times, match_times, time_index
@@ -71,6 +72,7 @@ class PairedData:
     highres: str = ""
     lowres: str | None = None
     attrs: dict = field(default_factory=dict)
+    target_as_input: bool = True  #: False: the model input is the predictors only (emulation)
 
     @property
     def times(self) -> pd.Index:
@@ -79,8 +81,9 @@ class PairedData:
 
     @property
     def lr_channels(self) -> list[str]:
-        """Names of the low-resolution channels: the variable first, then the predictors."""
-        return [self.variable, *self.predictors]
+        """Names of the model's low-resolution input channels: the variable first (unless
+        ``target_as_input`` is False), then the predictors."""
+        return [self.variable, *self.predictors] if self.target_as_input else list(self.predictors)
 
 
 def _box(ds) -> tuple[float, float, float, float]:
@@ -169,9 +172,13 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     _check_vars(hr_ds, [cfg.variable], hr_name, "target")
     hr_ds = _cut_bbox(hr_ds, cfg.bbox, hr_name)
     check_times(hr_ds.time, f"entry {hr_name!r}")
-    predictors = tuple(cfg.predictors)
+    # units of the target; predictors, levels, name map and units of the input (engine.data.predictors)
+    hr_ds = target_view(cfg, hr_ds, hr_name, from_catalog=highres is None)
+    target_units = hr_ds[cfg.variable].attrs.get("units")
 
     if cfg.downscaling == "perfectprog":
+        ins = inputs(cfg, hr_ds, hr_name, highres is None, target_units, is_target_entry=True)
+        hr_ds, predictors = ins.ds, tuple(p for p in ins.predictors if p in ins.ds)
         _check_vars(hr_ds, predictors, hr_name, "predictor")
         hr_vars = _load(hr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]], hr_name)
         hr = hr_vars[cfg.variable]
@@ -184,7 +191,9 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
             raise DataError("data.downscaling='mos' needs data.lowres, the low-resolution catalogue entry")
         lr_name = cfg.lowres or "lowres"
         lr_ds = open_dataset(cfg.lowres, cfg.catalog) if lowres is None else standardise(lowres, "lowres dataset")
-        _check_vars(lr_ds, [cfg.variable, *predictors], lr_name, "input")
+        ins = inputs(cfg, lr_ds, lr_name, lowres is None, target_units, is_target_entry=False)
+        lr_ds, predictors = ins.ds, tuple(p for p in ins.predictors if p in ins.ds)
+        _check_vars(lr_ds, [*[cfg.variable][: cfg.variable in lr_ds], *predictors], lr_name, "input")
         check_times(lr_ds.time, f"entry {lr_name!r}")
         # common steps by calendar date at the data's frequency (00:00 and 12:00 daily stamps pair)
         hr_pos, lr_pos = match_times(hr_ds.time, lr_ds.time, f"entry {hr_name!r}", f"entry {lr_name!r}")
@@ -210,7 +219,7 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         # Load only the neighbourhood of the target box (matters for large lazy archives).
         dlat = abs(float(np.diff(lr_ds.lat.values[:2])[0])) if lr_ds.sizes["lat"] > 1 else 1.0
         dlon = abs(float(np.diff(lr_ds.lon.values[:2])[0])) if lr_ds.sizes["lon"] > 1 else 1.0
-        near = lr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].isel(time=lr_pos).sel(
+        near = lr_ds[[*[cfg.variable][: cfg.variable in lr_ds], *predictors]].isel(time=lr_pos).sel(
             lat=slice(hr_box[0] - 2 * dlat, hr_box[1] + 2 * dlat),
             lon=slice(hr_box[2] - 2 * dlon, hr_box[3] + 2 * dlon),
         )
@@ -222,7 +231,10 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     else:
         raise DataError(f"data.downscaling={cfg.downscaling!r} is not valid; accepted: perfectprog, mos")
 
-    lr = lr[[cfg.variable, *[p for p in predictors if p != cfg.variable]]].transpose("time", "lat", "lon")
+    if ins.external:  # predictors from their own entries, on their own grids -> the LR grid
+        lr = lr.assign(external_predictors(cfg, ins.external, time_index(hr.time), lr, ins.sources))
+    predictors = ins.predictors
+    lr = lr[[*[cfg.variable][: cfg.variable in lr], *predictors]].transpose("time", "lat", "lon")
     static = static_fields(hr.lat.values, hr.lon.values, tuple(cfg.static))
     static = static.assign_coords(lat=hr.lat, lon=hr.lon)
     # The domain's valid support: one streaming pass over the target (chunk by chunk, never whole).
@@ -235,7 +247,8 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         mask=mask,
         scale=scale,
         variable=cfg.variable,
-        predictors=tuple(p for p in predictors if p != cfg.variable),
+        predictors=tuple(predictors),
+        target_as_input=bool(getattr(cfg, "target_as_input", True)),
         downscaling=cfg.downscaling,
         highres=hr_name,
         lowres=lr_name,
