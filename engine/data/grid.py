@@ -607,3 +607,56 @@ def block_centres(grid: Grid, scale: int) -> Grid:
             lon = _lon_near(lon, grid.lon)
     return Grid(grid.kind, grid.dims, lat.shape, grid.crs, y, x, np.asarray(lat), np.asarray(lon),
                 grid.metres_per_unit, grid.periodic)
+
+
+# -- fitting a grid to a scale ----------------------------------------------------------------------
+def pad_to_multiple(obj, scale: int, name: str = "the target"):
+    """Pad the spatial dims of ``obj`` at their ends to multiples of ``scale``.
+
+    Padded cells are NaN (invalid: the mask excludes them from losses and scores) and carry real
+    coordinates: the native axes continue with their spacing and the 2-D lat/lon are those of the
+    continued axes (through the CRS, or extrapolated for a curvilinear grid).
+
+    Returns
+    -------
+    (padded, padding) : ``padding`` = ``{"dims": (ydim, xdim), "shape": (ny, nx), "pad": (py, px)}``
+        (empty ``pad`` = (0, 0) when nothing was done); :func:`unpad` undoes it.
+    """
+    ydim, xdim = spatial_dims(obj)
+    ny, nx = obj.sizes[ydim], obj.sizes[xdim]
+    if scale > ny or scale > nx:
+        raise DataError(f"data.scale={scale} is larger than the grid of {name} ({ny} x {nx}); accepted: a scale of "
+                        f"at most {min(ny, nx)} (or a larger domain)")
+    py, px = (-ny) % scale, (-nx) % scale
+    info = {"dims": (ydim, xdim), "shape": (ny, nx), "pad": (py, px)}
+    if py == 0 and px == 0:
+        return obj, info
+    g = describe(obj)
+    ext = {}
+    for d, axis, p in ((ydim, g.y, py), (xdim, g.x, px)):
+        step = axis[-1] - axis[-2] if axis.size > 1 else 1.0
+        ext[d] = np.concatenate([axis, axis[-1] + step * np.arange(1, p + 1)])
+    drop = [c for c in obj.coords if c != "crs" and set(obj[c].dims) & {ydim, xdim}]
+    out = obj.drop_vars(drop).pad({ydim: (0, py), xdim: (0, px)}, mode="constant")  # NaN for floats
+    coords = {ydim: (ydim, ext[ydim], dict(obj[ydim].attrs)), xdim: (xdim, ext[xdim], dict(obj[xdim].attrs))}
+    if g.kind != "latlon":
+        ii, jj = np.meshgrid(np.arange(ny + py, dtype=float), np.arange(nx + px, dtype=float), indexing="ij")
+        lat, lon = at_index(g, ii, jj)
+        lat[:ny, :nx], lon[:ny, :nx] = g.lat, g.lon  # the original cells keep their exact positions
+        coords["lat"] = ((ydim, xdim), lat, dict(obj["lat"].attrs))
+        coords["lon"] = ((ydim, xdim), lon, dict(obj["lon"].attrs))
+    out = out.assign_coords(coords)
+    log.info("%s: %d x %d is not a multiple of data.scale=%d; padded by %d row(s) and %d column(s) of invalid "
+             "(NaN, masked) cells to %d x %d; predictions are cut back to %d x %d", name, ny, nx, scale, py, px,
+             ny + py, nx + px, ny, nx)
+    return out, info
+
+
+def unpad(obj, padding: dict | None):
+    """Undo :func:`pad_to_multiple`: the first ``shape`` cells of the spatial dims (``padding`` as
+    returned there, or ``PairedData.padding``); anything without those dims is returned as is."""
+    if not padding or not any(padding.get("pad", (0, 0))):
+        return obj
+    (ydim, xdim), (ny, nx) = padding["dims"], padding["shape"]
+    sel = {d: slice(0, n) for d, n in ((ydim, ny), (xdim, nx)) if d in obj.dims}
+    return obj.isel(sel) if sel else obj

@@ -1,4 +1,6 @@
-"""Real static fields (surface elevation, land–sea mask) for any latitude/longitude grid.
+"""Real static fields (surface elevation, land–sea mask) for any grid: :func:`static_fields` on
+regular lat/lon axes, :func:`static_on` on any standardised grid (rotated pole, projected,
+curvilinear: sampled at every cell's true 2-D lat/lon).
 
 Both come from global files inside ordinary PyPI packages, so a user's own domain gets real static
 predictors with no download:
@@ -194,6 +196,86 @@ def _field(name: str, lat_bytes: bytes, lon_bytes: bytes) -> np.ndarray:
     return _block_mean(
         lambda a, b: np.unpackbits(packed[a:b], axis=1), (packed.shape[0], ncol), 1 / 120, 0.0, lat, lon
     )
+
+
+def _box_mean_2d(
+    read_rows: Callable[[int, int], np.ndarray],
+    shape: tuple[int, int],
+    res: float,
+    offset: float,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    dlat: np.ndarray,
+    dlon: np.ndarray,
+) -> np.ndarray:
+    """Mean of a global grid (as in :func:`_block_mean`) over a box around every cell of a 2-D
+    grid: the source cells whose centres lie within ``lat +- dlat/2``, ``lon +- dlon/2``; a box
+    holding no source centre takes the nearest source cell. Summed-area table over the window
+    the grid covers."""
+    nrow, ncol = shape
+    lon = np.unwrap(lon, period=360.0, axis=-1)
+
+    def row_of(x):  # fractional source row of a latitude
+        return (90.0 - x) / res - offset
+
+    def col_of(x):
+        return (x + 180.0) / res - offset
+
+    ra = np.ceil(row_of(lat + dlat / 2) - 1e-9).astype(np.int64)
+    rb = np.floor(row_of(lat - dlat / 2) + 1e-9).astype(np.int64) + 1
+    ca = np.ceil(col_of(lon - dlon / 2) - 1e-9).astype(np.int64)
+    cb = np.floor(col_of(lon + dlon / 2) + 1e-9).astype(np.int64) + 1
+    empty = (rb <= ra) | (cb <= ca)
+    nr, nc = np.rint(row_of(lat)).astype(np.int64), np.rint(col_of(lon)).astype(np.int64)
+    ra, rb = np.where(empty, nr, ra), np.where(empty, nr + 1, rb)
+    ca, cb = np.where(empty, nc, ca), np.where(empty, nc + 1, cb)
+    ra, rb = np.clip(ra, 0, nrow - 1), np.clip(rb, 1, nrow)
+    r0, r1, c0, c1 = int(ra.min()), int(rb.max()), int(ca.min()), int(cb.max())
+    cols = np.arange(c0, c1) % ncol  # across the date line
+    window = read_rows(r0, r1)[:, cols].astype(np.float64)
+    sat = np.zeros((window.shape[0] + 1, window.shape[1] + 1))
+    sat[1:, 1:] = window.cumsum(axis=0).cumsum(axis=1)
+    ra, rb, ca, cb = ra - r0, rb - r0, ca - c0, cb - c0
+    total = sat[rb, cb] - sat[ra, cb] - sat[rb, ca] + sat[ra, ca]
+    return (total / ((rb - ra) * (cb - ca))).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _field_2d(name: str, key: bytes, shape: tuple[int, int]) -> np.ndarray:
+    lat, lon, dlat, dlon = np.frombuffer(key, dtype=np.float64).reshape(4, *shape)
+    if name == "elevation":
+        alt = _altitude()
+        elev = _box_mean_2d(lambda a, b: alt[a:b], alt.shape, 1 / 12, 0.5, lat, lon, dlat, dlon)
+        return np.where(_field_2d("land_mask", key, shape) > 0, elev, np.float32(0.0))
+    packed = _landmask_packed()
+    ncol = packed.shape[1] * 8
+    return _box_mean_2d(lambda a, b: np.unpackbits(packed[a:b], axis=1), (packed.shape[0], ncol), 1 / 120, 0.0,
+                        lat, lon, dlat, dlon)
+
+
+def static_on(obj, names: Sequence[str] = STATIC_FIELDS) -> xr.Dataset:
+    """Real static fields on the grid of ``obj`` (a standardised Dataset/DataArray on any grid),
+    sampled at every cell's true position: the mean of the source cells inside the cell where it is
+    larger than the source's cells, the nearest source cell otherwise.
+
+    Returns a Dataset on ``obj``'s spatial dims with its spatial coordinates (and ``crs``).
+    """
+    from engine.data import grid as g
+
+    names = tuple(names)
+    unknown = [n for n in names if n not in STATIC_FIELDS]
+    if unknown:
+        raise DataError(f"unknown static field(s) {unknown}; accepted: {', '.join(STATIC_FIELDS)}")
+    dims = g.spatial_dims(obj)
+    coords = {c: obj.coords[c] for c in obj.coords if c == "crs" or (obj[c].dims and set(obj[c].dims) <= set(dims))}
+    if dims == ("lat", "lon") and obj["lat"].ndim == 1:
+        return static_fields(obj["lat"].values, obj["lon"].values, names).assign_coords(coords)
+    grid = g.describe(obj)
+    lat, lon = _check_grid(grid.lat, grid.lon)
+    dlat, dlon = g.cell_size(grid)
+    key = np.stack([grid.lat, grid.lon, dlat, dlon]).astype(np.float64).tobytes()
+    data_vars = {n: (dims, _field_2d(n, key, grid.shape).copy(), dict(_ATTRS[n])) for n in names}
+    return xr.Dataset(data_vars, coords=coords)
 
 
 def static_fields(lat: Sequence[float], lon: Sequence[float], names: Sequence[str] = STATIC_FIELDS) -> xr.Dataset:
