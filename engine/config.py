@@ -109,6 +109,9 @@ class DataConfig:
     time_window: int = 1
     bbox: tuple[float, float, float, float] | None = None
     catalog: str | None = None
+    # MOS: how the input is regridded onto the intermediate grid (engine.data.regrid.METHODS):
+    # auto = conservative/average where the input is finer than that grid, bilinear where coarser.
+    regrid_method: str = "auto"
     # DataLoader worker processes; None = chosen from the job's CPUs (engine.hardware).
     workers: int | None = None
     # Variables, levels and units (engine.data.predictors, engine.data.units):
@@ -231,9 +234,10 @@ class InferenceConfig:
     overlap: int = 16
     tile_batch: int = 16
     # predictions are written block by block: "netcdf" (predictions.nc, appended along time) or
-    # "zarr" (predictions.zarr, one region per block); ``block`` time steps per block.
+    # "zarr" (predictions.zarr, one region per block); ``block`` time steps per block (None: as
+    # many as fit in 256 MiB, aligned to the data's time chunks).
     format: str = "netcdf"
-    block: int = 64
+    block: int | None = None
     # baselines written beside the model (engine.inference.baselines): interpolations of the
     # native input and bias corrections fitted on the training period; () = none.
     baselines: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month",
@@ -267,6 +271,7 @@ PREDICTION_FORMATS = ("netcdf", "zarr")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
 DOWNSCALING = ("perfectprog", "mos")
+REGRID_METHODS = ("auto", "bilinear", "nearest", "average", "conservative")  # = engine.data.regrid.METHODS
 LEARNING = ("supervised", "gan", "diffusion")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++")
 DENOISERS = ("unet", "diffusers")
@@ -373,6 +378,7 @@ class ExperimentConfig:
             )
 
         _one_of("data", "downscaling", d.downscaling, DOWNSCALING)
+        _one_of("data", "regrid_method", d.regrid_method, REGRID_METHODS)
         if d.downscaling == "mos" and not d.lowres:
             raise ConfigError("data.lowres is required when data.downscaling='mos' (the low-resolution catalogue entry)")
         _positive("data", "scale", d.scale, 1)
@@ -496,7 +502,7 @@ class ExperimentConfig:
         _positive("inference", "overlap", inf.overlap, 0)
         _positive("inference", "tile_batch", inf.tile_batch, 1)
         _one_of("inference", "format", inf.format, PREDICTION_FORMATS)
-        _positive("inference", "block", inf.block, 1)
+        _count_or_auto("inference", "block", inf.block, 1)
         for name in inf.baselines:
             _one_of("inference", "baselines", name, BASELINE_NAMES)
         if not isinstance(t.seeds, int) or isinstance(t.seeds, bool) or t.seeds < 1:

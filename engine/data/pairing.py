@@ -3,14 +3,20 @@
 Two ways (``data.downscaling``):
 
 - ``perfectprog`` (perfect prognosis): the input is the target itself, block-mean coarsened by
-  ``scale`` (NaN-aware: a block's mean over its valid cells). The grid must be divisible by
-  ``scale``; ``data.bbox`` cuts it to a size that is.
+  ``scale`` in its native ``(y, x)`` or ``(lat, lon)`` (NaN-aware: a block's mean over its valid
+  cells).
 - ``mos`` (model output statistics): the input comes from another catalogue entry (``data.lowres``,
-  e.g. a GCM or reanalysis) at any resolution. Only the time steps both have are kept; the
-  high-resolution box must lie inside the low-resolution one. The input is regridded onto an
-  intermediate grid exactly ``scale`` times coarser than the target (the block centres of the
-  target grid): conservatively when the source is finer than that grid, bilinearly when coarser,
-  so a non-integer resolution ratio (0.3 degree -> 1/12 degree with scale 4) works.
+  e.g. a GCM or reanalysis) at any resolution and on any grid. Only the time steps both have are
+  kept; the target's true footprint must lie inside the input's (checked in any projection). The
+  input is regridded onto an intermediate grid exactly ``scale`` times coarser than the target
+  (the block centres of the target grid, in the target's projection) with ``data.regrid_method``
+  (:mod:`engine.data.regrid`; ``auto``: an area mean when the source is finer than that grid,
+  bilinear when coarser), so a non-integer resolution ratio (0.3 degree -> 1/12 degree with
+  scale 4) and a rotated-pole GCM under a Lambert-conformal target both work.
+
+Any target size works with any scale: a grid that is not a multiple of ``scale`` is padded at its
+ends with invalid (NaN, masked) cells whose coordinates continue the grid, and a log message says
+so; ``PairedData.padding`` records it and :func:`unpad` cuts predictions back to the original grid.
 
 Predictors (extra low-resolution variables) come from the low-resolution source (for PerfectProg,
 the coarsened high-resolution entry); static fields (elevation, land mask) on the target grid come
@@ -35,8 +41,9 @@ import xarray as xr
 from engine.data.catalog import open_dataset, standardise
 from engine.data.errors import DataError
 from engine.data.predictors import external_predictors, inputs, target_view
-from engine.data.regrid import block_mean, cell_edges, regrid
-from engine.data.static import static_fields
+from engine.data import grid
+from engine.data.regrid import block_mean, choose_method, regrid_to
+from engine.data.static import static_on
 from engine.data.timeaxis import check_times, fmt_times, match_times, time_index
 
 
@@ -73,6 +80,9 @@ class PairedData:
     lowres: str | None = None
     attrs: dict = field(default_factory=dict)
     target_as_input: bool = True  #: False: the model input is the predictors only (emulation)
+    #: how the target grid was padded to a multiple of ``scale``: ``{"dims", "shape" (original), "pad"
+    #: (rows, columns added at the ends)}``; :func:`unpad` cuts arrays back to the original grid.
+    padding: dict = field(default_factory=dict)
 
     @property
     def times(self) -> pd.Index:
@@ -87,12 +97,8 @@ class PairedData:
 
 
 def _box(ds) -> tuple[float, float, float, float]:
-    """(lat_min, lat_max, lon_min, lon_max) of the grid cells' outer edges."""
-    la, lo = ds.lat.values, ds.lon.values
-    if la.size < 2 or lo.size < 2:
-        return float(la.min()), float(la.max()), float(lo.min()), float(lo.max())
-    ey, ex = cell_edges(la), cell_edges(lo)
-    return float(ey[0]), float(ey[-1]), float(ex[0]), float(ex[-1])
+    """(lat_min, lat_max, lon_min, lon_max) of the grid cells' outer edges, on any grid."""
+    return grid.footprint(grid.describe(ds))
 
 
 def _fmt_box(b) -> str:
@@ -108,37 +114,53 @@ def _check_vars(ds: xr.Dataset, names, entry: str, role: str) -> None:
     for n in names:
         if n not in ds.data_vars:
             raise DataError(f"{role} variable {n!r} is not in entry {entry!r}; its variables: {', '.join(have)}")
-        if "lat" not in ds[n].dims or "lon" not in ds[n].dims or "time" not in ds[n].dims:
-            raise DataError(f"{role} variable {n!r} of entry {entry!r} has dims {ds[n].dims}; expected (time, lat, lon)")
+        dims = grid.spatial_dims(ds)
+        if not set(dims) <= set(ds[n].dims) or "time" not in ds[n].dims:
+            raise DataError(f"{role} variable {n!r} of entry {entry!r} has dims {ds[n].dims}; expected (time, {', '.join(dims)})")
 
 
 def _cut_bbox(ds: xr.Dataset, bbox, entry: str) -> xr.Dataset:
     if bbox is None:
         return ds
     lat_min, lat_max, lon_min, lon_max = bbox
-    out = ds.sel(lat=slice(lat_min, lat_max), lon=slice(lon_min, lon_max))
-    if out.sizes["lat"] == 0 or out.sizes["lon"] == 0:
+    ydim, xdim = grid.spatial_dims(ds)
+    if ydim == "lat":
+        out = ds.sel(lat=slice(lat_min, lat_max), lon=slice(lon_min, lon_max))
+    else:  # the smallest (y, x) rectangle holding every cell whose centre is in the box
+        lat, lon = grid.latlon(ds)
+        lon = lon_min + np.mod(lon - lon_min, 360.0)
+        rows, cols = np.nonzero((lat >= lat_min) & (lat <= lat_max) & (lon <= lon_max))
+        out = ds.isel({ydim: slice(rows.min(), rows.max() + 1) if rows.size else slice(0, 0),
+                       xdim: slice(cols.min(), cols.max() + 1) if cols.size else slice(0, 0)})
+    if out.sizes[ydim] == 0 or out.sizes[xdim] == 0:
         raise DataError(
             f"data.bbox={tuple(bbox)} contains no grid cell of entry {entry!r}, whose grid covers {_fmt_box(_box(ds))}"
         )
     return out
 
 
-def _check_divisible(hr: xr.DataArray, scale: int, entry: str) -> None:
-    ny, nx = hr.sizes["lat"], hr.sizes["lon"]
-    if ny % scale == 0 and nx % scale == 0:
-        return
-    ny2, nx2 = ny - ny % scale, nx - nx % scale
-    if ny2 == 0 or nx2 == 0:
-        raise DataError(f"the grid of entry {entry!r} ({ny} x {nx}) is smaller than data.scale={scale}")
-    ey, ex = cell_edges(hr.lat.values), cell_edges(hr.lon.values)
-    # a box that keeps the first ny2 x nx2 cells (its edges sit between cell centres)
-    suggestion = [round(float(v), 4) for v in (ey[0], ey[ny2], ex[0], ex[nx2])]
-    raise DataError(
-        f"data.scale={scale} does not divide the grid of entry {entry!r}: {ny} x {nx} (lat x lon); "
-        f"both sizes must be multiples of {scale}. Cut the domain with data.bbox, e.g. "
-        f"bbox: {suggestion} ({ny2} x {nx2})"
-    )
+def unpad(obj, pair: "PairedData"):
+    """``obj`` (on the paired target grid, possibly padded) cut back to the original target grid."""
+    return grid.unpad(obj, pair.padding)
+
+
+def _neighbourhood(ds: xr.Dataset, src, dst, margin: int = 2) -> xr.Dataset:
+    """The part of ``ds`` (on grid ``src``) around grid ``dst``: the index rectangle of ``dst``'s
+    footprint in ``src`` plus ``margin`` cells (all columns where it wraps a periodic grid)."""
+    lat, lon = grid.boundary(dst)
+    fi, fj = grid.fractional_index(src, np.concatenate([lat, dst.lat.ravel()]), np.concatenate([lon, dst.lon.ravel()]))
+    ydim, xdim = src.dims
+    ny, nx = src.shape
+    sel = {ydim: slice(max(int(np.floor(np.nanmin(fi))) - margin, 0), min(int(np.ceil(np.nanmax(fi))) + margin + 1, ny))}
+    if not src.periodic or np.nanmax(fj) - np.nanmin(fj) < nx / 2:
+        sel[xdim] = slice(max(int(np.floor(np.nanmin(fj))) - margin, 0), min(int(np.ceil(np.nanmax(fj))) + margin + 1, nx))
+    return ds.isel(sel)
+
+
+def _fit_to_scale(hr_vars: xr.Dataset, scale: int, entry: str) -> tuple[xr.Dataset, dict]:
+    """Pad the target grid at its ends to a multiple of ``scale`` (padded cells NaN = invalid);
+    :func:`engine.data.grid.unpad` with ``PairedData.padding`` cuts arrays back."""
+    return grid.pad_to_multiple(hr_vars, scale, f"the grid of entry {entry!r}")
 
 
 def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | None = None) -> PairedData:
@@ -181,11 +203,11 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         hr_ds, predictors = ins.ds, tuple(p for p in ins.predictors if p in ins.ds)
         _check_vars(hr_ds, predictors, hr_name, "predictor")
         hr_vars = _load(hr_ds[[cfg.variable, *[p for p in predictors if p != cfg.variable]]], hr_name)
+        _check_target(hr_vars[cfg.variable], hr_name)
+        hr_vars, padding = _fit_to_scale(hr_vars, scale, hr_name)
         hr = hr_vars[cfg.variable]
-        _check_target(hr, hr_name)
-        _check_divisible(hr, scale, hr_name)
-        lr = block_mean(hr_vars, scale)
-        lr_name = None
+        lr = block_mean(hr_vars, scale)  # perfect prognosis on any grid: block means in the native (y, x)
+        lr_name, method = None, "block mean"
     elif cfg.downscaling == "mos":
         if not cfg.lowres and lowres is None:
             raise DataError("data.downscaling='mos' needs data.lowres, the low-resolution catalogue entry")
@@ -197,34 +219,24 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         check_times(lr_ds.time, f"entry {lr_name!r}")
         # common steps by calendar date at the data's frequency (00:00 and 12:00 daily stamps pair)
         hr_pos, lr_pos = match_times(hr_ds.time, lr_ds.time, f"entry {hr_name!r}", f"entry {lr_name!r}")
-        hr_box, lr_box = _box(hr_ds), _box(lr_ds)
-        tol = 1e-6
-        inside = (
-            hr_box[0] >= lr_box[0] - tol
-            and hr_box[1] <= lr_box[1] + tol
-            and hr_box[2] >= lr_box[2] - tol
-            and hr_box[3] <= lr_box[3] + tol
-        )
-        if not inside:
-            raise DataError(
-                f"the high-resolution box of {hr_name!r} ({_fmt_box(hr_box)}) does not lie inside the "
-                f"low-resolution box of {lr_name!r} ({_fmt_box(lr_box)}); cut it with data.bbox"
-            )
+        # the target's true footprint inside the input's, whatever their projections
+        lr_grid = grid.describe(lr_ds)
+        grid.check_inside(grid.describe(hr_ds), lr_grid, f"high-resolution box of {hr_name!r}",
+                          f"low-resolution box of {lr_name!r}")
         hr = _load(hr_ds[[cfg.variable]].isel(time=hr_pos), hr_name)[cfg.variable]
         _check_target(hr, hr_name)
-        _check_divisible(hr, scale, hr_name)
-        # The intermediate grid: centres of scale x scale blocks of the target grid.
-        ilat = hr.lat.values.reshape(-1, scale).mean(axis=1)
-        ilon = hr.lon.values.reshape(-1, scale).mean(axis=1)
-        # Load only the neighbourhood of the target box (matters for large lazy archives).
-        dlat = abs(float(np.diff(lr_ds.lat.values[:2])[0])) if lr_ds.sizes["lat"] > 1 else 1.0
-        dlon = abs(float(np.diff(lr_ds.lon.values[:2])[0])) if lr_ds.sizes["lon"] > 1 else 1.0
-        near = lr_ds[[*[cfg.variable][: cfg.variable in lr_ds], *predictors]].isel(time=lr_pos).sel(
-            lat=slice(hr_box[0] - 2 * dlat, hr_box[1] + 2 * dlat),
-            lon=slice(hr_box[2] - 2 * dlon, hr_box[3] + 2 * dlon),
-        )
+        hr_vars, padding = _fit_to_scale(hr.to_dataset(), scale, hr_name)
+        hr = hr_vars[cfg.variable]
+        # The intermediate grid: centres of scale x scale blocks of the target grid (in the
+        # target's projection for a projected target).
+        inter = grid.block_centres(grid.describe(hr), scale)
+        method = choose_method(lr_grid, inter, getattr(cfg, "regrid_method", "auto"))
+        # Read only the neighbourhood of the target (matters for large lazy archives).
+        near = _neighbourhood(lr_ds[[*[cfg.variable][: cfg.variable in lr_ds], *predictors]].isel(time=lr_pos),
+                              lr_grid, inter)
         near = _load(near, lr_name)
-        lr = xr.Dataset({n: regrid(near[n], ilat, ilon).astype(np.float32) for n in near.data_vars})
+        crs_attrs = dict(hr.coords["crs"].attrs) if "crs" in hr.coords else None
+        lr = regrid_to(near, inter, method, crs_attrs=crs_attrs).astype(np.float32)
         lr = lr.assign_coords(time=hr.time.values)
         for n in lr.data_vars:
             lr[n].attrs = dict(lr_ds[n].attrs)
@@ -234,15 +246,15 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     if ins.external:  # predictors from their own entries, on their own grids -> the LR grid
         lr = lr.assign(external_predictors(cfg, ins.external, time_index(hr.time), lr, ins.sources))
     predictors = ins.predictors
-    lr = lr[[*[cfg.variable][: cfg.variable in lr], *predictors]].transpose("time", "lat", "lon")
-    static = static_fields(hr.lat.values, hr.lon.values, tuple(cfg.static))
-    static = static.assign_coords(lat=hr.lat, lon=hr.lon)
+    dims = grid.spatial_dims(hr)
+    lr = lr[[*[cfg.variable][: cfg.variable in lr], *predictors]].transpose("time", *dims)
+    static = static_on(hr, tuple(cfg.static))
     # The domain's valid support: one streaming pass over the target (chunk by chunk, never whole).
     mask = _compute(hr.notnull().any("time"), hr_name).rename("mask")
     mask.attrs = {"long_name": "target has data (True = valid)"}
     return PairedData(
         lr=lr,
-        hr=hr.transpose("time", "lat", "lon"),
+        hr=hr.transpose("time", *dims),
         static=static,
         mask=mask,
         scale=scale,
@@ -252,7 +264,8 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         downscaling=cfg.downscaling,
         highres=hr_name,
         lowres=lr_name,
-        attrs={"bbox": tuple(cfg.bbox) if cfg.bbox is not None else None},
+        attrs={"bbox": tuple(cfg.bbox) if cfg.bbox is not None else None, "regrid_method": method},
+        padding=padding,
     )
 
 

@@ -47,13 +47,30 @@ def test_mask_marks_always_missing_cells():
     assert not pair.mask.values[0].any() and pair.mask.values[1:].all()
 
 
-def test_scale_not_dividing_grid_suggests_bbox():
-    ds = _grid_ds(np.zeros((2, 6, 10)))
-    with pytest.raises(DataError, match=r"data.scale=4 does not divide the grid .* 6 x 10 .*data.bbox.*\[45.0, 46.0, 7.0, 9.0\]"):
-        make_pair(DataConfig(scale=4, static=()), highres=ds)
-    # the suggested bbox works
-    pair = make_pair(DataConfig(scale=4, static=(), bbox=(45.0, 46.0, 7.0, 9.0)), highres=ds)
-    assert pair.hr.shape == (2, 4, 8)
+def test_scale_not_dividing_grid_pads_reversibly(caplog):
+    v = np.arange(2 * 6 * 10, dtype=np.float32).reshape(2, 6, 10)
+    ds = _grid_ds(v)
+    with caplog.at_level("INFO", logger="engine.data.grid"):
+        pair = make_pair(DataConfig(scale=4, static=()), highres=ds)
+    assert "6 x 10 is not a multiple of data.scale=4; padded by 2 row(s) and 2 column(s)" in caplog.text
+    assert pair.hr.shape == (2, 8, 12) and pair.lr.t2m.shape == (2, 2, 3)
+    assert pair.padding == {"dims": ("lat", "lon"), "shape": (6, 10), "pad": (2, 2)}
+    # padded cells are invalid; their coordinates continue the grid
+    assert not pair.mask.values[6:].any() and not pair.mask.values[:, 10:].any() and pair.mask.values[:6, :10].all()
+    np.testing.assert_allclose(pair.hr.lat.values, 45.0 + 0.25 * (np.arange(8) + 0.5))
+    # the last block's mean is over its real cells only
+    assert pair.lr.t2m.values[0, 1, 2] == pytest.approx(np.mean(v[0, 4:6, 8:10]))
+    # and cutting back gives the original grid exactly
+    from engine.data.pairing import unpad
+
+    back = unpad(pair.hr, pair)
+    np.testing.assert_array_equal(back.values, v)
+    np.testing.assert_array_equal(back.lon.values, ds.lon.values)
+
+
+def test_scale_larger_than_domain():
+    with pytest.raises(DataError, match=r"data.scale=8 is larger than the grid of .* \(6 x 10\); accepted: a scale of at most 6"):
+        make_pair(DataConfig(scale=8, static=()), highres=_grid_ds(np.zeros((2, 6, 10))))
 
 
 def test_bbox_outside_data():
