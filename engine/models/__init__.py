@@ -33,6 +33,14 @@ def build_model(cfg: ModelConfig, in_channels: int, static_channels: int, scale:
     """
     BACKBONES.check(cfg.backbone)
     UPSAMPLERS.check(cfg.upsampling)
+    info = BACKBONES.info(cfg.backbone)
+    if info.get("standalone"):  # a whole network (DeepESD), not a backbone in front of an upsampler
+        allowed = info.get("upsampling")
+        if allowed and cfg.upsampling not in allowed:
+            raise ValueError(f"backbone {cfg.backbone!r} cannot be combined with upsampling {cfg.upsampling!r}; "
+                             f"accepted: {', '.join(allowed)}")
+        return BACKBONES.get(cfg.backbone)(cfg, in_channels, static_channels, scale, time_window=time_window,
+                                           grid_shape=grid_shape)
     return DownscalingNet(cfg, in_channels, static_channels, scale, time_window=time_window, grid_shape=grid_shape)
 
 

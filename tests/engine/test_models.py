@@ -38,6 +38,11 @@ def _inputs(scale: int, batch: int = 2, seed: int = 0, time_window: int = 1):
     return torch.randn(*shape, generator=g), torch.randn(batch, STATIC, LR * scale, LR * scale, generator=g)
 
 
+def _default_upsampling(backbone: str) -> str:
+    allowed = BACKBONES.info(backbone).get("upsampling")
+    return "spc" if not allowed or "spc" in allowed else allowed[0]
+
+
 def _tiny(**changes) -> ModelConfig:
     return ModelConfig(**{"filters": 4, "blocks": 1, **changes})
 
@@ -76,7 +81,7 @@ def test_combination_shapes_gradients_and_checkpoint(backbone, upsampling, scale
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 @pytest.mark.parametrize("norm", ["batch", "layer", "none"])
 def test_normalisations_and_activations(backbone, norm):
-    upsampling = "pin" if backbone == "unet" else "spc"
+    upsampling = _default_upsampling(backbone)
     for act in ("gelu", "prelu") if norm == "layer" else ("relu",):
         net = build_model(_tiny(backbone=backbone, upsampling=upsampling, normalization=norm, activation=act,
                                 dropout=0.1), IN, STATIC, 2)
@@ -143,7 +148,7 @@ def test_build_refuses_bad_combinations_with_the_accepted_ones():
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_mc_dropout_samples_at_inference_and_switches_off(backbone):
-    upsampling = "pin" if backbone == "unet" else "spc"
+    upsampling = _default_upsampling(backbone)
     torch.manual_seed(0)
     net = build_model(_tiny(backbone=backbone, upsampling=upsampling, dropout=0.3, mc_dropout=True, filters=8),
                       IN, STATIC, 2).eval()
@@ -247,7 +252,7 @@ def test_overfits_one_batch(backbone):
     from engine.training.losses import mae
 
     torch.manual_seed(0)
-    upsampling = "pin" if backbone == "unet" else "spc"
+    upsampling = _default_upsampling(backbone)
     net = build_model(_tiny(backbone=backbone, upsampling=upsampling, filters=8, residual=False), IN, STATIC, 2)
     x, static = _inputs(2, batch=4)
     y = torch.nn.functional.avg_pool2d(static[:, :1], 3, 1, 1) + x[:, :1].repeat_interleave(2, -1).repeat_interleave(2, -2)

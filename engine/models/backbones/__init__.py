@@ -6,4 +6,4 @@ Registry info: ``upsampling`` (allowed upsampling methods, None = all), ``tempor
 behind the recurrent (ConvGRU) encoder on spatio-temporal samples).
 """
 
-from engine.models.backbones import convnet, convnext, densenet, resnet, swin, unet  # noqa: F401  (registers)
+from engine.models.backbones import convnet, convnext, deepesd, densenet, resnet, swin, unet  # noqa: F401  (registers)
