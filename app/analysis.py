@@ -52,33 +52,42 @@ def _runs_with_predictions(app):
             yield row["run_id"], path
 
 class _Predictions:
-    """predictions.nc of runs, read into memory once per file version (per session)."""
+    """predictions.nc of runs, from the server-wide cache (:mod:`app.cache`: read once per file
+    version for every session and view)."""
 
     def __init__(self, app: AppState):
         self.app = app
-        self._cache: dict[str, tuple[tuple, Any]] = {}
 
     def get(self, run_id: str):
-        import xarray as xr
-
         from engine.runs import RunStoreError
+
+        from . import cache
 
         try:
             run = self.app.store.get(run_id)
         except RunStoreError:
             return None
-        path = run.predictions_path
-        if not path.exists():
-            return None
-        st = path.stat()
-        key = (st.st_mtime, st.st_size)
-        hit = self._cache.get(run_id)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        with xr.open_dataset(path) as ds:
-            ds = ds.load()
-        self._cache[run_id] = (key, ds)
-        return ds
+        return cache.predictions(run.predictions_path)
+
+
+class _Shared:
+    """Dict-like view of :mod:`app.cache` for values derived from predictions (shared by every
+    session of the server)."""
+
+    def __contains__(self, key) -> bool:
+        from . import cache
+
+        return cache.peek(key) is not None
+
+    def __getitem__(self, key):
+        from . import cache
+
+        return cache.peek(key)
+
+    def __setitem__(self, key, value) -> None:
+        from . import cache
+
+        cache.get(key, lambda: value)
 
 
 def _labels(ds) -> list[str]:
@@ -350,33 +359,29 @@ class EnsembleState(param.Parameterized):
     version = param.Integer(default=0)
 
     def __init__(self, **params: Any):
+        run = params.pop("run", None)
         super().__init__(**params)
         self._preds = _Predictions(self.app)
-        self._cache: dict[tuple, Any] = {}
+        self._cache = _Shared()  # derived values shared by every session (app.cache)
         self.app.param.watch(lambda *e: self.refresh(), ["runs"])
         self.refresh()
+        if run is not None:  # EnsembleState(app=..., run=...): a run with members
+            if run not in self.param.run.objects:
+                raise ValueError(f"run={run!r} has no ensemble predictions; accepted: "
+                                 f"{[o for o in self.param.run.objects if o is not None]}")
+            self.run = run
+        self._on_run()
 
     def refresh(self) -> None:
         """Offer runs whose predictions have a ``member`` dimension (checked once per file)."""
-        import netCDF4  # noqa: F401  (xarray's backend; imported here so pyproj came first)
-        import xarray as xr
+        from . import cache
 
-        ids = []
-        for run_id, path in _runs_with_predictions(self.app):
-            st = path.stat()
-            key = ("has-members", run_id, st.st_mtime, st.st_size)
-            if key not in self._cache:
-                try:
-                    with xr.open_dataset(path) as ds:  # only the header is read
-                        self._cache[key] = "member" in ds.dims and ds.sizes["member"] > 1
-                except Exception:
-                    self._cache[key] = False
-            if self._cache[key]:
-                ids.append(run_id)
+        # Only the header of each file is read, once per file version for the whole server.
+        ids = [run_id for run_id, path in _runs_with_predictions(self.app) if cache.has_members(path)]
         if ids != [o for o in self.param.run.objects if o is not None]:
             set_choices(self, "run", ids)
 
-    @param.depends("run", watch=True, on_init=True)
+    @param.depends("run", watch=True)
     def _on_run(self) -> None:
         ds = self.dataset
         labels = _labels(ds) if ds is not None else []
@@ -390,6 +395,13 @@ class EnsembleState(param.Parameterized):
     @property
     def dataset(self):
         return self._preds.get(self.run) if self.run else None
+
+    def _file_key(self) -> tuple:
+        """The selected run's predictions file version (path, mtime, size): derived values are
+        shared per version."""
+        from . import cache
+
+        return cache.file_key("predictions", self.app.store.get(self.run).predictions_path) or (self.run,)
 
     @property
     def members(self) -> int:
@@ -426,7 +438,7 @@ class EnsembleState(param.Parameterized):
         ds = self.dataset
         if ds is None:
             return None
-        key = ("rank", self.run, ds.attrs.get("history", ""))
+        key = ("rank", *self._file_key())
         if key not in self._cache:
             from engine.evaluation.probabilistic import rank_histogram
 
@@ -438,7 +450,7 @@ class EnsembleState(param.Parameterized):
         ds = self.dataset
         if ds is None:
             return {}
-        key = ("scores", self.run, ds.attrs.get("history", ""))
+        key = ("scores", *self._file_key())
         if key not in self._cache:
             from engine.evaluation import probabilistic as P
 
@@ -466,7 +478,7 @@ class EnsembleState(param.Parameterized):
         ds = self.dataset
         if ds is None:
             return pd.DataFrame(columns=["spread", "rmse", "count"])
-        key = ("spread-skill", self.run, bins, ds.attrs.get("history", ""))
+        key = ("spread-skill", bins, *self._file_key())
         if key not in self._cache:
             ens = ds["model"]
             m = ens.sizes["member"]

@@ -155,7 +155,7 @@ class CatalogueState(param.Parameterized):
                 lr = lr.sel(time=hr["time"].values, method="nearest") if "time" in hr.coords else lr.isel(time=0)
             out["lr"] = lr.load()
         else:
-            s = max(int(app.scale), 1)
+            s = max(int(app.scale or 1), 1)  # an emptied scale field: shown as is until fixed
             out["lr"] = hr.coarsen(lat=s, lon=s, boundary="trim").mean()
         out["lr"].attrs = dict(hr.attrs)
         out.update(self.static())

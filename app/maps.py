@@ -42,7 +42,7 @@ def _regular(values: np.ndarray) -> bool:
     return bool(np.allclose(step, step[0], rtol=1e-3, atol=0))
 
 
-def map_element(da, title: str, value_name: str, units: str = "", **opts):
+def map_element(da, title: str, value_name: str, units: str = "", group: str | None = None, **opts):
     """A holoviews ``Image`` (regular grid) or ``QuadMesh`` (irregular) of a ``(lat, lon)`` array.
 
     Parameters
@@ -50,7 +50,11 @@ def map_element(da, title: str, value_name: str, units: str = "", **opts):
     da : xarray.DataArray
         ``(lat, lon)`` field; NaN where masked.
     title : str
-        Plot title; also the element's group, so that options never leak between maps.
+        Plot title (it may change from frame to frame: the date of the shown time).
+    group : str, optional
+        The element's group, so that options never leak between maps (default: from the
+        title). A DynamicMap whose title changes per frame must give a fixed group: a new group
+        per frame makes holoviews rebuild the overlay and drop its other layers (coastlines).
     value_name : str
         Name of the value dimension (the colour bar's label).
     units : str
@@ -69,7 +73,7 @@ def map_element(da, title: str, value_name: str, units: str = "", **opts):
     lat, lon = da["lat"].values, da["lon"].values
     vdim = hv.Dimension(value_name, label=value_name, unit=units or None)
     data = (lon, lat, np.asarray(da.values, dtype=float))
-    group = "".join(c for c in title.title() if c.isalnum()) or "Map"
+    group = "".join(c for c in (group or title).title() if c.isalnum()) or "Map"
     kind = hv.Image if _regular(lat) and _regular(lon) else hv.QuadMesh
     element = kind(data, kdims=kdims(), vdims=[vdim], group=group)
     return element.opts(title=title, **opts)
@@ -161,3 +165,12 @@ def region_box(region):
     boxes = [] if region is None else [(region[2], region[0], region[3], region[1])]
     return hv.Rectangles(boxes, kdims=dims).opts(fill_alpha=0, line_color="magenta", line_width=2,
                                                  line_dash="dashed", tools=[])
+
+
+def dated(title: str, label: str | None) -> str:
+    """A map title with the date of the shown time: ``"Truth — 2003-07-01"`` (midnight
+    times without the hour)."""
+    if not label:
+        return title
+    label = label[:-6] if label.endswith(" 00:00") else label
+    return f"{title} — {label}"

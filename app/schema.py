@@ -19,6 +19,7 @@ Example
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import typing
 from typing import Any
@@ -110,6 +111,10 @@ def _parameter(section: str, f: dataclasses.Field) -> param.Parameter:
     doc = f"{label} (engine.config.{_sections()[section].__name__})"
     optional = type(None) in typing.get_args(f.type)
     accepted = choices(section, f.name)
+    if isinstance(default, dict) or typing.get_origin(f.type) in (dict, typing.Mapping, collections.abc.Mapping):
+        # A mapping (data.variable_map, data.units, data.levels): round-trips through YAML
+        # files, not shown as a widget (precedence < 0).
+        return param.Dict(default=dict(default or {}), doc=doc, label=label, precedence=-1)
     if isinstance(default, tuple) or typing.get_origin(f.type) is tuple:
         return param.ListSelector(default=list(default or ()), objects=list(accepted or default or ()), doc=doc,
                                   label=label)
@@ -161,7 +166,9 @@ class _OptionsBase(param.Parameterized):
                 name = f"{section}_{f.name}"
                 value = getattr(getattr(config, section), f.name)
                 p = self.param[name]
-                if isinstance(p, param.ListSelector):
+                if isinstance(p, param.Dict):
+                    value = dict(value or {})
+                elif isinstance(p, param.ListSelector):
                     value = list(value or ())
                     p.objects = list(dict.fromkeys([*p.objects, *value]))
                 elif isinstance(p, param.Selector) and value not in p.objects:

@@ -765,12 +765,12 @@ class AppState(param.Parameterized):
         key = (run.run_id, stat.st_mtime, stat.st_size, scores_mtime)
         if key == self._predictions_key:
             return
-        import xarray as xr
+        from . import cache
 
-        # Read into memory and close: the file may be rewritten, and an open handle would
-        # keep a deleted run folder's file alive.
-        with xr.open_dataset(path) as ds:
-            ds = ds.load()
+        # Shared by every session and view of the server (app.cache), read once per version.
+        ds = cache.predictions(path)
+        if ds is None:
+            return
         self._predictions_key = key
         self._set_results(ds, run)
 

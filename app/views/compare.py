@@ -12,7 +12,9 @@ import param
 from panel.viewable import Viewer
 
 from ..analysis import CompareState
-from ..maps import aspect_of, coastline, land_mask, map_element, maybe_rasterize, region_box, robust_clim
+from ..colours import kind_of_array
+from ..colours import options as colour_options
+from ..maps import aspect_of, coastline, dated, land_mask, map_element, maybe_rasterize, region_box, robust_clim
 from ..state import AppState
 
 
@@ -66,7 +68,8 @@ class CompareView(Viewer):
         var = str(cmp.reference.attrs.get("variable", "value")) or "value"
         common = dict(colorbar=True, frame_width=self.width - 90, aspect=aspect_of(lat, lon),
                       tools=["hover", "tap"])
-        clim = robust_clim(cmp.reference["truth"].values)
+        kind = kind_of_array(cmp.reference["truth"], var)
+        values = colour_options(kind, cmp.reference["truth"].values)
         coast = coastline(land_mask(lat, lon))
         npix = truth.size
         marker = hv.DynamicMap(
@@ -87,8 +90,8 @@ class CompareView(Viewer):
         err_top = 0.0
         for label, run_id, variable in sources:
             def frame(time, run_id=run_id, variable=variable, label=label):
-                return map_element(cmp.field(run_id, variable, time), label, var, units, cmap="RdYlBu_r", clim=clim,
-                                   **common)
+                return map_element(cmp.field(run_id, variable, time), dated(label, time), var, units, group=label,
+                                   **values, **common)
 
             dmap = hv.DynamicMap(frame, streams=dict(time=cmp.param.time))
             panels.append(tapped(maybe_rasterize(dmap, npix, **common)) * coast * marker * region)
@@ -101,14 +104,14 @@ class CompareView(Viewer):
         err_clim = (-err_top * 1.5 or -1.0, err_top * 1.5 or 1.0)
         for label, run_id, variable in sources[1:]:
             def err_frame(time, run_id=run_id, variable=variable, label=label):
-                return map_element(cmp.error(run_id, variable, time), f"Error {label}", "error", units,
-                                   cmap="RdBu_r", clim=err_clim, **common)
+                return map_element(cmp.error(run_id, variable, time), dated(f"Error {label}", time), "error", units,
+                                   group=f"Error {label}", **colour_options("error", clim=err_clim), **common)
 
             dmap = hv.DynamicMap(err_frame, streams=dict(time=cmp.param.time))
             errors.append(tapped(maybe_rasterize(dmap, npix, **common)) * coast * marker)
         for label, rmse in rmses:
-            element = map_element(rmse, f"RMSE {label}", "rmse", units, cmap="magma", clim=(0.0, err_top or 1.0),
-                                  **common)
+            element = map_element(rmse, f"RMSE {label} (period)", "rmse", units,
+                                  **colour_options("spread", clim=(0.0, err_top or 1.0)), **common)
             rmses_el = tapped(maybe_rasterize(element, npix, **common)) * coast * marker
             errors.append(rmses_el)
         return hv.Layout(panels + errors).cols(3).opts(shared_axes=True)

@@ -12,7 +12,9 @@ import param
 from panel.viewable import Viewer
 
 from ..catalogue import CatalogueState
-from ..maps import aspect_of, coastline, land_mask, map_element, maybe_rasterize, region_box, robust_clim
+from ..colours import kind_of_array
+from ..colours import options as colour_options
+from ..maps import aspect_of, coastline, dated, land_mask, map_element, maybe_rasterize, region_box
 from ..state import AppState
 
 
@@ -102,7 +104,8 @@ class DataView(Viewer):
         units = str(hr.attrs.get("units", ""))
         var = self.state.variable or "value"
         lat, lon = hr["lat"].values, hr["lon"].values
-        clim = robust_clim(hr.values)
+        kind = kind_of_array(hr, var)
+        values = colour_options(kind, hr.values)
         common = dict(colorbar=True, frame_width=self.width - 90, aspect=aspect_of(lat, lon), tools=["hover"])
         coast = coastline(land_mask(lat, lon))
         npix = hr.size
@@ -111,7 +114,8 @@ class DataView(Viewer):
         def frame(time_index, which):
             f = data.fields(time_index)[which]
             title = {"hr": f"High-res target {var}", "lr": f"Low-res input {var}"}[which]
-            return map_element(f, title, var, units, cmap="RdYlBu_r", clim=clim, **common)
+            label = data.times[time_index] if 0 <= time_index < len(data.times) else None
+            return map_element(f, dated(title, label), var, units, group=title, **values, **common)
 
         hr_map = hv.DynamicMap(lambda time_index: frame(time_index, "hr"),
                                streams=dict(time_index=data.param.time_index))

@@ -132,24 +132,25 @@ class ExperimentView(Viewer):
 
     def _section_card(self, section: str) -> pn.Card:
         """A card with the generated widgets of one configuration section, each with its error line."""
-        names = [n for n in self.state.options.param if n.startswith(f"{section}_")]
+        names = [n for n in self.state.options.param if n.startswith(f"{section}_")
+                 and not isinstance(self.state.options.param[n], param.Dict)]  # mappings: YAML only
         rows = []
         for name in names:
             p = self.state.options.param[name]
             label = p.label or name
             css = [f"fs-opt-{name}"]
             if isinstance(p, param.ListSelector):
-                widget = pn.widgets.MultiChoice.from_param(p, name=label, css_classes=css)
+                widget = pn.widgets.MultiChoice.from_param(p, label=label, css_classes=css)
             elif isinstance(p, param.Boolean):
-                widget = pn.widgets.Checkbox.from_param(p, name=label, css_classes=css)
+                widget = pn.widgets.Checkbox.from_param(p, label=label, css_classes=css)
             elif isinstance(p, param.Integer):
-                widget = pn.widgets.IntInput.from_param(p, name=label, css_classes=css)
+                widget = pn.widgets.IntInput.from_param(p, label=label, css_classes=css)
             elif isinstance(p, param.Number):
-                widget = pn.widgets.FloatInput.from_param(p, name=label, css_classes=css)
+                widget = pn.widgets.FloatInput.from_param(p, label=label, css_classes=css)
             elif isinstance(p, param.Selector):
-                widget = pn.widgets.Select.from_param(p, name=label, css_classes=css)
+                widget = pn.widgets.Select.from_param(p, label=label, css_classes=css)
             else:
-                widget = pn.widgets.TextInput.from_param(p, name=label, css_classes=css)
+                widget = pn.widgets.TextInput.from_param(p, label=label, css_classes=css)
             rows.append(self._field(f"{section}.{name[len(section) + 1:]}", widget))
         form = pn.Column(*rows, sizing_mode="stretch_width", css_classes=[f"fs-options-{section}"])
         return pn.Card(form, title=self.SECTION_TITLES[section], collapsed=True, sizing_mode="stretch_width",

@@ -5,12 +5,13 @@ Coastlines are drawn offline (see :mod:`app.maps`).
 
 from __future__ import annotations
 
-import numpy as np
 import panel as pn
 import param
 from panel.viewable import Viewer
 
-from ..maps import coastline, land_mask, map_element  # noqa: F401  (map_element re-exported)
+from ..colours import kind_of_array, limits
+from ..colours import options as colour_options
+from ..maps import aspect_of, coastline, dated, land_mask, map_element  # noqa: F401  (map_element re-exported)
 from ..state import AppState
 
 #: Above this many pixels a map is rasterized by datashader on the server (aggregated to the
@@ -34,13 +35,49 @@ class ResultsView(Viewer):
 
     state = param.ClassSelector(class_=AppState)
     width = param.Integer(default=420, doc="Width of one map in pixels.")
+    clim = param.Range(default=None, allow_None=True, doc="Colour limits of truth, bicubic and model (None: from "
+                                                         "the data's 1st and 99th percentiles over the period).")
 
     def _time_widget(self):
         labels = self.state.times
         if len(labels) < 2:
             return pn.pane.Markdown(f"Time: **{labels[0]}**" if labels else "")
-        return pn.widgets.DiscreteSlider.from_param(self.state.param.selected_time, label="Time",
-                                                    css_classes=["fs-time-slider"], sizing_mode="stretch_width")
+        slider = pn.widgets.DiscreteSlider.from_param(self.state.param.selected_time, label="Time",
+                                                      css_classes=["fs-time-slider"], sizing_mode="stretch_width")
+        # A player steps through the dates (one frame a second: each is a server round trip).
+        player = pn.widgets.DiscretePlayer.from_param(self.state.param.selected_time, interval=1000,
+                                                      loop_policy="once", show_value=False, visible_buttons=[
+                                                          "previous", "play", "pause", "next"],
+                                                      css_classes=["fs-time-player"], width=260, sizing_mode="fixed")
+        return pn.Row(slider, player, sizing_mode="stretch_width")
+
+    def _clim_widget(self, auto: tuple[float, float]):
+        """Two number boxes for the colour limits (empty: automatic), and a reset button."""
+        lo, hi = self.clim or auto
+        low = pn.widgets.FloatInput(label="Colour min", value=round(float(lo), 4), width=120, sizing_mode="fixed",
+                                    css_classes=["fs-clim-min"])
+        high = pn.widgets.FloatInput(label="Colour max", value=round(float(hi), 4), width=120, sizing_mode="fixed",
+                                     css_classes=["fs-clim-max"])
+        reset = pn.widgets.Button(label="Auto", width=70, sizing_mode="fixed", css_classes=["fs-clim-auto"])
+
+        def apply(*events):
+            if low.value is not None and high.value is not None and high.value > low.value:
+                self.clim = (float(low.value), float(high.value))
+
+        low.param.watch(apply, "value")
+        high.param.watch(apply, "value")
+        reset.on_click(lambda e: setattr(self, "clim", None))
+        return pn.Row(low, high, reset, css_classes=["fs-clim"], sizing_mode="stretch_width")
+
+    def auto_clim(self) -> tuple[float, float] | None:
+        """The automatic colour limits of the selected run's fields (by kind of variable)."""
+        s = self.state
+        ds = s.predictions
+        if ds is None:
+            return None
+        truth = ds["truth"] if "truth" in ds else None
+        kind = kind_of_array(truth if truth is not None else ds[s.MAP_FIELDS[2]], s.variable_name)
+        return limits(truth.values if truth is not None else ds["model"].values, kind)
 
     def maps(self):
         """The 2 x 2 layout of linked maps (a holoviews ``Layout``), or None without results."""
@@ -54,33 +91,29 @@ class ResultsView(Viewer):
         units = str(truth.attrs.get("units", "")) if truth is not None else ""
         variable = s.variable_name or (truth.name if truth is not None else "value") or "value"
         ds = s.predictions
+        kind = kind_of_array(ds["truth"] if "truth" in ds else truth, variable)
         # One colour scale for truth, bicubic and model, fixed over the period so it does not
         # jump when the time changes; robust percentiles ignore a few extreme pixels.
-        values = np.asarray(ds["truth"].values if "truth" in ds else truth.values, dtype=float)
-        finite = values[np.isfinite(values)]
-        clim = tuple(float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
+        clim = self.clim or self.auto_clim()
+        value_opts = colour_options(kind, clim=clim)
         coast = coastline(land_mask(ds["lat"].values, ds["lon"].values))  # thinned on large grids
         big = truth is not None and truth.size > RASTERIZE_ABOVE
         panels = []
-        # Frames shaped like the domain (a degree of longitude is cos(lat) of a degree of latitude).
         lat, lon = ds["lat"].values, ds["lon"].values
-        span_lat = float(np.ptp(lat)) or 1.0
-        span_lon = float(np.ptp(lon)) * float(np.cos(np.deg2rad(np.mean(lat)))) or 1.0
-        aspect = float(np.clip(span_lon / span_lat, 0.5, 3.0))
-        common = dict(colorbar=True, frame_width=self.width - 90, aspect=aspect, tools=["hover"])
+        common = dict(colorbar=True, frame_width=self.width - 90, aspect=aspect_of(lat, lon), tools=["hover"])
         for name in s.MAP_FIELDS:
             if s.map_field(name) is None:
                 continue
             if name == "rmse":
                 rmse = s.map_field("rmse")
-                top = float(np.nanmax(rmse.values)) if np.isfinite(rmse.values).any() else 1.0
-                element = map_element(rmse, _TITLES[name], "rmse", units, cmap="magma", clim=(0.0, top or 1.0), **common)
+                element = map_element(rmse, _TITLES[name], "rmse", units, **colour_options("spread", rmse.values), **common)
             else:
                 def frame(time, name=name):
                     # Options are set on each frame's element, not on the DynamicMap, so the four
-                    # maps keep their own titles and colour maps.
-                    return map_element(s.map_field(name, time), _TITLES[name], variable, units,
-                                       cmap="RdYlBu_r", clim=clim, **common)
+                    # maps keep their own titles and colour maps; the group stays fixed while
+                    # the title carries the date.
+                    return map_element(s.map_field(name, time), dated(_TITLES[name], time), variable, units,
+                                       group=_TITLES[name], **value_opts, **common)
 
                 # A DynamicMap keeps the plot and only swaps the data when the time changes.
                 element = hv.DynamicMap(frame, streams=dict(time=s.param.selected_time))
@@ -92,7 +125,7 @@ class ResultsView(Viewer):
         # Shared axes: zooming or panning one map moves all four.
         return hv.Layout(panels).cols(2).opts(shared_axes=True)
 
-    @param.depends("state.results_version")
+    @param.depends("state.results_version", "clim")
     def _maps_pane(self):
         layout = self.maps()
         if layout is None:
@@ -104,6 +137,7 @@ class ResultsView(Viewer):
         return pn.Column(
             pn.pane.Markdown(f"#### Maps — run `{self.state.selected_run}`", css_classes=["fs-maps-title"]),
             self._time_widget(),
+            self._clim_widget(self.auto_clim() or (0.0, 1.0)),
             pn.pane.HoloViews(layout, css_classes=["fs-maps"], linked_axes=False),
             sizing_mode="stretch_width",
         )

@@ -11,7 +11,9 @@ import param
 from panel.viewable import Viewer
 
 from ..analysis import EnsembleState
-from ..maps import aspect_of, coastline, land_mask, map_element, maybe_rasterize, robust_clim
+from ..colours import kind_of_array
+from ..colours import options as colour_options
+from ..maps import aspect_of, coastline, dated, land_mask, map_element, maybe_rasterize
 from ..state import AppState
 
 _TITLES = {"truth": "Truth", "member": "Member", "mean": "Ensemble mean", "spread": "Spread (member std)",
@@ -60,19 +62,27 @@ class UncertaintyView(Viewer):
         units = str(ds["truth"].attrs.get("units", ""))
         var = str(ds.attrs.get("variable", "value")) or "value"
         common = dict(colorbar=True, frame_width=self.width - 90, aspect=aspect_of(lat, lon), tools=["hover"])
-        clim = robust_clim(ds["truth"].values)
-        spread_top = robust_clim(ds["model"].isel(time=slice(0, 8)).std("member").values, hi=99.5)[1] if "time" in ds.dims \
-            else robust_clim(fields["spread"].values)[1]
+        kind = kind_of_array(ds["truth"], var)
+        # Colour ranges over (up to) the first 8 times, so they do not jump with the slider.
+        first = ds.isel(time=slice(0, 8)) if "time" in ds.dims else ds
+        values = colour_options(kind, first["truth"].values)
+        spread = first["model"].std("member")
+        # The error of the mean gets its own symmetric range: tied to the spread it showed
+        # +-0.02 K where the errors are about 1 K.
+        error = first["model"].mean("member") - first["truth"]
         coast = coastline(land_mask(lat, lon))
-        opts = {"truth": dict(cmap="RdYlBu_r", clim=clim), "member": dict(cmap="RdYlBu_r", clim=clim),
-                "mean": dict(cmap="RdYlBu_r", clim=clim), "spread": dict(cmap="viridis", clim=(0.0, spread_top or 1.0)),
-                "error": dict(cmap="RdBu_r", clim=(-3 * (spread_top or 1.0), 3 * (spread_top or 1.0)))}
+        opts = {"truth": values, "member": values, "mean": values,
+                "spread": colour_options("spread", spread.values),
+                "error": colour_options("error", error.values)}
         panels = []
         for name in ("truth", "member", "mean", "spread", "error"):
             def frame(time, member, name=name):
                 title = f"Member {member}" if name == "member" else _TITLES[name]
                 value = "spread" if name == "spread" else ("error" if name == "error" else var)
-                return map_element(ens.fields(time, member)[name], title, value, units, **opts[name], **common)
+                # A fixed group per map: the title changes with the member and the date, and a
+                # new group per frame would drop the coastline layer of the overlay.
+                return map_element(ens.fields(time, member)[name], dated(title, time), value, units,
+                                   group=_TITLES[name], **opts[name], **common)
 
             dmap = hv.DynamicMap(frame, streams=dict(time=ens.param.time, member=ens.param.member))
             panels.append(maybe_rasterize(dmap, truth.size, **common) * coast)
@@ -103,16 +113,26 @@ class UncertaintyView(Viewer):
             title="Rank histogram (flat = calibrated)", height=280, responsive=True, tools=["hover"], color="#1f6f8b")
         flat = hv.HLine(1.0 / (m + 1)).opts(color="black", line_dash="dashed")
         ss = self.ens.spread_skill()
-        top = float(max(ss["spread"].max(), ss["rmse"].max())) if len(ss) else 1.0
+        # Axes fitted to the bins (both the same range, so the 1:1 line is the diagonal): from
+        # 0 they squashed every bin into a corner when spread and error are far from 0.
+        if len(ss):
+            lo = float(min(ss["spread"].min(), ss["rmse"].min()))
+            hi = float(max(ss["spread"].max(), ss["rmse"].max()))
+            pad = 0.08 * (hi - lo) or 0.1 * abs(hi) or 1.0
+            lim = (lo - pad, hi + pad)
+        else:
+            lim = (0.0, 1.0)
+        units = str(self.ens.dataset["truth"].attrs.get("units", "")) if self.ens.dataset is not None else ""
+        suffix = f" ({units})" if units else ""
         skill = (hv.Curve(ss, "spread", "rmse").opts(line_width=2) * hv.Scatter(ss, "spread", "rmse").opts(size=7, tools=["hover"])
-                 * hv.Curve([(0, 0), (top, top)]).opts(color="gray", line_dash="dashed")).opts(
-            title="Spread–skill (1:1 = calibrated)", xlabel="spread (binned)", ylabel="RMSE of the mean", height=280,
-            responsive=True, show_grid=True)
+                 * hv.Curve([(lim[0], lim[0]), (lim[1], lim[1])]).opts(color="gray", line_dash="dashed")).opts(
+            title="Spread–skill (1:1 = calibrated)", xlabel=f"spread (binned){suffix}", ylabel=f"RMSE of the mean{suffix}",
+            height=320, width=380, xlim=lim, ylim=lim, show_grid=True)
         scores = self.ens.scores()
         text = " · ".join(f"{k.replace('_', ' ')} **{v:.4g}**" for k, v in scores.items())
         return pn.Column(pn.pane.Markdown(text, css_classes=["fs-ens-scores"]),
                          pn.Row(pn.pane.HoloViews(bars * flat, css_classes=["fs-rank-histogram"], sizing_mode="stretch_width"),
-                                pn.pane.HoloViews(skill, css_classes=["fs-spread-skill"], sizing_mode="stretch_width"),
+                                pn.pane.HoloViews(skill, css_classes=["fs-spread-skill"], sizing_mode="fixed"),
                                 sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
 

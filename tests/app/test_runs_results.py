@@ -140,7 +140,11 @@ def test_results_view_has_four_linked_maps_with_coastlines(finished_run):
         assert [d.name for d in image.kdims] == ["lon", "lat"]
         contours = overlay.get(1)
         assert isinstance(contours, hv.Contours)
-    assert titles[:3] == ["Truth", "Bicubic", "Model"] and titles[3].startswith("RMSE")
+    # Every map of a time says its date; the RMSE (over the period) does not.
+    assert titles[:3] == [f"{t} — 2003-07-01" for t in ("Truth", "Bicubic", "Model")] and titles[3].startswith("RMSE")
+    # Temperature in a sequential map, the RMSE in another one starting at 0.
+    truth_opts = hv.Store.lookup_options("bokeh", layout[0][()].get(0), "style").kwargs
+    assert truth_opts["cmap"][0] != truth_opts["cmap"][-1] and len(truth_opts["cmap"]) == 256
     # The grid spans the Ligurian coast: the real land mask's 0.5 contour has line segments.
     coast = layout[3].get(1)
     assert len(coast.split()) >= 1 and len(coast.dimension_values("lon")) > 2
@@ -203,12 +207,12 @@ def test_cancel_of_a_finished_run_only_says_so(finished_run):
     assert "already completed" in state.message
 
 
-def test_a_job_that_died_is_shown_failed(run_root):
+def test_a_job_that_died_is_shown_died(run_root):
     run = make_run(run_root, state="running", results=False, launcher="local", job_id="999999999")
     state = AppState()
     state.poll()
-    assert state.runs[0]["state"] == "failed"  # the launcher noticed; status.json says so too
-    assert run.state == "failed"
+    assert state.runs[0]["state"] == "died"  # the launcher noticed; status.json says so too
+    assert run.state == "died"
 
 
 def test_cancel_a_running_job(run_root, live_job):
