@@ -39,6 +39,7 @@ import pandas as pd
 import xarray as xr
 
 from engine.data.errors import DataError
+from engine.data.grid import spatial_dims
 from engine.data.timeaxis import keys as time_keys
 from engine.data.timeaxis import months as month_of
 from engine.data.timeaxis import fmt_times, stamp, time_index
@@ -252,7 +253,7 @@ class Normaliser:
         return mean, std
 
     def _apply(self, da: xr.DataArray, stats) -> xr.DataArray:
-        da = da.transpose("time", ..., "lat", "lon")
+        da = da.transpose("time", ..., *spatial_dims(da))
         mean, std = self._broadcast(stats, da.time.values, da.shape)
         out = ((da.data - mean) / std).astype(np.float32)  # stays lazy on dask-backed data
         return da.copy(data=out)
@@ -393,7 +394,7 @@ class InstanceNormaliser(Normaliser):
         return self
 
     def _instance(self, da: xr.DataArray, var: str):
-        vals = da.transpose("time", ..., "lat", "lon").values
+        vals = da.transpose("time", ..., *spatial_dims(da)).values
         flat = vals.reshape(vals.shape[0], -1)
         mean, std = _nanstats(flat, 1)
         floor = self.floor.get(var, np.nan)
@@ -410,7 +411,7 @@ class InstanceNormaliser(Normaliser):
         for v in ds.data_vars:
             if v not in self.lr_stats:
                 raise DataError(f"no statistics for variable {v!r}; fitted variables: {', '.join(self.lr_stats)}")
-            da = ds[v].transpose("time", ..., "lat", "lon")
+            da = ds[v].transpose("time", ..., *spatial_dims(ds[v]))
             mean, std = self._instance(da, v)
             shape = (-1,) + (1,) * (da.ndim - 1)
             out[v] = da.copy(data=((da.values - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32))
@@ -431,7 +432,7 @@ class InstanceNormaliser(Normaliser):
 
     def hr(self, da: xr.DataArray) -> xr.DataArray:
         self._check_fitted()
-        da = da.transpose("time", ..., "lat", "lon")
+        da = da.transpose("time", ..., *spatial_dims(da))
         mean, std = self._lookup(da.time.values)
         shape = (-1,) + (1,) * (da.ndim - 1)
         return da.copy(data=((da.values - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32))
