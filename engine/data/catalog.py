@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 import xarray as xr
 
 from engine.data.errors import DataError
+from engine.data.integrity import check_files
 from engine.data.paths import cache_dir, default_catalog
 
 #: Seconds to wait for a remote host before declaring there is no network.
@@ -210,6 +211,7 @@ def open_dataset(name: str, catalog=None) -> xr.Dataset:
         if meta.get("remote"):
             _check_network(str(urlpath), name)
         source = entry.get()
+    check_files(urlpath, name, os.path.dirname(str(getattr(_open_catalog(catalog), "path", "") or "")))  # truncated
     try:
         ds = source.to_dask()
     except Exception as exc:

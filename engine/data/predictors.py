@@ -225,7 +225,8 @@ def external_predictors(cfg, channels: list[Channel], times, lr: xr.Dataset, sou
     DataError
         a predictor entry that misses paired steps (names the first), another calendar, units.
     """
-    from engine.data.regrid import regrid
+    from engine.data.grid import check_inside, describe, spatial_dims
+    from engine.data.regrid import regrid_to
     from engine.data.timeaxis import check_times, fmt_times, match_times, stamp
 
     out: dict[str, xr.DataArray] = {}
@@ -242,21 +243,18 @@ def external_predictors(cfg, channels: list[Channel], times, lr: xr.Dataset, sou
         da = channel_array(ds, ch).isel(time=pos_p)
         declared = declared_units(ch.entry, cfg.catalog) if from_catalog else {}
         da = harmonise(da, what, declared.get(ch.source), cfg.units.get(ch.name), required=from_catalog)
-        # only the neighbourhood of the LR grid is read (two source cells of margin)
-        dlat = abs(float(np.diff(ds.lat.values[:2])[0])) if ds.sizes.get("lat", 0) > 1 else 1.0
-        dlon = abs(float(np.diff(ds.lon.values[:2])[0])) if ds.sizes.get("lon", 0) > 1 else 1.0
-        la, lo = lr.lat.values, lr.lon.values
-        near = da.sel(lat=slice(la.min() - 2 * dlat, la.max() + 2 * dlat), lon=slice(lo.min() - 2 * dlon, lo.max() + 2 * dlon))
-        if near.sizes["lat"] < 2 or near.sizes["lon"] < 2:
-            raise DataError(f"{what}: its grid (lat {float(ds.lat.min()):.4g}..{float(ds.lat.max()):.4g}, lon "
-                            f"{float(ds.lon.min()):.4g}..{float(ds.lon.max()):.4g}) does not cover the input grid "
-                            f"(lat {la.min():.4g}..{la.max():.4g}, lon {lo.min():.4g}..{lo.max():.4g})")
+        # onto the input's LR grid from the predictor's true cell positions (any grid kind), lazily
+        dst, src_grid = describe(lr), describe(ds)
+        try:
+            check_inside(dst, src_grid, "input grid", f"entry {ch.entry!r}")
+        except DataError as exc:
+            raise DataError(f"{what}: {exc}") from None
         attrs = dict(da.attrs)
-        # predictors are coarse (a few hundred cells): their neighbourhood is read whole
-        field = regrid(near.astype(np.float32).load(), la, lo).astype(np.float32)
+        field = regrid_to(da.astype(np.float32), dst, getattr(cfg, "regrid_method", None) or "auto")
         field = field.assign_coords(time=lr.time.values)
         field.attrs = attrs
-        out[ch.name] = field.transpose("time", "lat", "lon")
+        sdims = spatial_dims(lr)
+        out[ch.name] = field.transpose("time", *sdims)
     return out
 
 
