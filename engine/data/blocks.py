@@ -50,8 +50,9 @@ def steps_per_block(chunk: int | None, per_step: int, budget: int) -> int:
     return max(d for d in range(1, steps + 1) if chunk % d == 0)
 
 
-def plan(positions, chunk: int | None, per_step: int, budget: int = BLOCK_BYTES) -> list[np.ndarray]:
-    """Group sorted time ``positions`` (indices into the paired data) into blocks.
+def plan(positions, chunk: int | None, per_step: int, budget: int | None = None) -> list[np.ndarray]:
+    """Group sorted time ``positions`` (indices into the paired data) into blocks of at most
+    ``budget`` bytes (default :data:`BLOCK_BYTES`, read at call time).
 
     Blocks are aligned to multiples of :func:`steps_per_block` in position space, so with storage
     chunks of ``chunk`` steps a block never straddles a chunk it shares with another block.
@@ -59,7 +60,7 @@ def plan(positions, chunk: int | None, per_step: int, budget: int = BLOCK_BYTES)
     positions = np.asarray(positions, dtype=np.int64)
     if positions.size == 0:
         return []
-    steps = steps_per_block(chunk, per_step, budget)
+    steps = steps_per_block(chunk, per_step, BLOCK_BYTES if budget is None else budget)
     keys = positions // steps
     cuts = np.flatnonzero(np.diff(keys)) + 1
     return list(np.split(positions, cuts))

@@ -41,7 +41,7 @@ from engine.training.loop import (
     autocast,
     configure,
     load_checkpoint,
-    loader_options,
+    make_train_loader,
     make_fabric,
     make_optimizer,
     prepare_data,
@@ -129,9 +129,7 @@ def train_diffusion(run: Run, resume: bool = True) -> dict[str, Any]:
     model, optimizer = fabric.setup(net, optimizer)
     # The loss is the training forward: route it through Fabric's wrapper (DDP gradient sync).
     model.mark_forward_method("loss")
-    train_loader = fabric.setup_dataloaders(
-        DataLoader(data.train, batch_size=t.batch_size, shuffle=d.patch_size is None, **loader_options(cfg),
-                   drop_last=True))
+    train_loader = make_train_loader(cfg, fabric, data.train)  # chunk-aware, sharded by worker and rank
     val_loader = DataLoader(data.val, batch_size=t.batch_size, shuffle=False)
     loop.start(first_epoch, count_parameters(net), learning="diffusion",
                regression_run=reg_info["run_id"] if reg_info else None, residual_scale=float(net.residual_scale))

@@ -28,7 +28,7 @@ from engine.models import build_model, count_parameters
 from engine.models.discriminator import PatchDiscriminator
 from engine.runs import Run
 from engine.training.losses import build_loss
-from engine.training.loop import EpochLoop, autocast, configure, loader_options, make_fabric, prepare_data
+from engine.training.loop import EpochLoop, autocast, configure, make_fabric, make_train_loader, prepare_data
 from engine.training.trainer import evaluate_loss
 
 
@@ -113,9 +113,7 @@ def train_gan(run: Run, resume: bool = True) -> dict[str, Any]:
     first_epoch, _ = loop.resume(objects, enabled=resume)
     gen, opt_g_f = fabric.setup(generator, opt_g)
     disc, opt_d_f = fabric.setup(discriminator, opt_d)
-    train_loader = fabric.setup_dataloaders(
-        DataLoader(data.train, batch_size=t.batch_size, shuffle=d.patch_size is None, **loader_options(cfg),
-                   drop_last=True))
+    train_loader = make_train_loader(cfg, fabric, data.train)  # chunk-aware, sharded by worker and rank
     val_loader = fabric.setup_dataloaders(DataLoader(data.val, batch_size=t.batch_size, shuffle=False))
     loop.start(first_epoch, count_parameters(generator), learning="gan",
                discriminator_parameters=count_parameters(discriminator))

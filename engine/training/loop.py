@@ -97,6 +97,17 @@ def loader_options(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": cuda and workers > 0}
 
 
+def make_train_loader(cfg: ExperimentConfig, fabric, dataset):
+    """The training DataLoader, set up by ``fabric``: the dataset's chunk-aware
+    :class:`~engine.data.torch_dataset.BlockStream` (each DataLoader worker, and under DDP each rank,
+    reads only its own blocks of the store and draws many items from each), whole batches only and
+    the same number on every rank."""
+    from torch.utils.data import DataLoader
+
+    stream = dataset.stream(cfg.training.batch_size, rank=fabric.global_rank, world=fabric.world_size)
+    return fabric.setup_dataloaders(DataLoader(stream, batch_size=cfg.training.batch_size, **loader_options(cfg)))
+
+
 def make_fabric(cfg: ExperimentConfig):
     """A Fabric for this configuration: device, precision, and DDP when the environment (SLURM,
     torchrun) has more than one task."""

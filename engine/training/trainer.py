@@ -39,7 +39,7 @@ from engine.training.loop import (
     EpochLoop,
     autocast,
     configure,
-    loader_options,
+    make_train_loader,
     make_fabric,
     make_optimizer,
     make_scheduler,
@@ -77,11 +77,7 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
     loop = EpochLoop(run, cfg, fabric, data)
     first_epoch, _ = loop.resume({"model": net, "optimizer": optimizer, "scheduler": scheduler}, enabled=resume)
     model, optimizer = fabric.setup(net, optimizer)
-    train_loader = fabric.setup_dataloaders(
-        # Random patches are already drawn at random; whole fields (patch_size None) come in time
-        # order, so shuffle them (consecutive days in one batch would be nearly duplicates).
-        DataLoader(data.train, batch_size=t.batch_size, shuffle=cfg.data.patch_size is None,
-                   **loader_options(cfg), drop_last=True))
+    train_loader = make_train_loader(cfg, fabric, data.train)  # chunk-aware, sharded by worker and rank
     val_loader = fabric.setup_dataloaders(DataLoader(data.val, batch_size=t.batch_size, shuffle=False))
     loop.start(first_epoch, count_parameters(net))
 
