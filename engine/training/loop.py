@@ -283,8 +283,11 @@ class EpochLoop:
         self._wait, self._started = 0.0, time.perf_counter()
         last_event = tick = self._started
         n_batches = max(1, len(loader))
+        self._first_batch: float | None = None
         for step, batch in enumerate(loader):
             self._wait += time.perf_counter() - tick
+            if step == 0:  # worker start and the first block read: what a user waits before training
+                self._first_batch = time.perf_counter() - self._started
             yield to_device(batch, device, channels_last)
             if self.rank0 and time.perf_counter() - last_event > STEP_EVENT_SECONDS:
                 last_event = time.perf_counter()
@@ -314,7 +317,7 @@ class EpochLoop:
         train = {name: float(totals[i]) / batches for i, name in enumerate(self._names)}
         samples = batches * self.cfg.training.batch_size
         timing = {"samples_per_s": samples / self._elapsed, "data_wait_fraction": self._wait / self._elapsed,
-                  "seconds": self._elapsed}
+                  "seconds": self._elapsed, "first_batch_seconds": self._first_batch}
         improved = val["val_loss"] < self.best_val
         if improved:
             self.best_val, self.best_epoch, self.bad_epochs = val["val_loss"], epoch, 0
