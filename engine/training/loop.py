@@ -230,6 +230,7 @@ class EpochLoop:
         self.run, self.cfg, self.fabric, self.data = run, cfg, fabric, data
         self.rank0 = fabric.is_global_zero
         self.best_val, self.best_epoch, self.bad_epochs = math.inf, -1, 0
+        self.stop_ref = math.inf  # the loss an epoch must beat by training.min_delta to reset patience
         self.summary: dict[str, Any] = {}
         self.stopped_early = False
         self._names: list[str] = []
@@ -247,6 +248,7 @@ class EpochLoop:
                 obj.load_state_dict(state[name])
         self.best_val, self.best_epoch = float(state["best_val"]), int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
+        self.stop_ref = float(state.get("stop_ref", self.best_val))
         epoch = int(state["epoch"])
         logged = {int(e["epoch"]) for e in self.run.epochs()}
         if self.rank0 and state.get("metrics") and epoch not in logged:  # killed between checkpoint and event
@@ -318,15 +320,20 @@ class EpochLoop:
         samples = batches * self.cfg.training.batch_size
         timing = {"samples_per_s": samples / self._elapsed, "data_wait_fraction": self._wait / self._elapsed,
                   "seconds": self._elapsed, "first_batch_seconds": self._first_batch}
+        # best.pt follows any improvement; patience restarts only on one larger than
+        # training.min_delta (a noisy validation set otherwise keeps, or stops, runs at random).
         improved = val["val_loss"] < self.best_val
         if improved:
-            self.best_val, self.best_epoch, self.bad_epochs = val["val_loss"], epoch, 0
+            self.best_val, self.best_epoch = val["val_loss"], epoch
+        if val["val_loss"] < self.stop_ref - self.cfg.training.min_delta:
+            self.stop_ref, self.bad_epochs = val["val_loss"], 0
         else:
             self.bad_epochs += 1
         if self.rank0:
             record = {"epoch": epoch, **train, **val, **timing, "best": improved}
             state = {name: obj.state_dict() for name, obj in objects.items() if obj is not None}
             state.update(epoch=epoch, best_val=self.best_val, best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
+                         stop_ref=self.stop_ref,
                          config=self.cfg.to_dict(), metrics=record, **self.data.checkpoint_info(self.cfg),
                          **(extra_state or {}))
             # Checkpoints first, the event after: the run store never claims an epoch that no
@@ -343,7 +350,8 @@ class EpochLoop:
         if self.bad_epochs >= self.cfg.training.patience:
             self.stopped_early = True
             if self.rank0:
-                self.run.log_event("message", text=f"early stopping after epoch {epoch}: no improvement in "
+                self.run.log_event("message", text=f"early stopping after epoch {epoch}: no improvement larger than "
+                                                   f"training.min_delta={self.cfg.training.min_delta:g} in "
                                                    f"{self.cfg.training.patience} epochs")
             return True
         return False

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from engine.config import ExperimentConfig
 from engine.models import build_model, count_parameters
 from engine.runs import Run
+from engine.training.ema import EMA, ema_objects
 from engine.training.losses import build_loss
 from engine.training.loop import (
     EpochLoop,
@@ -53,6 +54,9 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
 
     Resumes after the last completed epoch when ``checkpoints/last.pt`` exists and ``resume``.
     """
+    if run.config.training.seeds > 1:  # N members, one run folder each: engine.training.seeds
+        from engine.training.seeds import train_seeds
+        return train_seeds(run, resume=resume)
     if run.config.training.learning == "gan":  # the adversarial loop lives in its own module
         from engine.training.gan import train_gan
         return train_gan(run, resume=resume)
@@ -74,9 +78,14 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
     scheduler = make_scheduler(cfg, optimizer)
     loss_fn = build_loss(t.loss)
 
+    # The moving average of the weights is validated and saved as "model" (engine.training.ema).
+    ema = EMA(net, t.ema_decay) if t.ema_decay > 0 else None
+    objects = ema_objects(net, ema, optimizer=optimizer, scheduler=scheduler)
     loop = EpochLoop(run, cfg, fabric, data)
-    first_epoch, _ = loop.resume({"model": net, "optimizer": optimizer, "scheduler": scheduler}, enabled=resume)
+    first_epoch, _ = loop.resume(objects, enabled=resume)
     model, optimizer = fabric.setup(net, optimizer)
+    if ema is not None:
+        ema.module.to(fabric.device)
     train_loader = make_train_loader(cfg, fabric, data.train)  # chunk-aware, sharded by worker and rank
     val_loader = fabric.setup_dataloaders(DataLoader(data.val, batch_size=t.batch_size, shuffle=False))
     loop.start(first_epoch, count_parameters(net))
@@ -90,12 +99,14 @@ def train(run: Run, resume: bool = True) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
             optimizer.step()
+            if ema is not None:
+                ema.update(net)
             loop.record(train_loss=loss)
-        val = evaluate_loss(model, val_loader, loss_fn, data, fabric, cfg)
+        val = evaluate_loss(model if ema is None else ema.module, val_loader, loss_fn, data, fabric, cfg)
         val["lr"] = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        if loop.end_epoch(epoch, val, {"model": net, "optimizer": optimizer, "scheduler": scheduler}):
+        if loop.end_epoch(epoch, val, objects):
             break
     return loop.finish()
 
