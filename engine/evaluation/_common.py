@@ -21,11 +21,21 @@ from typing import Hashable, Iterable, Sequence
 import numpy as np
 import xarray as xr
 
-SPATIAL_DIMS = ("lat", "lon")
+SPATIAL_DIMS = ("lat", "lon")  # of a regular grid; other grids' are ("y", "x") (engine.data.grid.spatial_dims)
 
 
 class MetricError(ValueError):
     """Bad input to a metric: mismatched grids or times, no valid data, unknown option."""
+
+
+def grid_dims(da) -> tuple[str, str]:
+    """The two spatial dims of ``da``: ``("lat", "lon")`` on a regular grid, ``("y", "x")`` on any
+    other (the grid contract of :mod:`engine.data.grid`, restated here because metrics never
+    import the data layer)."""
+    for pair in (SPATIAL_DIMS, ("y", "x")):
+        if set(pair) <= set(da.dims):
+            return pair
+    raise MetricError(f"no spatial dims in {list(da.dims)}; expected (lat, lon) or (y, x)")
 
 
 def dims_list(dim: str | Iterable[Hashable] | None, da: xr.DataArray, exclude: Sequence[str] = ()) -> list:
@@ -153,10 +163,31 @@ def lat_weights(lat: xr.DataArray | np.ndarray | Sequence[float]) -> xr.DataArra
     return xr.DataArray(w, dims="lat", coords={"lat": lat_da.values}, name="lat_weights")
 
 
+def area_weights(lat: xr.DataArray, lon: xr.DataArray) -> xr.DataArray:
+    """Relative true area of the cells of a grid with 2-D ``lat``/``lon`` (rotated pole,
+    projected, curvilinear): the cross product of the cell-centre unit vectors' steps along the
+    two grid axes (cos(lat) x spacing on a regular grid, ~1/k^2 on a conformal projection).
+
+    Returns a DataArray on ``lat``'s dims, the mean cell = 1.
+    """
+    la, lo = np.deg2rad(np.asarray(lat.values, float)), np.deg2rad(np.asarray(lon.values, float))
+    v = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
+    steps = [np.gradient(v, axis=a) if v.shape[a] > 1 else np.zeros_like(v) for a in (0, 1)]
+    area = np.linalg.norm(np.cross(steps[0], steps[1]), axis=-1)
+    if not np.isfinite(area).all() or area.sum() <= 0:
+        area = np.ones_like(area)  # a single row or column: no area to compare
+    return xr.DataArray(area / area.mean(), dims=lat.dims, coords=lat.coords, name="area_weights")
+
+
 def with_lat_weights(truth: xr.DataArray, weights: xr.DataArray | None) -> xr.DataArray:
+    """``weights`` times the cells' area weights: cos(latitude) on a regular lat/lon grid, the true
+    cell areas from the 2-D lat/lon on any other grid."""
     if "lat" not in truth.coords:
         raise MetricError(f"latitude weights need a 'lat' coordinate; the data has {list(truth.coords)}")
-    lw = lat_weights(truth["lat"])
+    if truth["lat"].ndim == 2 and "lon" in truth.coords:
+        lw = area_weights(truth["lat"], truth["lon"])
+    else:
+        lw = lat_weights(truth["lat"])
     return lw if weights is None else weights * lw
 
 

@@ -39,6 +39,8 @@ def _box_mask(name: str, box, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     # Longitudes compared modulo 360, so a box in -180..180 works on a 0..360 grid and back.
     width = (lo1 - lo0) % 360.0 if lo1 - lo0 != 360.0 else 360.0
     in_lon = ((lon - lo0) % 360.0) <= width + 1e-9
+    if lat.ndim == 2:  # 2-D lat/lon of a rotated or projected grid: cell by cell
+        return in_lat & in_lon
     return in_lat[:, None] & in_lon[None, :]
 
 
@@ -50,7 +52,10 @@ def _regionmask_masks(regions, lat: np.ndarray, lon: np.ndarray) -> dict[str, np
     with warnings.catch_warnings():
         # "No gridpoint belongs to any region": we say so ourselves, naming the domain
         warnings.filterwarnings("ignore", message="No gridpoint", category=UserWarning)
-        m3 = regions.mask_3D(lon, lat)
+        if lat.ndim == 2:  # curvilinear: regionmask takes 2-D coordinates on their dims
+            m3 = regions.mask_3D(xr.DataArray(lon, dims=("y", "x")), xr.DataArray(lat, dims=("y", "x")))
+        else:
+            m3 = regions.mask_3D(lon, lat)
     m3 = m3.rename({d: n for d, n in zip(m3.dims[1:], ("lat", "lon")) if d != n})
     names = m3["names"].values if "names" in m3.coords else m3["region"].values
     return {str(n): m3.isel(region=i).transpose("lat", "lon").values for i, n in enumerate(names)}
@@ -64,7 +69,8 @@ def region_masks(regions: Any, lat, lon, include_domain: bool = True) -> xr.Data
     regions : None, or a mapping name -> box ``(lat_min, lat_max, lon_min, lon_max)`` /
         boolean (lat, lon) array / shapely polygon; or a ``regionmask.Regions``; or the dotted
         name of a ``regionmask.defined_regions`` set (e.g. ``"srex"``, ``"ar6.land"``).
-    lat, lon : 1-D coordinates of the grid (degrees)
+    lat, lon : 1-D coordinates of a regular grid, or 2-D ``(y, x)`` ones of any other grid (degrees);
+        the masks are then ``(region, y, x)``
 
     Raises
     ------
@@ -74,9 +80,10 @@ def region_masks(regions: Any, lat, lon, include_domain: bool = True) -> xr.Data
     """
     lat = np.asarray(lat, dtype=float)
     lon = np.asarray(lon, dtype=float)
+    shape = lat.shape if lat.ndim == 2 else (lat.size, lon.size)
     masks: dict[str, np.ndarray] = {}
     if include_domain:
-        masks["domain"] = np.ones((lat.size, lon.size), dtype=bool)
+        masks["domain"] = np.ones(shape, dtype=bool)
     if regions is None:
         pass
     elif isinstance(regions, str) or _is_regionmask(regions):
@@ -91,7 +98,7 @@ def region_masks(regions: Any, lat, lon, include_domain: bool = True) -> xr.Data
             if name in masks:
                 raise MetricError(f"region name {name!r} is used twice (or clashes with 'domain')")
             if isinstance(spec, xr.DataArray):
-                m = spec.astype(bool).transpose("lat", "lon").values
+                m = spec.astype(bool).transpose(*(("lat", "lon") if lat.ndim == 1 else ("y", "x"))).values
             elif isinstance(spec, np.ndarray) and spec.ndim == 2:
                 m = spec.astype(bool)
             elif hasattr(spec, "geom_type"):  # a shapely polygon
@@ -105,8 +112,8 @@ def region_masks(regions: Any, lat, lon, include_domain: bool = True) -> xr.Data
                     f"region {name!r}: {type(spec).__name__} is not valid; accepted: a (lat_min, lat_max, "
                     "lon_min, lon_max) box, a boolean (lat, lon) mask, a shapely polygon"
                 )
-            if m.shape != (lat.size, lon.size):
-                raise MetricError(f"region {name!r}: mask shape {m.shape} is not the grid's {(lat.size, lon.size)}")
+            if m.shape != shape:
+                raise MetricError(f"region {name!r}: mask shape {m.shape} is not the grid's {shape}")
             if not m.any():
                 raise MetricError(f"region {name!r} misses the domain ({_bounds(lat, lon)}): no grid point inside")
             masks[name] = m
@@ -115,6 +122,10 @@ def region_masks(regions: Any, lat, lon, include_domain: bool = True) -> xr.Data
             f"regions of type {type(regions).__name__} are not valid; accepted: None, a dict of boxes / masks / "
             "polygons, a regionmask.Regions, or a regionmask.defined_regions name such as 'srex'"
         )
+    if lat.ndim == 2:
+        return xr.DataArray(np.stack(list(masks.values())), dims=("region", "y", "x"),
+                            coords={"region": list(masks), "lat": (("y", "x"), lat), "lon": (("y", "x"), lon)},
+                            name="region_mask")
     return xr.DataArray(
         np.stack(list(masks.values())),
         dims=("region", "lat", "lon"),

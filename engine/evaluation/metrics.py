@@ -39,6 +39,7 @@ import xarray as xr
 
 from engine.evaluation._common import (
     SPATIAL_DIMS,
+    grid_dims,
     MetricError,
     check_aligned,
     dims_list,
@@ -250,8 +251,9 @@ def _data_min(truth, valid, data_min):
 def _image_stack(pred, truth, valid, lo=0.0, scale=1.0):
     """Stack every (lat, lon) image into (N, 1, H, W) arrays; invalid pixels get the same value
     in both (the image's valid truth mean) so they add no error to the windows around them."""
-    other = [d for d in truth.dims if d not in SPATIAL_DIMS]
-    order = other + list(SPATIAL_DIMS)
+    sdims = grid_dims(truth)
+    other = [d for d in truth.dims if d not in sdims]
+    order = other + list(sdims)
     p = pred.transpose(*order, ...)
     t = truth.transpose(*order)
     v = valid.broadcast_like(t).transpose(*order)
@@ -409,8 +411,9 @@ def ms_ssim(pred, truth, mask=None, weights=None, dim=None, data_range=None, dat
         raise MetricError("ms_ssim takes no weights (it is a whole-image score); use ssim for weighted maps")
     check_aligned(pred, truth)
     dims = dims_list(dim, truth)
-    if not set(SPATIAL_DIMS) <= set(dims):
-        raise MetricError(f"ms_ssim reduces over whole images: dim must include 'lat' and 'lon', got {dims}")
+    sdims = grid_dims(truth)
+    if not set(sdims) <= set(dims):
+        raise MetricError(f"ms_ssim reduces over whole images: dim must include {sdims[0]!r} and {sdims[1]!r}, got {dims}")
     valid, data_range, lo, (pv, tv, order, other_sizes, other) = _scaled_images(pred, truth, mask, data_range,
                                                                                 data_min)
     H, W = pv.shape[-2:]
@@ -431,8 +434,8 @@ def ms_ssim(pred, truth, mask=None, weights=None, dim=None, data_range=None, dat
     coords = {c: v for c, v in truth.coords.items() if set(v.dims) <= set(other)}
     da = xr.DataArray(per_image, dims=other, coords=coords)
     # Images with no valid pixel do not count.
-    has_valid = valid.broadcast_like(truth).any(list(SPATIAL_DIMS))
-    rest = [d for d in dims if d not in SPATIAL_DIMS]
+    has_valid = valid.broadcast_like(truth).any(list(sdims))
+    rest = [d for d in dims if d not in sdims]
     out = da.where(has_valid).mean(rest) if rest else da.where(has_valid)
     out = out.rename("ms_ssim")
     out.attrs.update(data_range=float(data_range), data_min=lo, scales=scales, kernel_size=k)

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from engine.evaluation._common import MetricError, lat_weights, wet_threshold
+from engine.evaluation._common import MetricError, area_weights, grid_dims, lat_weights, wet_threshold
 from engine.evaluation.breakdown import BREAKDOWNS, SEASONS, period_groups, region_masks
 
 COLUMNS = ["run", "model", "metric", "variable", "period", "region", "value"]
@@ -88,7 +88,7 @@ def _check_dataset(ds: xr.Dataset) -> None:
     if "truth" not in ds:
         raise MetricError(f"predictions need a 'truth' variable; found {', '.join(map(str, ds.data_vars)) or 'none'}")
     truth = ds["truth"]
-    need = ("time", "lat", "lon")
+    need = ("time", *grid_dims(truth))
     if tuple(d for d in truth.dims) != need:
         if set(truth.dims) != set(need):
             raise MetricError(f"truth must have dims {need}; got {truth.dims}")
@@ -97,7 +97,7 @@ def _check_dataset(ds: xr.Dataset) -> None:
             "no predictions to score: expected 'model' and/or baselines "
             f"({', '.join(BASELINE_NAMES)}) with the truth's dims {truth.dims}; found {list(ds.data_vars)}"
         )
-    for d in ("lat", "lon"):
+    for d in ("lat", "lon"):  # 1-D on a regular grid, 2-D (y, x) on any other
         if d not in ds.coords:
             raise MetricError(f"predictions need a {d!r} coordinate")
     if ds.sizes["time"] == 0:
@@ -176,10 +176,10 @@ def _block_sums(sums: _Sums, s: slice, p, t, v, clim, offset, regw, ssim_img, se
     if spectra:
         from engine.evaluation.spectral import power_spectrum
 
-        dims = ("time", "lat", "lon")
+        dims = ("time", "a", "b")  # plain arrays: any two grid dims
         vm = xr.DataArray(v, dims=dims)
-        sp = power_spectrum(xr.DataArray(p, dims=dims), vm).sum("time").values
-        st = power_spectrum(xr.DataArray(t, dims=dims), vm).sum("time").values
+        sp = power_spectrum(xr.DataArray(p, dims=dims), vm, dims=dims[1:]).sum("time").values
+        st = power_spectrum(xr.DataArray(t, dims=dims), vm, dims=dims[1:]).sum("time").values
         sums.spec_model = sp if sums.spec_model is None else sums.spec_model + sp
         sums.spec_truth = st if sums.spec_truth is None else sums.spec_truth + st
         sums.spec_steps += Tb
@@ -220,7 +220,7 @@ def _score_name(model: str, ds: xr.Dataset) -> xr.DataArray:
     da = ds[model]
     if "member" in da.dims:
         da = da.mean("member")
-    return da.transpose("time", "lat", "lon")
+    return da.transpose("time", *grid_dims(da))
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,7 +272,8 @@ def evaluate_dataset(
     from engine.evaluation.metrics import check_aligned, data_range_of, ssim_map
 
     _check_dataset(ds)
-    ds = ds.transpose("time", "lat", "lon", ...)
+    sdims = grid_dims(ds["truth"])
+    ds = ds.transpose("time", *sdims, ...)
     variable = str(ds.attrs.get("variable", ds["truth"].attrs.get("standard_name", "truth")))
     names = _prediction_names(ds)
     truth = ds["truth"]
@@ -285,14 +286,15 @@ def evaluate_dataset(
     rmask = region_masks(regions, lat, lon)
     region_names = [str(r) for r in rmask.region.values]
     nr = len(region_names)
-    coslat = lat_weights(lat).values
-    regw = np.concatenate([rmask.values.astype(float), rmask.values * coslat[None, :, None]])  # (2 nr, H, W)
+    # area weights: cos(lat) on a regular grid, true cell areas from the 2-D lat/lon on any other
+    area = (area_weights(ds["lat"], ds["lon"]).values if lat.ndim == 2 else lat_weights(lat).values[:, None])
+    regw = np.concatenate([rmask.values.astype(float), rmask.values * area[None]])  # (2 nr, H, W)
 
     if "mask" in ds:
         mask = ds["mask"].astype(bool)
-        mask = mask.transpose(*[d for d in ("time", "lat", "lon") if d in mask.dims])
+        mask = mask.transpose(*[d for d in ("time", *sdims) if d in mask.dims])
     else:
-        mask = xr.DataArray(np.ones((H, W), dtype=bool), dims=("lat", "lon"))
+        mask = xr.DataArray(np.ones((H, W), dtype=bool), dims=sdims)
     valid_truth = truth.where(mask)
     n_truth = int(valid_truth.count())
     if n_truth == 0:
@@ -332,7 +334,7 @@ def evaluate_dataset(
             v = np.isfinite(t) & np.isfinite(p) & np.broadcast_to(m, t.shape)
             nvalid += int(v.sum())
             c = np.asarray((clim.isel(time=s) if "time" in clim.dims else clim).values, dtype=np.float64)
-            dims = ("time", "lat", "lon")
+            dims = ("time", *sdims)
             # float32 SSIM: 3x faster convolutions, good to ~1e-4 (see ssim_map)
             img = ssim_map(xr.DataArray(p.astype(np.float32), dims=dims), xr.DataArray(t.astype(np.float32), dims=dims),
                            xr.DataArray(v, dims=dims),
@@ -435,7 +437,7 @@ def evaluate_dataset(
             if spearman:
                 from engine.evaluation.metrics import spearman as sp_fn
 
-                dims3 = ("time", "lat", "lon")
+                dims3 = ("time", *sdims)
                 # Spatial: per time step, in time blocks; temporal: per pixel, in row blocks.
                 # Blocks bound the memory of the rank transforms (several copies of the data).
                 if H * W >= 3:
@@ -444,7 +446,7 @@ def evaluate_dataset(
                         sl = slice(start, start + block)
                         P = xr.DataArray(np.where(v[sl], pv[sl], np.nan), dims=dims3)
                         Tt = xr.DataArray(np.where(v[sl], tv[sl], np.nan), dims=dims3)
-                        r.append(_quiet(sp_fn, P, Tt, dim=("lat", "lon")).values)
+                        r.append(_quiet(sp_fn, P, Tt, dim=sdims).values)
                     add(name, "spearman", period, "domain", _nanmean(np.concatenate(r)))
                 if T >= 3:
                     rows_per = max(1, (block * H) // max(T, 1))
@@ -556,7 +558,10 @@ def _add_skill(scores: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 def _maps_dataset(ds, names, maps, season_maps, seasons, spectra_out, rmask, lat, lon) -> xr.Dataset:
     units = ds["truth"].attrs.get("units", "")
-    coords = {"model": names, "lat": ds["lat"].values, "lon": ds["lon"].values}
+    sdims = grid_dims(ds["truth"])
+    # the predictions' own spatial coordinates (1-D lat/lon, or y/x with 2-D lat/lon and crs)
+    coords = {"model": names, **{c: v.variable for c, v in ds.coords.items() if c == "crs" or
+                                 (v.dims and set(v.dims) <= set(sdims))}}
     desc = {
         "mae": ("mean absolute error", units), "rmse": ("root mean squared error", units),
         "bias": ("mean error (prediction minus truth)", units), "relative_bias": ("bias / mean truth", "1"),
@@ -566,18 +571,18 @@ def _maps_dataset(ds, names, maps, season_maps, seasons, spectra_out, rmask, lat
     }
     out = xr.Dataset(coords=coords)
     for k, arrs in maps.items():
-        out[k] = (("model", "lat", "lon"), np.stack(arrs).astype(np.float32))
+        out[k] = (("model", *sdims), np.stack(arrs).astype(np.float32))
         out[k].attrs.update(long_name=desc.get(k, (k, ""))[0], units=desc.get(k, ("", ""))[1])
     for k, arrs in season_maps.items():
         if arrs:
-            out[k] = (("model", "season", "lat", "lon"), np.stack(arrs).astype(np.float32))
+            out[k] = (("model", "season", *sdims), np.stack(arrs).astype(np.float32))
             out[k].attrs.update(long_name=k.replace("_season", "") + " by season", units=units)
     if seasons:
         out = out.assign_coords(season=list(seasons))
     if spectra_out:
         sources = ["truth", *names]
         nb = spectra_out["truth"].size
-        L = max(lat.size, lon.size)
+        L = max(ds.sizes[sdims[0]], ds.sizes[sdims[1]])
         k = np.arange(1, nb + 1)
         out = out.assign_coords(source=sources, wavenumber=k, wavelength=("wavenumber", L / k))
         out["power_spectrum"] = (("source", "wavenumber"), np.stack([spectra_out[s] for s in sources]))
@@ -587,7 +592,8 @@ def _maps_dataset(ds, names, maps, season_maps, seasons, spectra_out, rmask, lat
                                                                     for n in names]))
         out["spectral_ratio"].attrs.update(long_name="power spectrum ratio prediction / truth", units="1")
         out["wavelength"].attrs.update(long_name="wavelength", units="grid cells")
-    out["region_mask"] = rmask.astype("int8").assign_coords(lat=coords["lat"], lon=coords["lon"])
+    out["region_mask"] = (("region", *sdims), rmask.values.astype("int8"))
+    out = out.assign_coords(region=rmask["region"].values)
     out["region_mask"].attrs.update(long_name="regions of the scores table (1 = inside)")
     for c in ("lat", "lon"):
         out[c].attrs.update(ds[c].attrs)

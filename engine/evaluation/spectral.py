@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from engine.evaluation._common import SPATIAL_DIMS, MetricError, check_aligned, dims_list, valid_weights
+from engine.evaluation._common import MetricError, check_aligned, dims_list, grid_dims, valid_weights
 from engine.registry import METRICS
 
 
@@ -38,12 +38,12 @@ def _bins(H: int, W: int):
     return k, nbins, L
 
 
-def power_spectrum(da: xr.DataArray, mask=None, dims=SPATIAL_DIMS, average: str = "mean", dx: float | None = None):
+def power_spectrum(da: xr.DataArray, mask=None, dims=None, average: str = "mean", dx: float | None = None):
     """Radially averaged power spectrum of every 2-D field of ``da``.
 
     Parameters
     ----------
-    da : DataArray (..., lat, lon)
+    da : DataArray (..., lat, lon) or (..., y, x); ``dims`` default: its spatial dims
     mask : valid points (True/1); invalid points (and NaN) are set to the field's valid mean
         before the FFT, i.e. they add no variance (a heavily masked field loses power)
     average : "mean" (mean power per annulus, the usual radially averaged spectrum) or "sum"
@@ -56,7 +56,7 @@ def power_spectrum(da: xr.DataArray, mask=None, dims=SPATIAL_DIMS, average: str 
     """
     if average not in ("mean", "sum"):
         raise MetricError(f"average={average!r} is not valid; accepted: mean, sum")
-    dims = list(dims)
+    dims = list(grid_dims(da) if dims is None else dims)
     for d in dims:
         if d not in da.dims:
             raise MetricError(f"spectrum dim {d!r} not in the data; its dims are {list(da.dims)}")
@@ -114,7 +114,7 @@ def spectral_ratio(pred, truth, mask=None, weights=None, dim=None, dx=None):
     valid = valid_weights(pred, truth, mask) > 0
     sp = power_spectrum(pred, valid, dx=dx)
     st = power_spectrum(truth, valid, dx=dx)
-    rest = [d for d in dims_list(dim, truth) if d not in SPATIAL_DIMS]
+    rest = [d for d in dims_list(dim, truth) if d not in grid_dims(truth)]
     sp, st = sp.mean(rest), st.mean(rest)
     return (sp / st.where(st > 0)).rename("spectral_ratio")
 

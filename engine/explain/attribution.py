@@ -283,15 +283,17 @@ def to_dataset(
     H, W = result["region"].shape
     tcoord = np.asarray(times) if times is not None else np.arange(B)
     hr = hr_coords or {"lat": np.arange(H), "lon": np.arange(W)}
-    ds = xr.Dataset(coords={"time": tcoord, "lat": np.asarray(hr["lat"]), "lon": np.asarray(hr["lon"])})
+    hd = tuple(hr.get("dims", ("lat", "lon")))  # ("y", "x") on rotated/projected grids (engine.data.grid)
+    ds = xr.Dataset(coords=_grid_coords(hr, hd, ""))
+    ds = ds.assign_coords(time=tcoord)
     ds["output"] = ("time", np.asarray(result["output"], dtype=np.float64))
     ds["output"].attrs["long_name"] = "model output summed over the region"
-    ds["region"] = (("lat", "lon"), result["region"].astype("int8"))
+    ds["region"] = (hd, result["region"].astype("int8"))
     ds.attrs.update(method=method, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     if "delta" in result:
         ds["convergence_delta"] = ("time", np.asarray(result["delta"], dtype=np.float64))
     if method == "grad_cam":
-        ds["grad_cam"] = (("time", "lat", "lon"), result["grad_cam"])
+        ds["grad_cam"] = (("time", *hd), result["grad_cam"])
         ds.attrs["layer"] = result["layer"]
         return ds
     ax, asx = result["x"], result["static_hr"]
@@ -303,18 +305,19 @@ def to_dataset(
         raise ExplainError(f"{len(input_channels)} input / {len(static_channels)} static channel names for "
                            f"{C} / {S} channels")
     lr = lr_coords or {"lat": np.arange(h), "lon": np.arange(w)}
-    ds = ds.assign_coords(lat_lr=np.asarray(lr["lat"]), lon_lr=np.asarray(lr["lon"]))
+    ld = tuple(f"{d}_lr" for d in lr.get("dims", ("lat", "lon")))
+    ds = ds.assign_coords(_grid_coords(lr, tuple(lr.get("dims", ("lat", "lon"))), "_lr"))
     names, total_abs, total = [], [], []
     for i, name in enumerate(input_channels):
         var = f"input_{name}"
-        ds[var] = (("time", "lat_lr", "lon_lr"), ax[:, i])
+        ds[var] = (("time", *ld), ax[:, i])
         ds[var].attrs.update(long_name=f"{method} attribution of low-resolution input {name}", grid="low resolution")
         names.append(var)
         total_abs.append(np.abs(ax[:, i]).sum())
         total.append(ax[:, i].sum())
     for i, name in enumerate(static_channels):
         var = f"static_{name}"
-        ds[var] = (("time", "lat", "lon"), asx[:, i])
+        ds[var] = (("time", *hd), asx[:, i])
         ds[var].attrs.update(long_name=f"{method} attribution of high-resolution static field {name}",
                              grid="high resolution")
         names.append(var)
@@ -329,9 +332,20 @@ def to_dataset(
     ds["importance_signed"].attrs["long_name"] = "summed signed attribution"
     for c, units in (("lat", "degrees_north"), ("lon", "degrees_east"), ("lat_lr", "degrees_north"),
                      ("lon_lr", "degrees_east")):
-        if hr_coords is not None or lr_coords is not None:
+        if (hr_coords is not None or lr_coords is not None) and c in ds.coords:
             ds[c].attrs["units"] = units
     return ds
+
+
+def _grid_coords(coords: dict, dims: tuple[str, str], suffix: str) -> dict:
+    """Coordinates of one grid for the attribution dataset: the two 1-D axes (``lat``/``lon`` or
+    ``y``/``x``) and, on a non-lat/lon grid, the 2-D ``lat``/``lon``; names get ``suffix``."""
+    d0, d1 = (f"{d}{suffix}" for d in dims)
+    out = {d0: np.asarray(coords[dims[0]]), d1: np.asarray(coords[dims[1]])}
+    if tuple(dims) != ("lat", "lon") and "lat" in coords:
+        out[f"lat{suffix}"] = ((d0, d1), np.asarray(coords["lat"]))
+        out[f"lon{suffix}"] = ((d0, d1), np.asarray(coords["lon"]))
+    return out
 
 
 def write_attributions(run, ds: xr.Dataset, name: str | None = None) -> "Path":  # noqa: F821
@@ -378,6 +392,12 @@ def _geo_region(region, hr_coords) -> np.ndarray | None:
     if region is None or (isinstance(region, str) and region == "domain"):
         return None
     if isinstance(region, (tuple, list)) and len(region) == 2:
+        if lat.ndim == 2:  # 2-D lat/lon (rotated, projected): the nearest cell centre
+            dlon = (lon - float(region[1]) + 180.0) % 360.0 - 180.0
+            d2 = (lat - float(region[0])) ** 2 + (dlon * np.cos(np.deg2rad(lat))) ** 2
+            m = np.zeros(lat.shape, bool)
+            m[np.unravel_index(int(np.argmin(d2)), lat.shape)] = True
+            return m
         i = int(np.abs(lat - float(region[0])).argmin())
         j = int(np.abs(lon - float(region[1])).argmin())
         m = np.zeros((lat.size, lon.size), bool)

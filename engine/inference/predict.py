@@ -28,7 +28,7 @@ import engine
 from engine.config import ExperimentConfig
 from engine.data.pairing import PairedData, make_pair, unpad
 from engine.data.torch_dataset import DownscalingDataset
-from engine.data.grid import spatial_dims
+from engine.data.grid import latlon, spatial_dims
 from engine.models import build_model
 from engine.registry import NORMALISATIONS
 from engine.runs import Run, atomic_path, now_iso
@@ -68,12 +68,22 @@ class LoadedRun:
                                   seed=self.config.training.seed, time_window=self.config.data.time_window)
 
     @cached_property
-    def hr_coords(self) -> dict[str, np.ndarray]:
-        return {"lat": self.pair.hr.lat.values, "lon": self.pair.hr.lon.values}
+    def hr_coords(self) -> dict[str, Any]:
+        """``dims`` (the spatial dims), their 1-D coordinates, and ``lat``/``lon`` (1-D on a regular
+        grid, 2-D on any other)."""
+        return _grid_coords(self.pair.hr)
 
     @cached_property
-    def lr_coords(self) -> dict[str, np.ndarray]:
-        return {"lat": self.pair.lr.lat.values, "lon": self.pair.lr.lon.values}
+    def lr_coords(self) -> dict[str, Any]:
+        return _grid_coords(self.pair.lr)
+
+
+def _grid_coords(obj) -> dict[str, Any]:
+    dims = spatial_dims(obj)
+    out: dict[str, Any] = {"dims": dims, dims[0]: obj[dims[0]].values, dims[1]: obj[dims[1]].values}
+    if dims != ("lat", "lon"):
+        out["lat"], out["lon"] = latlon(obj)
+    return out
 
 
 def load_run(run: Run, which: str = "best") -> LoadedRun:
@@ -363,7 +373,7 @@ def write_predictions(run: Run, period: str | tuple[str, str] = "test", path=Non
     signature = json.dumps({"run": run.run_id, "period": list(loaded.period(period)), "steps": len(p.positions),
                             "blocks": [len(b) for b in p.blocks],
                             **{k: v for k, v in options.items() if k != "batch_size"}}, default=str, sort_keys=True)
-    writer = BlockWriter(writer_path, fmt, total_steps=len(p.positions), signature=signature)
+    writer = BlockWriter(writer_path, fmt, times=np.asarray(p.times), signature=signature)
     done = writer.resume_step()
     if done:
         run.log_event("message", text=f"predictions: resuming after {done} of {len(p.positions)} time steps")
