@@ -241,7 +241,11 @@ def _km_ellipsoid(crs):
 
     if crs is None or crs.ellipsoid is None or crs.ellipsoid.semi_major_metre > 1e5:
         return crs, 1.0
-    params = crs.to_dict()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "may lose information": the PROJ string is the source
+        params = crs.to_dict()
     for k in ("a", "b", "R", "x_0", "y_0"):
         if k in params:
             params[k] = float(params[k]) * 1000.0
@@ -540,15 +544,17 @@ def fmt_footprint(grid: Grid) -> str:
 
 
 def check_inside(target: Grid, source: Grid, target_name: str, source_name: str) -> None:
-    """Raise :class:`DataError` unless the target's true footprint lies within the source's."""
+    """Raise :class:`DataError` unless the target's true footprint lies within the source's.
+
+    ``target_name`` / ``source_name`` describe the grids in the message ("the grid of entry 'x'")."""
     lat, lon = boundary(target)
     fi, fj = fractional_index(source, lat, lon)
     ok = inside(fi, fj, source, tol=1e-3)
     if not ok.all():
         bad = int((~ok).sum())
         raise DataError(
-            f"the grid of {target_name!r} ({fmt_footprint(target)}) does not lie inside the grid of "
-            f"{source_name!r} ({fmt_footprint(source)}): {bad} of {ok.size} points on its outer edge "
+            f"the {target_name} ({fmt_footprint(target)}) does not lie inside the {source_name} "
+            f"({fmt_footprint(source)}): {bad} of {ok.size} points on its outer edge "
             f"are outside{' (the grids do not overlap at all)' if bad == ok.size else ''}; cut the target "
             "with data.bbox or choose an input that covers it"
         )
