@@ -616,7 +616,7 @@ def block_centres(grid: Grid, scale: int) -> Grid:
 
 
 # -- fitting a grid to a scale ----------------------------------------------------------------------
-def pad_to_multiple(obj, scale: int, name: str = "the target"):
+def pad_to_multiple(obj, scale: int, name: str = "the target grid"):
     """Pad the spatial dims of ``obj`` at their ends to multiples of ``scale``.
 
     Padded cells are NaN (invalid: the mask excludes them from losses and scores) and carry real
@@ -631,7 +631,7 @@ def pad_to_multiple(obj, scale: int, name: str = "the target"):
     ydim, xdim = spatial_dims(obj)
     ny, nx = obj.sizes[ydim], obj.sizes[xdim]
     if scale > ny or scale > nx:
-        raise DataError(f"data.scale={scale} is larger than the grid of {name} ({ny} x {nx}); accepted: a scale of "
+        raise DataError(f"data.scale={scale} is larger than {name} ({ny} x {nx}); accepted: a scale of "
                         f"at most {min(ny, nx)} (or a larger domain)")
     py, px = (-ny) % scale, (-nx) % scale
     info = {"dims": (ydim, xdim), "shape": (ny, nx), "pad": (py, px)}
