@@ -8,6 +8,7 @@ runs                   list runs with state, progress and headline scores
 compare RUN [RUN ...]  scores side by side with the baselines
 cancel RUN             cancel a pending or running run
 config                 print the default configuration as YAML (a starting point)
+check CONFIG.yaml      check the data a configuration names; every problem at once (exit 1)
 catalog                list the catalogue entries
 
 The run store root is ``--runs`` or ``$FINESCALE_RUNS`` (default ``./runs``).
@@ -24,7 +25,8 @@ import yaml
 
 from engine.config import ConfigError, ExperimentConfig
 from engine.config import SECTIONS
-from engine.runs import RunStore, RunStoreError
+from engine.follow import follow
+from engine.runs import FINAL_STATES, RunStore, RunStoreError
 
 
 def _parse_value(text: str) -> Any:
@@ -47,14 +49,19 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
 
 
 def _format_scores(status: dict[str, Any]) -> str:
+    """``rmse=1.234 (best baseline quantile_map 1.500, ratio 0.82)``: the headline is against the
+    best baseline on the validation period (``scores["reference"]``), bicubic for older runs."""
     scores = status.get("scores") or {}
-    model = scores.get("model", {})
-    base = scores.get("bicubic", {})
-    if "rmse" not in model:
+    model = scores.get("model") or {}
+    if model.get("rmse") is None:
         return ""
+    ref = scores.get("reference") or {}
+    name = ref.get("name") or "bicubic"
+    base = scores.get(name) or {}
     text = f"rmse={model['rmse']:.3f}"
     if base.get("rmse"):
-        text += f" (bicubic {base['rmse']:.3f}, ratio {model['rmse'] / base['rmse']:.2f})"
+        label = f"best baseline {name}" if ref.get("name") else name
+        text += f" ({label} {base['rmse']:.3f}, ratio {model['rmse'] / base['rmse']:.2f})"
     return text
 
 
@@ -68,30 +75,83 @@ def cmd_train(args) -> int:
     if args.launcher:
         cfg = cfg.replace(launch={"launcher": args.launcher})
     cfg.validate()
+    detach = args.detach or args.no_wait
+    if detach and cfg.launch.launcher == "inline":
+        raise ConfigError("--detach needs a launcher that runs apart from this process ('local' or 'slurm'); "
+                          "the 'inline' launcher trains here and ends with this command")
     store = RunStore(args.runs)
-    handle = launch.submit(cfg, store)
-    run = handle.run
-    print(f"run {run.run_id} submitted ({cfg.launch.launcher}) -> {run.path}")
-    if args.no_wait:
-        return 0
-    seen = 0
-    while True:
-        epochs = run.epochs()
-        for record in epochs[seen:]:
-            print(f"  epoch {record['epoch']:3d}  train_loss {record['train_loss']:.4f}  val_loss {record['val_loss']:.4f}"
-                  f"  val_rmse {record['val_rmse']:.3f}  {record['samples_per_s']:.0f} samples/s", flush=True)
-        seen = len(epochs)
-        status = handle.status()
-        if status.get("state") in ("completed", "failed", "cancelled"):
-            break
-        time.sleep(1.0)
-    status = run.status()
-    print(f"run {run.run_id}: {status['state']} {_format_scores(status)}")
-    if status["state"] != "completed":
+    if cfg.launch.launcher == "inline":
+        # The inline launcher trains in the calling process: submit in a thread, follow from here.
+        import threading
+
+        before = _run_ids(store)
+        result: dict[str, Any] = {}
+
+        def submit() -> None:
+            try:
+                result["handle"] = launch.submit(cfg, store)
+            except BaseException as exc:  # re-raised below: the one-line error of main()
+                result["error"] = exc
+
+        worker = threading.Thread(target=submit, daemon=True)
+        worker.start()
+        run = None
+        while run is None and worker.is_alive():
+            new = sorted(i for i in _run_ids(store) - before if f"-{cfg.name}-" in i)
+            try:
+                run = store.get(new[0]) if new else None
+            except RunStoreError:  # the folder exists, its files not yet
+                run = None
+            if run is None:
+                time.sleep(0.1)
+        if run is None:
+            worker.join()
+            if "error" in result:
+                raise result["error"]
+            run = result["handle"].run
+        print(f"run {run.run_id} submitted (inline) -> {run.path}", flush=True)
+        follow(run, ended=lambda: not worker.is_alive())
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        status = run.status()
+    else:
+        handle = launch.submit(cfg, store)
+        run = handle.run
+        print(f"run {run.run_id} submitted ({cfg.launch.launcher}) -> {run.path}", flush=True)
+        if detach:
+            print(f"detached; follow it with: python -m engine --runs {store.root} follow {run.run_id}")
+            return 0
+        try:
+            follow(run, ended=lambda: handle.status().get("state") in FINAL_STATES)
+        except KeyboardInterrupt:  # the run goes on without us
+            print(f"\nstopped following; run {run.run_id} goes on (python -m engine follow {run.run_id})")
+            return 0
+        status = run.status()
+    return _final_line(run, status)
+
+
+def _run_ids(store: RunStore) -> set[str]:
+    root = store.root
+    return {p.name for p in root.iterdir() if p.is_dir()} if root.exists() else set()
+
+
+def _final_line(run, status: dict[str, Any]) -> int:
+    print(f"run {run.run_id}: {status.get('state')} {_format_scores(status)}")
+    if status.get("state") != "completed":
         if status.get("error"):
             print(status["error"], file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_follow(args) -> int:
+    run = RunStore(args.runs).resolve(args.run)
+    try:
+        status = follow(run)
+    except KeyboardInterrupt:
+        return 0
+    return _final_line(run, status)
 
 
 def cmd_evaluate(args) -> int:
@@ -113,10 +173,26 @@ def cmd_runs(args) -> int:
         return 0
     print(f"{'run':50s} {'state':10s} {'progress':>8s} {'launcher':9s} {'job':>8s}  scores")
     for run in runs:
-        s = run.status()
-        print(f"{run.run_id:50s} {s.get('state', '?'):10s} {100 * float(s.get('progress') or 0):7.0f}% "
-              f"{str(s.get('launcher', '')):9s} {str(s.get('job_id') or ''):>8s}  {_format_scores(s)}")
+        try:  # a running run whose worker is gone shows "died"; an unreadable status "corrupt"
+            s = run.check_worker()
+            row = (f"{run.run_id:50s} {str(s.get('state', '?')):10s} {100 * float(s.get('progress') or 0):7.0f}% "
+                   f"{str(s.get('launcher', '')):9s} {str(s.get('job_id') or ''):>8s}  {_format_scores(s)}")
+            if s.get("state") in ("corrupt", "died", "failed"):
+                row += f"  {failure_line(s)}"
+        except (RunStoreError, OSError, TypeError, ValueError, KeyError) as exc:  # one damaged run hides no other
+            row = f"{run.run_id:50s} {'corrupt':10s} {'':>8s} {'':9s} {'':>8s}  {exc}"
+        print(row)
     return 0
+
+
+def failure_line(status: dict[str, Any], width: int = 300) -> str:
+    """The last line of a failed run's error (what went wrong, not the whole traceback), or the
+    traceback's last line when the error is empty."""
+    for text in (status.get("error"), status.get("traceback")):
+        lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:width]
+    return ""
 
 
 def cmd_compare(args) -> int:
@@ -145,6 +221,27 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from engine.data.check import check_config
+
+    cfg = apply_overrides(ExperimentConfig.from_yaml(args.config), args.set or [])
+    problems = []
+    try:
+        cfg.validate()
+    except ConfigError as exc:  # reported with the data problems, not instead of them
+        problems.append(str(exc))
+    problems += [p for p in check_config(cfg) if p not in problems]
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s)")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    d = cfg.data
+    print(f"{args.config}: ok ({d.downscaling} {d.variable} from {d.highres}"
+          f"{f' <- {d.lowres}' if d.downscaling == 'mos' else ''}, x{d.scale})")
+    return 0
+
+
 def cmd_catalog(args) -> int:
     from engine.data.catalog import entry_metadata, list_entries
 
@@ -164,8 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", default=None, help="override launch.launcher (inline, local, slurm)")
     p.add_argument("--name", default=None)
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a field (repeatable)")
-    p.add_argument("--no-wait", action="store_true", help="return after submitting")
+    p.add_argument("--detach", action="store_true", help="return after submitting (local, slurm); follow later")
+    p.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)  # the old name of --detach
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("follow", help="follow a run's progress until it ends")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_follow)
 
     p = sub.add_parser("evaluate", help="predict the test period and score a trained run")
     p.add_argument("run")
@@ -182,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cancel)
 
     sub.add_parser("config", help="print the default configuration").set_defaults(func=cmd_config)
+
+    p = sub.add_parser("check", help="check the data of CONFIG.yaml; every problem at once")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a field (repeatable)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("catalog", help="list catalogue entries")
     p.add_argument("--catalog", default=None, help="catalogue YAML (default: the bundled one)")

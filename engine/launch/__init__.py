@@ -59,8 +59,9 @@ def submit(config: ExperimentConfig, store: RunStore | str | Path | None = None,
 
     Raises
     ------
-    engine.config.ConfigError, LaunchError
-        Before anything is created or submitted: an invalid configuration, an unknown partition,
+    engine.config.ConfigError, LaunchError, engine.data.check.DataCheckError
+        Before anything is created or submitted: an invalid configuration, data problems (every
+        one, see :func:`engine.data.check.check_config`), an unknown partition,
         GPUs asked for where there are none, a run folder root that is not writable ...
     """
     if launcher is not None:
@@ -68,6 +69,9 @@ def submit(config: ExperimentConfig, store: RunStore | str | Path | None = None,
             raise LaunchError(f"launcher={launcher!r} is not valid; accepted: {', '.join(LAUNCHERS.names())}")
         config = config.replace(launch={"launcher": launcher})
     config = config.validate()
+    from engine.data.check import require_valid  # data layer loaded on first submit, not on import
+
+    require_valid(config)  # every data problem at once, before a run folder exists
     return get_launcher(config.launch.launcher).submit(config, _store(store))
 
 
