@@ -114,11 +114,12 @@ def check_config(cfg) -> list[str]:
             _check_channels(report, d, hr_ds, d.highres, sources, target, is_target_entry=True)
     elif lr_ds is not None:
         report.run(_time_ok, lr_ds, d.lowres)
-    if target is not None and times is not None:
-        for name in d.predictor_entries:
-            if name in sources:
-                _check_predictor_entry(report, d, name, sources[name], target, times)
-        _check_periods(report, d, times)
+    if target is not None:
+        if times is not None:
+            for name in d.predictor_entries:
+                if name in sources:
+                    _check_predictor_entry(report, d, name, sources[name], target, times)
+        _check_periods(report, d, times, target.time)
         _check_domain(report, d, target)
         report.run(_check_not_all_nan, target, d.highres)
     return report.problems
@@ -216,13 +217,17 @@ def _check_predictor_entry(report, d, name, ds, target, times) -> None:
                                          f"predictor entry {name!r}"))
 
 
-def _check_periods(report, d, times) -> None:
-    from engine.data.timeaxis import fmt_times, period_mask
+def _check_periods(report, d, times, target_times) -> None:
+    """Dates valid in the data's calendar; a step of the paired ``times`` in each period (when
+    there are paired times: no common step at all is reported on its own)."""
+    from engine.data.timeaxis import calendar_of, fmt_times, period_keys, period_mask
 
     for which in ("train", "val", "test"):
         period = tuple(getattr(d, f"{which}_period"))
         try:
-            if not period_mask(times, period, f"data.{which}_period", allow_empty=True).any():
+            if times is None:
+                period_keys(period, calendar_of(target_times), f"data.{which}_period")
+            elif not period_mask(times, period, f"data.{which}_period", allow_empty=True).any():
                 report.add(f"data.{which}_period={list(period)!r} contains no time step of the paired data, which "
                            f"cover {fmt_times(times)}; accepted: dates inside that range")
         except DataError as exc:
@@ -244,7 +249,11 @@ def _check_domain(report, d, target) -> None:
                    f"scale up to {min(H, W)}")
         return
     Hp, Wp = (math.ceil(n / s) * s for n in (H, W))  # pairing pads to multiples of the scale
-    if d.patch_size is not None and d.patch_size > min(Hp, Wp):
+    # The default patch adapts to a smaller domain (engine.training.loop.fit_patch_size); a patch
+    # the user chose that does not fit is refused.
+    from engine.config import DataConfig
+
+    if d.patch_size is not None and d.patch_size != DataConfig.patch_size and d.patch_size > min(Hp, Wp):
         top = min(Hp, Wp) - min(Hp, Wp) % s
         report.add(f"data.patch_size={d.patch_size} is larger than the target domain {H} x {W} of "
                    f"{d.highres!r}{' (after data.bbox)' if d.bbox is not None else ''}; accepted: multiples of "
