@@ -119,3 +119,39 @@ def test_time_index_kinds():
     assert isinstance(time_index(np.array(["2001-01-01"], dtype="datetime64[s]")), pd.DatetimeIndex)
     assert isinstance(time_index(_times("all_leap", periods=2).values), xr.CFTimeIndex)
     assert keys(["2001-02-03T04:05:06"]).tolist() == [20010203040506]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("calendar,test_period", [("noleap", ("2000-02-21", "2000-02-28")),
+                                                  ("360_day", ("2000-02-21", "2000-02-30"))])
+def test_training_on_a_non_standard_calendar(calendar, test_period, tmp_path, monkeypatch, tiny_config):
+    import yaml
+
+    from engine.data import synthetic
+    from engine.inference import write_predictions
+    from engine.runs import RunStore
+    from engine.training.trainer import train
+
+    monkeypatch.setenv("FINESCALE_DATA_ROOTS", str(tmp_path))
+    hr = synthetic.regular(lat=(44.0, 46.0), lon=(6.0, 8.0), res=0.125, ntime=60, start="2000-01-01", calendar=calendar)
+    lr = synthetic.regular(lat=(43.0, 47.0), lon=(5.0, 9.0), res=0.5, ntime=60, start="2000-01-01", calendar=calendar)
+    sources = {}
+    for name, ds, role in (("rcm", hr, "highres"), ("gcm", lr, "lowres")):
+        path = synthetic.write(ds, tmp_path / f"{name}.nc")
+        sources[name] = {"driver": "netcdf", "args": {"urlpath": str(path), "xarray_kwargs": {"engine": "netcdf4"}},
+                         "metadata": {"role": role}}
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    cfg = tiny_config.replace(data={"highres": "rcm", "lowres": "gcm", "downscaling": "mos", "variable": "tas",
+                                    "catalog": str(tmp_path / "catalog.yaml"), "static": [], "patch_size": 8,
+                                    "train_period": ["2000-01-01", "2000-02-10"],
+                                    "val_period": ["2000-02-11", "2000-02-20"], "test_period": list(test_period)},
+                              training={"epochs": 1, "samples_per_epoch": 16})
+    run = RunStore(tmp_path / "runs").create(cfg.validate())
+    train(run)
+    assert run.status()["state"] in ("running", "completed") and run.epochs()
+    write_predictions(run)
+    with xr.open_dataset(run.predictions_path) as out:
+        assert calendar_of(out.time) == calendar and out.time.encoding["calendar"] == calendar
+        last = out.time.values[-1]
+        assert (last.month, last.day) == (2, int(test_period[1][-2:]))  # 2000-02-30 exists in 360_day
+        assert np.isfinite(out.model.values).all() and out.model.attrs["units"] == "K"
