@@ -96,30 +96,6 @@ def _target_latlon(hr: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
         return lat2.astype(float), lon2.astype(float)
 
 
-def _target_points(source: xr.DataArray, target: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (H, W) of every target cell in the source's two axis coordinates."""
-    sdims, tdims = _spatial_dims(source), _spatial_dims(target)
-    if tuple(sdims) == tuple(tdims):  # same kind of axes (lat/lon, or the same projection's y/x)
-        p0, p1 = np.meshgrid(target[tdims[0]].values, target[tdims[1]].values, indexing="ij")
-        return p0.astype(float), p1.astype(float)
-    if tuple(sdims) != ("lat", "lon"):
-        raise BaselineError(f"cannot place target cells {tdims} in a source grid with axes {sdims}; interpolation "
-                            "from the native grid needs a regular latitude/longitude source or the target's own axes")
-    lat, lon = _target_latlon(target)
-    return lat, lon
-
-
-def _fractional_index(axis: np.ndarray, points: np.ndarray, periodic_deg: bool = False) -> np.ndarray:
-    """Fractional index of ``points`` along the ascending ``axis`` (clamped to the ends)."""
-    axis = np.asarray(axis, dtype=float)
-    if periodic_deg:  # longitudes: bring the points into the source's range (0..360 vs -180..180)
-        points = axis[0] + np.mod(points - axis[0], 360.0)
-        points = np.where(points > axis[-1] + 0.5 * (360.0 - (axis[-1] - axis[0])), points - 360.0, points)
-    if axis.size == 1:
-        return np.zeros_like(points)
-    return np.interp(points, axis, np.arange(axis.size, dtype=float))
-
-
 def _fill_nan(values: np.ndarray) -> np.ndarray:
     """NaN in the source (e.g. sea in a land-only product) filled from the nearest valid cell, so
     that it does not spread into valid target cells; cells NaN at some steps only take that
@@ -152,9 +128,13 @@ def interpolate(source: xr.DataArray, target: xr.DataArray, method: str) -> np.n
         raise BaselineError(f"interpolation {method!r} is not valid; accepted: {', '.join(INTERPOLATIONS)}")
     sdims = _spatial_dims(source)
     source = source.transpose("time", *sdims)
-    p0, p1 = _target_points(source, target)
-    f0 = _fractional_index(source[sdims[0]].values, p0)
-    f1 = _fractional_index(source[sdims[1]].values, p1, periodic_deg=sdims[1] == "lon")
+    # every target cell located in the source grid through its true position (engine.data.grid:
+    # any pair of grids, e.g. a rotated-pole input under a Lambert target)
+    from engine.data import grid as _grid
+
+    lat, lon = _grid.latlon(target)
+    f0, f1 = _grid.fractional_index(_grid.describe(source), lat, lon)
+    p0 = f0
     h, w = source.shape[1:]
     # grid_sample wants (x, y) in [-1, 1] with align_corners=True: -1 = first centre, 1 = last.
     gx = 2.0 * f1 / max(w - 1, 1) - 1.0

@@ -198,8 +198,11 @@ def predict_deep_ensemble(runs: Sequence, period="test", **kwargs) -> xr.Dataset
         loaded = run if isinstance(run, LoadedRun) else load_run(run)
         datasets.append(predict(loaded, period, members=1, **kwargs))
     first = datasets[0]
+    from engine.data.grid import spatial_dims
+
+    sdims = spatial_dims(first["model"])
     for ds, run in zip(datasets[1:], runs[1:]):
-        for coord in ("time", "lat", "lon"):
+        for coord in ("time", *sdims):
             if ds.sizes[coord] != first.sizes[coord] or not np.array_equal(ds[coord].values, first[coord].values):
                 raise EnsembleError(f"run {getattr(run, 'run_id', run)!r} predicts on a different {coord!r} axis than "
                                     f"{first.attrs.get('finescale_run')!r}; a deep ensemble needs the same data")
@@ -209,7 +212,7 @@ def predict_deep_ensemble(runs: Sequence, period="test", **kwargs) -> xr.Dataset
     model = xr.concat([ds["model"] for ds in datasets], dim="member").assign_coords(
         member=np.arange(len(datasets)), member_run=("member", ids))
     out = first.copy()
-    out["model"] = model.transpose("member", "time", "lat", "lon").assign_attrs(
+    out["model"] = model.transpose("member", "time", *sdims).assign_attrs(
         first["model"].attrs, description=f"deep ensemble of {len(datasets)} runs")
     out.attrs.update(ensemble="deep", ensemble_members=len(datasets), ensemble_runs=" ".join(ids))
     return out
