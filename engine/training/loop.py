@@ -189,10 +189,23 @@ def prepare_data(cfg: ExperimentConfig, normaliser=None) -> TrainingData:
     check_baselines(cfg, pair)
     normaliser = normaliser if normaliser is not None else fit_normaliser(cfg, pair)
     common = dict(seed=t.seed, sample=d.sample, time_window=d.time_window)
-    train = DownscalingDataset(pair, normaliser, d.train_period, patch_size=d.patch_size,
+    train = DownscalingDataset(pair, normaliser, d.train_period, patch_size=fit_patch_size(d.patch_size, pair),
                                samples_per_epoch=t.samples_per_epoch, **common)
     val = DownscalingDataset(pair, normaliser, d.val_period, patch_size=None, **common)
     return TrainingData(pair, normaliser, train, val)
+
+
+def fit_patch_size(patch_size: int | None, pair) -> int | None:
+    """``data.patch_size`` on a domain smaller than the patch: the largest patch the domain holds
+    (a multiple of the scale; the whole domain when it is square), so a default configuration
+    trains on any domain and ``training.samples_per_epoch`` random samples are still drawn."""
+    if patch_size is None:
+        return None
+    from engine.data.grid import spatial_dims
+
+    H, W = (pair.hr.sizes[dim] for dim in spatial_dims(pair.hr))
+    edge = min(H, W) - min(H, W) % pair.scale
+    return min(int(patch_size), edge) if edge >= pair.scale else None
 
 
 def to_device(batch: dict[str, torch.Tensor], device, channels_last: bool) -> dict[str, torch.Tensor]:

@@ -84,3 +84,19 @@ def test_seeds_train_members_and_predict_a_deep_ensemble(tiny_config, tmp_path):
     assert ds.attrs["finescale_run"] == run.run_id and "quantile_map" in ds
     scores = evaluate_run(run)
     assert {"crps", "spread_skill_ratio", "ensemble_mean_rmse"} <= set(scores.metric)
+
+
+def test_default_patch_fits_a_small_domain(tiny_config):
+    from engine.data.check import check_config
+    from engine.training.loop import prepare_data
+
+    # 24 x 40 cells of the demo: smaller than the default 64-cell patch
+    cfg = tiny_config.replace(data={"patch_size": 64, "bbox": [45.0, 46.99, 7.0, 10.3]},
+                              training={"samples_per_epoch": 40}).validate()
+    assert not any("patch_size" in p for p in check_config(cfg))
+    data = prepare_data(cfg)
+    H, W = data.grid_shape
+    assert min(H, W) < 64 and data.train.patch_size == min(H, W) - min(H, W) % 4
+    assert len(data.train) == 40  # samples_per_epoch honoured
+    item = data.train[0]
+    assert item["y"].shape[-2:] == (data.train.patch_size, data.train.patch_size)
