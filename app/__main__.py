@@ -62,6 +62,9 @@ def command(argv: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
         env["FINESCALE_RUNS"] = str(Path(args.runs).resolve())
     if args.catalog:
         env["FINESCALE_CATALOG"] = str(Path(args.catalog).resolve())
+    if not any(a.startswith("--num-threads") for a in rest):
+        # Callbacks in a thread pool: one session's file reads never hold up another's page.
+        cmd += ["--num-threads", os.environ.get("FINESCALE_APP_THREADS", "4")]
     return cmd + rest, env
 
 

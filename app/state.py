@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,10 @@ class AppState(param.Parameterized):
         self._job_checked: dict[str, float] = {}
         self._launch_extra: dict[str, Any] = {}  # launch.extra of a loaded file (YAML only)
         self._switched = ""  # why a loaded file's launcher was switched (see apply_config)
+        self._poll_lock = threading.Lock()
+        #: Called as ``on_run_state(run_id, state)`` when a run reaches a final state between two
+        #: polls (the served app shows a notification); None: nobody listens.
+        self.on_run_state = None
         from .schema import ExperimentOptions
 
         with param.edit_constant(self):
@@ -644,8 +649,19 @@ class AppState(param.Parameterized):
         events); parameters are only set when their value changed, so views re-render only
         when something happened.
         """
+        # Periodic polls run in Panel's thread pool: one at a time per session (a slow file
+        # system must not pile them up), the next simply skips.
+        if not self._poll_lock.acquire(blocking=False):
+            return
+        try:
+            self._poll()
+        finally:
+            self._poll_lock.release()
+
+    def _poll(self) -> None:
         from engine.runs import FINAL_STATES
 
+        before = {r["run_id"]: r["state"] for r in self.runs}
         rows = []
         for run in reversed(self._store.list()):
             try:
@@ -659,6 +675,14 @@ class AppState(param.Parameterized):
         if rows != self.runs:
             self.runs = rows
             self._update_run_choices()
+            if self.on_run_state is not None and before:
+                for row in rows:  # finished or failed since the last poll: tell the user
+                    old = before.get(row["run_id"])
+                    if old is not None and old != row["state"] and row["state"] in FINAL_STATES:
+                        try:
+                            self.on_run_state(row["run_id"], row["state"])
+                        except Exception:  # a notification must never break polling
+                            log.exception("run state notification failed")
         if self.selected_run is not None:
             self._refresh_selected()
 
