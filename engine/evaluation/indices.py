@@ -6,9 +6,11 @@ Diagnostics (:mod:`engine.evaluation.diagnostics`) then compare the index maps o
 and of the truth.
 
 xclim computes what it has (TXx, TXn, summer days, Rx1day, wet days and wet-day intensity for
-SDII, CDD, CWD): it reads the ``units`` attribute, converts thresholds ("25 degC", "1 mm/day") to
-the data's units, and resamples years on any cftime calendar (noleap, 360_day, ...). The rest
-(mean, quantile, lag-1 autocorrelation, interannual variability) are one line of xarray each.
+SDII): it reads the ``units`` attribute, converts thresholds ("25 degC", "1 mm/day") to the data's
+units, and resamples years on any cftime calendar (noleap, 360_day, ...). CDD and CWD use xclim's
+threshold conversion but their own spell count (xclim's run lengths took 8-15 s per 128 x 128 x
+730 field here; tested equal to xclim's). The rest (mean, quantile, lag-1 autocorrelation,
+interannual variability) are one line of xarray each.
 
 Definitions follow the benchmark's ``evaluation/indices.py`` (WCRP-CORDEX/ml-benchmark), where
 every yearly index is averaged over the years of the period:
@@ -123,7 +125,9 @@ def quantile(da: xr.DataArray, q: float = 0.98, season: str | None = None) -> xr
     if not 0.0 <= q <= 1.0:
         raise MetricError(f"quantile q={q!r} is not valid; expected 0 <= q <= 1")
     x = select_season(da, season)
-    return x.quantile(q, dim="time").drop_vars("quantile").assign_attrs(units=da.attrs.get("units", ""))
+    # numpy's quantile without the NaN-skipping path when there is no NaN: 5x faster on big grids
+    skipna = bool(x.isnull().any())
+    return x.quantile(q, dim="time", skipna=skipna).drop_vars("quantile").assign_attrs(units=da.attrs.get("units", ""))
 
 
 def txx(da, season=None, units=None):
@@ -175,26 +179,66 @@ def sdii(da, season=None, units=None, threshold: str = "1 mm/day"):
     return out
 
 
-def cdd(da, season=None, units=None, threshold: str = "1 mm/day"):
-    """Mean over years of the longest dry spell (< ``threshold``), xclim ``maximum_consecutive_dry_days``."""
-    import xclim.indices as xi
+def _longest_spell_per_year(cond: xr.DataArray) -> xr.DataArray:
+    """Mean over years of each year's longest run of True (a spell never crosses 1 January).
 
-    x = _units(_season_masked(da, season), units)
-    return _years_mean(xi.maximum_consecutive_dry_days(x, thresh=threshold, freq="YS"), "days")
+    Why not xclim's run-length machinery: on a 730 x 128 x 128 field it took 8-15 s per call on
+    this project's CPU (the scorecard computes it hundreds of times); this loop over days is
+    vectorised over every cell and takes milliseconds. Its results are tested equal to xclim's
+    ``maximum_consecutive_dry_days`` / ``maximum_consecutive_wet_days``.
+    """
+    c = cond.transpose("time", ...)
+    years = c["time"].dt.year.values
+    v = c.values.astype(bool)
+    run = np.zeros(v.shape[1:], dtype=np.int32)
+    best = np.zeros(v.shape[1:], dtype=np.int32)
+    yearly = []
+    for i in range(v.shape[0]):
+        if i and years[i] != years[i - 1]:
+            yearly.append(best)
+            run, best = np.zeros_like(run), np.zeros_like(best)
+        run = np.where(v[i], run + 1, 0)
+        best = np.maximum(best, run)
+    yearly.append(best)
+    out = np.mean(yearly, axis=0)
+    rest = list(c.dims[1:])
+    coords = {k: val for k, val in cond.coords.items() if set(val.dims) <= set(rest)}
+    return xr.DataArray(out, dims=rest, coords=coords, attrs={"units": "days"})
+
+
+def _wet(x: xr.DataArray, threshold: str) -> tuple[xr.DataArray, float]:
+    from xclim.core.units import convert_units_to
+
+    return x, float(convert_units_to(threshold, x, context="hydro"))
+
+
+def cdd(da, season=None, units=None, threshold: str = "1 mm/day"):
+    """Mean over years of the longest dry spell (< ``threshold``; the threshold converted to the
+    data's units by xclim). Days outside ``season`` (and NaN) end a spell."""
+    x, thr = _wet(_units(_season_masked(da, season), units), threshold)
+    return _longest_spell_per_year(x < thr)
 
 
 def cwd(da, season=None, units=None, threshold: str = "1 mm/day"):
-    """Mean over years of the longest wet spell (>= ``threshold``), xclim ``maximum_consecutive_wet_days``."""
-    import xclim.indices as xi
-
-    x = _units(_season_masked(da, season), units)
-    return _years_mean(xi.maximum_consecutive_wet_days(x, thresh=threshold, freq="YS"), "days")
+    """Mean over years of the longest wet spell (>= ``threshold``), as :func:`cdd`."""
+    x, thr = _wet(_units(_season_masked(da, season), units), threshold)
+    return _longest_spell_per_year(x >= thr)
 
 
 def lag1_autocorr(da, season=None):
     """Pearson correlation of each series with itself one day earlier."""
     x = select_season(da, season)
-    return xr.corr(x, x.shift(time=1), dim="time").assign_attrs(units="1")
+    if bool(x.isnull().any()):
+        return xr.corr(x, x.shift(time=1), dim="time").assign_attrs(units="1")
+    # Without NaN, the same Pearson correlation of the (T-1) day pairs in numpy (xr.corr is ~10x slower).
+    xt = x.transpose("time", ...)
+    v = xt.values.astype(np.float64)
+    a, b = v[1:] - v[1:].mean(0), v[:-1] - v[:-1].mean(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    rest = list(xt.dims[1:])
+    coords = {k: c for k, c in x.coords.items() if set(c.dims) <= set(rest)}
+    return xr.DataArray(r, dims=rest, coords=coords, attrs={"units": "1"})
 
 
 def interannual_var(da, season=None):

@@ -58,6 +58,21 @@ def test_lag1_autocorrelation_and_quantile_by_hand():
     assert float(compute_index(ramp, "quantile", q=0.98)[0]) == pytest.approx(98.0)
 
 
+@pytest.mark.parametrize("season", [None, "JJA", "DJF"])
+def test_spells_equal_xclims(season):
+    import xclim.indices as xi
+    from xclim.indices.generic import select_time
+
+    rng = np.random.default_rng(5)
+    t = xr.date_range("1990-01-01", periods=3 * 365, freq="D", calendar="noleap", use_cftime=True)
+    pr = xr.DataArray(rng.gamma(0.4, 4.0, (t.size, 6)) * (rng.random((t.size, 6)) < 0.6), dims=("time", "x"),
+                      coords={"time": t}, attrs={"units": "mm/day"})
+    x = pr if season is None else select_time(pr, season=season)
+    for ours, theirs in (("cdd", xi.maximum_consecutive_dry_days), ("cwd", xi.maximum_consecutive_wet_days)):
+        expected = theirs(x, thresh="1 mm/day", freq="YS").mean("time")
+        np.testing.assert_allclose(compute_index(pr, ours, season=season).values, expected.values)
+
+
 def test_pr_in_kg_m2_s1_is_converted_by_xclim():
     mmday = np.zeros(365); mmday[[3, 4]] = [5.0, 12.0]
     flux = series(mmday / 86400.0, units="kg m-2 s-1")
