@@ -109,7 +109,7 @@ def check_config(cfg) -> list[str]:
     if target is not None:
         times = target.time
         if d.downscaling == "mos" and lr_ds is not None:
-            times = _check_input(report, d, target, lr_ds)
+            times = _check_input(report, d, target, lr_ds, sources)
         elif d.downscaling == "perfectprog":
             _check_channels(report, d, hr_ds, d.highres, sources, target, is_target_entry=True)
     elif lr_ds is not None:
@@ -187,12 +187,12 @@ def _check_channels(report, d, ds, entry, sources, target, is_target_entry) -> N
         report.add("data.target_as_input=False needs data.predictors (the input would be empty)")
 
 
-def _check_input(report, d, target, lr_ds):
+def _check_input(report, d, target, lr_ds, sources):
     """MOS: calendars, common times, footprint, the input's channels. Returns the paired times."""
     from engine.data import grid
     from engine.data.timeaxis import match_times, time_index
 
-    _check_channels(report, d, lr_ds, d.lowres, {}, target, is_target_entry=False)
+    _check_channels(report, d, lr_ds, d.lowres, sources, target, is_target_entry=False)
     if not report.run(_time_ok, lr_ds, d.lowres) and "time" not in lr_ds.dims:
         return None
     pos = report.run(match_times, target.time, lr_ds.time, f"entry {d.highres!r}", f"entry {d.lowres!r}")

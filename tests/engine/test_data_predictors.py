@@ -132,6 +132,18 @@ def test_predictors_from_their_own_entry_and_grid(catalog):
     np.testing.assert_allclose(pair.lr.hus850.values, (0.001 * la - 1.5) * np.ones((6, 2, 2)), atol=1e-5)
 
 
+def test_check_config_searches_predictor_entries(catalog):
+    from engine.data.check import check_config
+
+    ok = dict(patch_size=8, train_period=("2001-01-01", "2001-01-04"), val_period=("2001-01-05", "2001-01-05"),
+              test_period=("2001-01-06", "2001-01-06"))
+    assert check_config(_cfg(catalog, **ok)) == []
+    problems = check_config(_cfg(catalog, predictors=("psl", "zz", "hus300"), **ok))
+    assert len(problems) == 2, problems
+    assert "predictor variable 'zz' is not in entry 'rea' nor 'ncep'" in problems[0]
+    assert "predictor 'hus300': level 300 is not in variable 'hus' of entry 'ncep'; its levels: 850, 500" in problems[1]
+
+
 def test_predictor_entry_errors(catalog):
     with pytest.raises(DataError, match=r"3 paired step\(s\) are missing, the first 2001-01-04.*Accepted: a predictor entry covering"):
         make_pair(_cfg(catalog, predictor_entries=("short",), predictors=("psl",)))
@@ -160,3 +172,30 @@ def test_resolve_order_input_entry_first():
     cfg = DataConfig(predictors=("slp",), predictor_entries=("b",))
     a, b = _lr(var="slp"), _lr(var="slp")
     assert [(c.name, c.entry) for c in resolve(cfg, {"a": a, "b": b}, ["a", "b"])] == [("slp", "a")]
+
+
+@pytest.mark.slow
+def test_emulation_with_level_predictors_trains_and_predicts(tmp_path, monkeypatch, tiny_config):
+    from engine.data import synthetic
+    from engine.inference import write_predictions
+    from engine.runs import RunStore
+    from engine.training.trainer import train
+
+    monkeypatch.setenv("FINESCALE_DATA_ROOTS", str(tmp_path))
+    hr = synthetic.regular(lat=(44.0, 46.0), lon=(6.0, 8.0), res=0.125, ntime=60, start="2000-01-01")
+    lr = synthetic.regular(lat=(43.0, 47.0), lon=(5.0, 9.0), res=0.5, ntime=60, start="2000-01-01")
+    ta = synthetic.regular(lat=(40.0, 50.0), lon=(0.0, 15.0), res=2.5, ntime=60, start="2000-01-01", variable="ta",
+                           levels=(850, 700, 500))
+    cat = _catalog(tmp_path, {"rcm": (hr, {"role": "highres"}), "gcm": (lr, {"role": "lowres"}),
+                              "ncep": (ta, {"role": "predictor"})})
+    cfg = tiny_config.replace(
+        data={"highres": "rcm", "lowres": "gcm", "downscaling": "mos", "variable": "tas", "catalog": cat, "static": [],
+              "patch_size": 8, "predictors": ["ta"], "levels": {"ta": [850, 500]}, "predictor_entries": ["ncep"],
+              "target_as_input": False, "train_period": ["2000-01-01", "2000-02-05"],
+              "val_period": ["2000-02-06", "2000-02-15"], "test_period": ["2000-02-16", "2000-02-23"]},
+        model={"residual": False}, training={"epochs": 1, "samples_per_epoch": 16})
+    run = RunStore(tmp_path / "runs").create(cfg.validate())
+    train(run)
+    assert run.status()["input_channels"] == ["ta850", "ta500"]
+    ds = write_predictions(run)
+    assert ds.model.sizes["time"] == 8 and bool(np.isfinite(ds.model.values).all())
