@@ -29,6 +29,7 @@ Example
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import os
 import re
@@ -40,12 +41,83 @@ from typing import Any
 from engine.config import ExperimentConfig
 from engine.files import atomic_path, write_text_atomic  # noqa: F401  (re-exported)
 
-STATES = ("pending", "running", "completed", "failed", "cancelled")
-FINAL_STATES = ("completed", "failed", "cancelled")
+STATES = ("pending", "running", "completed", "failed", "cancelled", "died")
+#: ``died``: the worker vanished without reporting (``kill -9``, out-of-memory killer, a node
+#: lost); ``corrupt``: the status file cannot be read (never written, only reported).
+FINAL_STATES = ("completed", "failed", "cancelled", "died", "corrupt")
+LOCK_NAME = ".lock"
 
 
 class RunStoreError(ValueError):
     """A run store problem (unknown run, root not writable, corrupt status)."""
+
+
+class RunLocked(RunStoreError):
+    """The run folder is locked by a live worker; ``holder`` says which (pid, host, since)."""
+
+    def __init__(self, message: str, holder: dict[str, Any]):
+        super().__init__(message)
+        self.holder = holder
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run>/.lock``, held by the run's worker for as long as it runs.
+
+    The kernel drops the lock when the last descriptor closes, so a worker that dies (even by
+    ``kill -9``) frees its run. The file holds the holder's identity (JSON) for messages. A
+    launcher may take the lock and hand the descriptor to the worker it starts (inherited
+    descriptors share one lock), so that no second start can slip in between.
+    """
+
+    def __init__(self, run: "Run", fd: int):
+        self.run, self.fd = run, fd
+
+    @classmethod
+    def acquire(cls, run: "Run", **holder: Any) -> "RunLock":
+        fd = os.open(run.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            held = run.lock_holder() or {}
+            raise RunLocked(f"run {run.run_id!r} is already being run by {_describe_holder(held)}; "
+                            "a second start or resume is refused (cancel it first)", held) from None
+        lock = cls(run, fd)
+        lock.set_holder(**holder)
+        return lock
+
+    def set_holder(self, **holder: Any) -> None:
+        from engine.process import boot_id, proc_start_ticks, this_host
+
+        pid = int(holder.pop("pid", os.getpid()))
+        info = {"pid": pid, "host": this_host(), "boot_id": boot_id(), "start_ticks": proc_start_ticks(pid),
+                "since": now_iso(), **holder}
+        data = json.dumps(info).encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing our descriptor; a child that inherited it keeps the lock
+            self.fd = -1
+
+
+def _write_error(path: Path, exc: OSError) -> RunStoreError:
+    """A clear error for a failed write in a run folder (read-only, full, no permission)."""
+    import shutil
+
+    try:
+        free = f"; {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = ""
+    return RunStoreError(f"cannot write {path.name!r} in the run folder {str(path.parent)!r}: "
+                         f"{exc.strerror or exc}{free}")
+
+
+def _describe_holder(held: dict[str, Any]) -> str:
+    if not held.get("pid"):
+        return "another process (holder unknown)"
+    return f"pid {held['pid']} on host {held.get('host', '?')} since {held.get('since', '?')}"
 
 
 def default_root() -> Path:
@@ -103,6 +175,10 @@ class Run:
     def normalisation_path(self) -> Path:
         return self.path / "normalisation.json"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_NAME
+
     def checkpoint(self, which: str = "best") -> Path:
         return self.checkpoint_dir / f"{which}.pt"
 
@@ -115,13 +191,29 @@ class Run:
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The status dictionary (``state``, ``progress``, ``launcher``, ``job_id``, ``host``,
-        ``created``, ``started``, ``ended``, ``error``, ``scores`` ...)."""
+        ``created``, ``started``, ``ended``, ``error``, ``scores`` ...).
+
+        Never raises for a damaged file: a status that cannot be read is reported as state
+        ``corrupt`` with the reason in ``error`` (a listing shows it beside the healthy runs)."""
         try:
-            return json.loads(self.status_path.read_text())
+            return self._read_status()
+        except RunStoreError as exc:
+            return {"state": "corrupt", "progress": 0.0, "error": str(exc), "corrupt": True}
+
+    def _read_status(self) -> dict[str, Any]:
+        try:
+            status = json.loads(self.status_path.read_text())
         except FileNotFoundError:
             return {"state": "pending", "progress": 0.0}
-        except json.JSONDecodeError as exc:  # cannot happen with atomic writes; say so if it does
-            raise RunStoreError(f"status file of run {self.run_id!r} is corrupt: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # atomic writes never leave this
+            raise RunStoreError(f"status file {str(self.status_path)!r} of run {self.run_id!r} is corrupt ({exc}); "
+                                "the run's other files are kept: repair or delete status.json") from None
+        except OSError as exc:
+            raise RunStoreError(f"status file {str(self.status_path)!r} cannot be read: {exc.strerror}") from None
+        if not isinstance(status, dict) or not isinstance(status.get("state", "pending"), str):
+            raise RunStoreError(f"status file {str(self.status_path)!r} of run {self.run_id!r} is corrupt (expected "
+                                f"a JSON object with a state, got {str(status)[:80]!r}); repair or delete status.json")
+        return status
 
     @property
     def state(self) -> str:
@@ -135,10 +227,13 @@ class Run:
         """
         if "state" in changes and changes["state"] not in STATES:
             raise RunStoreError(f"state {changes['state']!r} is not valid; accepted: {', '.join(STATES)}")
-        status = self.status()
+        status = self._read_status()  # a corrupt status is refused, not overwritten
         status.update(changes)
         status["updated"] = now_iso()
-        write_text_atomic(self.status_path, json.dumps(status, indent=1, default=str))
+        try:
+            write_text_atomic(self.status_path, json.dumps(status, indent=1, default=str))
+        except OSError as exc:
+            raise _write_error(self.status_path, exc) from exc
         return status
 
     # -- events --------------------------------------------------------------------------
@@ -148,9 +243,12 @@ class Run:
         line = json.dumps(record, default=float) + "\n"
         # One write() of a short line in append mode is atomic enough for a single writer;
         # readers skip a trailing partial line (see events()).
-        with open(self.events_path, "a") as fh:
-            fh.write(line)
-            fh.flush()
+        try:
+            with open(self.events_path, "a") as fh:
+                fh.write(line)
+                fh.flush()
+        except OSError as exc:
+            raise _write_error(self.events_path, exc) from exc
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         if not self.events_path.exists():
@@ -161,6 +259,8 @@ class Run:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line being written right now
+            if not isinstance(record, dict):
+                continue
             if kind is None or record.get("kind") == kind:
                 out.append(record)
         return out
@@ -169,8 +269,88 @@ class Run:
         """The per-epoch metrics, one dict per finished epoch (latest value per epoch)."""
         by_epoch: dict[int, dict[str, Any]] = {}
         for record in self.events("epoch"):
-            by_epoch[int(record["epoch"])] = record
+            try:
+                by_epoch[int(record["epoch"])] = record
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged record ("epoch": "abc"): the others still count
         return [by_epoch[k] for k in sorted(by_epoch)]
+
+    # -- the worker: lock and liveness ----------------------------------------------------
+    def acquire_lock(self, **holder: Any) -> RunLock:
+        """Take the run folder's exclusive lock (see :class:`RunLock`) or raise :class:`RunLocked`
+        naming the holder."""
+        return RunLock.acquire(self, **holder)
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        """Who holds the run folder's lock (``pid``, ``host``, ``since``), or None when nobody does."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    held = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                except ValueError:
+                    held = {}
+                return held if isinstance(held, dict) else {}
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def worker_alive(self) -> bool | None:
+        """Whether the run's worker is alive: True/False, or None when that cannot be told from
+        this machine (the worker's host is another one).
+
+        A held lock means alive. Without a lock file (a run from before locks, or a stand-in
+        process) the pid recorded in the status must be proven to be the worker (start time and
+        command line or token, see :mod:`engine.process`)."""
+        from engine.process import boot_id, is_run_worker, this_host
+
+        status = self.status()
+        if status.get("host") and status["host"] != this_host():
+            return None
+        if status.get("boot_id") and status["boot_id"] != boot_id():
+            return False
+        if self.lock_holder() is not None:
+            return True
+        if self.lock_path.exists():
+            return False  # a worker took the lock, and nobody holds it now
+        return is_run_worker(status.get("job_id"), status.get("job_start"), self.path, status.get("job_token"))
+
+    def check_worker(self) -> dict[str, Any]:
+        """The status, after marking a ``running`` run whose worker is gone as ``died``.
+
+        What ``engine runs`` and the dashboard show: a run killed with ``kill -9`` reads
+        ``died`` with its last event, not ``running 95 %``."""
+        status = self.status()
+        if status.get("state") == "running" and self.worker_alive() is False:
+            pid = status.get("job_id")
+            status = self.mark_died(f"the worker (pid {pid} on {status.get('host', '?')}) is gone without reporting "
+                                    "a final state (killed, out of memory, or its machine restarted)")
+        return status
+
+    def mark_died(self, message: str) -> dict[str, Any]:
+        """Record that the worker vanished: state ``died``, ``message``, the last event and how
+        to continue. Files already written are kept; temporary halves of writes are removed."""
+        events = self.events()
+        last = events[-1] if events else None
+        epochs = self.epochs()
+        text = message
+        if last is not None:
+            what = {k: v for k, v in last.items() if k not in ("time",)}
+            text += f"; last event at {last.get('time', '?')}: {json.dumps(what, default=str)[:200]}"
+        if epochs:
+            text += f"; {len(epochs)} epoch(s) completed, resume continues from checkpoints/last.pt"
+        for tmp in self.path.rglob(".*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        return self.update_status(state="died", error=text, last_event=last, ended=now_iso())
 
     def log_tail(self, lines: int = 50) -> str:
         """The last lines of the run's logs (stdout and stderr), for the dashboard and CLI."""
@@ -227,6 +407,10 @@ class RunStore:
         if not run_id or "/" in run_id or run_id in (".", "..") or "\\" in run_id:
             raise RunStoreError(f"run id {run_id!r} is not valid")
         run = Run(self.root / run_id)
+        # A symbolic link in the store must not lead out of it.
+        if run.path.is_symlink() and not run.path.resolve().is_relative_to(self.root.resolve()):
+            raise RunStoreError(f"run {run_id!r} in {self.root} is a link to {str(run.path.resolve())!r}, outside "
+                                "the run store; accepted: run folders inside it")
         if not run.config_path.exists():
             known = ", ".join(r.run_id for r in self.list()[-10:]) or "none"
             raise RunStoreError(f"no run {run_id!r} in {self.root}; recent runs: {known}")
@@ -246,4 +430,4 @@ class RunStore:
         if not self.root.exists():
             return []
         runs = [Run(p) for p in self.root.iterdir() if (p / "config.yaml").exists()]
-        return sorted(runs, key=lambda r: (r.status().get("created", ""), r.run_id))
+        return sorted(runs, key=lambda r: (str(r.status().get("created", "")), r.run_id))

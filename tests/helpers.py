@@ -34,11 +34,15 @@ def stand_in_job(seconds: int):
     cancelled); yields its run-store identity and kills it afterwards. Reaped by a thread, so a
     killed job does not linger as a zombie."""
     from engine.launch.base import boot_id, proc_start_ticks, this_host
+    from engine.process import TOKEN_ENV, new_token
 
-    proc = subprocess.Popen(["sleep", str(seconds)], start_new_session=True)
+    # The run's token in its environment is what proves it to be the run's worker (a real one
+    # also shows engine.launch.worker and the run folder on its command line).
+    token = new_token()
+    proc = subprocess.Popen(["sleep", str(seconds)], start_new_session=True, env={**os.environ, TOKEN_ENV: token})
     threading.Thread(target=proc.wait, daemon=True).start()
     yield {"launcher": "local", "job_id": str(proc.pid), "job_start": proc_start_ticks(proc.pid),
-           "boot_id": boot_id(), "host": this_host()}
+           "job_token": token, "boot_id": boot_id(), "host": this_host()}
     if proc.poll() is None:
         proc.kill()
 

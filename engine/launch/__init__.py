@@ -98,14 +98,20 @@ def resume(run: Run | str | Path, store: RunStore | str | Path | None = None,
     Raises
     ------
     LaunchError
-        If the run is still active (pending or running): cancel it first.
+        If the run is still active (pending or running), or its folder is locked by a live worker
+        (named in the message): cancel it first.
     """
     run = _store(store).resolve(run)
     handle = attach(run)
-    state = handle.status()["state"]  # also marks a dead "running" job as failed
+    state = handle.status()["state"]  # also marks a dead "running" job as died
     if state not in FINAL_STATES:
         raise LaunchError(f"run {run.run_id} is still {state!r} ({handle.launcher} job {handle.job_id}); "
                           "cancel it before resuming")
+    holder = run.lock_holder()
+    if holder is not None:  # a live worker, whatever status.json says: change nothing
+        raise LaunchError(f"run {run.run_id!r} is already being run by pid {holder.get('pid')} on host "
+                          f"{holder.get('host')} since {holder.get('since')}; a second start or resume is refused "
+                          "(cancel it first)")
     config = run.config
     if launcher is not None and launcher != config.launch.launcher:
         config = config.replace(launch={"launcher": launcher})

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
+from engine.process import boot_id, proc_start_ticks, this_host  # noqa: F401  (re-exported)
 from engine.runs import FINAL_STATES, Run, RunStore, RunStoreError, now_iso
 
 JOB_EXIT_GRACE_S = 60.0
@@ -151,37 +151,16 @@ def time_limit_seconds(text: str) -> int:
     return a * 60
 
 
-def proc_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks after boot (None if no such live process). Stored
-    with the pid so that a re-attach never mistakes a recycled pid for our job."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):  # a zombie has finished; PID 1 here reaps slowly
-        return None
-    return int(fields[19])
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
 def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
+    """Whether a process with this pid (and, when given, this start time) exists. Liveness only:
+    before signalling anything, prove it is the run's worker with
+    :func:`engine.process.is_run_worker`."""
     if not pid:
         return False
     ticks = proc_start_ticks(int(pid))
     if ticks is None:
         return False
     return start_ticks is None or int(start_ticks) == ticks
-
-
-def this_host() -> str:
-    return socket.gethostname()
 
 
 def cleanup_partial_files(run: Run) -> list[Path]:
@@ -198,11 +177,9 @@ def cleanup_partial_files(run: Run) -> list[Path]:
 
 
 def mark_dead(run: Run, message: str) -> dict[str, Any]:
-    """Mark a run whose job vanished without reporting as failed, keeping what it finished."""
-    epochs = run.epochs()
-    done = f"; {len(epochs)} epoch(s) completed, resume continues from checkpoints/last.pt" if epochs else ""
-    cleanup_partial_files(run)
-    return run.update_status(state="failed", error=message + done, ended=now_iso())
+    """Mark a run whose job vanished without reporting as ``died`` (with its last event),
+    keeping what it finished."""
+    return run.mark_died(message)
 
 
 def tail_file(path: Path, lines: int) -> str:

@@ -48,6 +48,10 @@ class InlineLauncher:
         from engine.launch.worker import run_job
 
         check_run_writable(run)
+        holder = run.lock_holder()
+        if holder is not None:
+            raise LaunchError(f"run {run.run_id!r} is already being run by pid {holder.get('pid')} on host "
+                              f"{holder.get('host')}; a second start or resume is refused (cancel it first)")
         run.update_status(launcher=self.name, job_id=None, submitted=now_iso())
         try:
             run_job(run.path)

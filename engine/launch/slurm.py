@@ -304,6 +304,10 @@ class SlurmLauncher:
         import submitit
 
         check_run_writable(run)
+        holder = run.lock_holder()
+        if holder is not None:  # the job takes the lock when it starts; refuse a second one now
+            raise LaunchError(f"run {run.run_id!r} is already being run by pid {holder.get('pid')} on host "
+                              f"{holder.get('host')}; a second start or resume is refused (cancel it first)")
         cfg = run.config
         params, executor_kwargs = _executor_parameters(cfg, run)
         folder = run.path / "slurm"

@@ -13,6 +13,11 @@ With ``--nprocs N > 1`` this process supervises N ranks on this machine (torch.d
 ``env://`` variables, gloo on CPU / NCCL on GPU as Fabric chooses) and stops them all when one
 fails or when it receives SIGTERM (cancel).
 
+Rank 0 holds the run folder's exclusive lock (:class:`engine.runs.RunLock`) while it works: taken
+here, or handed down by the launcher (``--lock-fd``). A job that cannot take it (another worker
+runs the folder) stops before writing anything. A job that runs out of disk space fails with a
+message naming the folder and the free space; ``resume`` continues once space is freed.
+
 ``FINESCALE_TRAIN_FN=module:function`` replaces the trainer by another ``function(run) -> dict``
 (and skips predictions and evaluation, which need a trained network); the launcher tests and
 benchmarks use it to exercise and time the machinery without training.
@@ -21,9 +26,11 @@ benchmarks use it to exercise and time the machinery without training.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,9 +41,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.launch.distributed import global_rank
-from engine.runs import Run, now_iso
+from engine.runs import Run, RunLock, now_iso
 
 TRACEBACK_LINES = 25
+#: Below this many free bytes, a failed write is taken for a full disk even without ENOSPC
+#: (torch.save reports a full disk as "RuntimeError: ... file write failed").
+LOW_SPACE_BYTES = 1 << 20
+#: Locks handed down by a launcher (``--lock-fd``), by resolved run folder.
+_ADOPTED: dict[str, RunLock] = {}
 
 
 class JobCancelled(BaseException):
@@ -100,6 +112,19 @@ def run_job(run_path: str | Path) -> dict[str, Any]:
     """
     run = Run(run_path)
     rank0 = global_rank() == 0
+    lock = own_lock = None
+    if rank0:
+        lock = _ADOPTED.pop(str(run.path.resolve()), None)
+        if lock is None:  # RunLocked: another worker runs this folder; write nothing
+            lock = own_lock = run.acquire_lock(role="worker")
+    try:
+        return _run_locked(run, rank0)
+    finally:
+        if own_lock is not None:
+            own_lock.release()
+
+
+def _run_locked(run: Run, rank0: bool) -> dict[str, Any]:
     if rank0:
         run.update_status(state="running", started=run.status().get("started") or now_iso(),
                           error=None, traceback=None, ended=None, **_job_identity())
@@ -125,10 +150,41 @@ def run_job(run_path: str | Path) -> dict[str, Any]:
     except Exception as exc:
         if rank0 and _still_ours(run):
             tb = traceback.format_exc().splitlines()
-            run.update_status(state="failed", ended=now_iso(), error=f"{type(exc).__name__}: {exc}",
-                              traceback="\n".join(tb[-TRACEBACK_LINES:]))
-            run.log_event("message", text=f"failed: {type(exc).__name__}: {exc}")
+            error = disk_full_message(run, exc) or f"{type(exc).__name__}: {exc}"
+            try:
+                run.update_status(state="failed", ended=now_iso(), error=error,
+                                  traceback="\n".join(tb[-TRACEBACK_LINES:]))
+                run.log_event("message", text=f"failed: {error}")
+            except Exception:  # the disk may be too full even for the status: say it on stderr
+                print(f"finescale: {error}", file=sys.stderr, flush=True)
         raise
+
+
+def disk_full_message(run: Run, exc: BaseException) -> str | None:
+    """A message naming the run folder and its free space when ``exc`` comes from a full disk
+    (or quota), else None."""
+    seen, chain = set(), [exc]
+    full = False
+    while chain:
+        err = chain.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            full = True
+        elif "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            full = True
+        chain += [err.__cause__, err.__context__]
+    try:
+        free = shutil.disk_usage(run.path).free
+    except OSError:
+        free = None
+    if not full and not (free is not None and free < LOW_SPACE_BYTES and "write" in str(exc).lower()):
+        return None
+    space = f"{free} bytes ({free / 2**20:.1f} MiB) free" if free is not None else "free space unknown"
+    return (f"no space left on the device of the run folder {str(run.path)!r} ({space}) while writing "
+            f"({type(exc).__name__}: {str(exc)[:200]}); free some space, then resume the run: finished epochs "
+            "are kept in checkpoints/last.pt")
 
 
 def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
@@ -152,15 +208,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _supervise(run_path: str, nprocs: int) -> int:
+def _supervise(run_path: str, nprocs: int, lock_fd: int | None = None) -> int:
     """Start ``nprocs`` ranks of this module on this machine and wait for them all."""
     env = dict(os.environ)
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(nprocs),
                LOCAL_WORLD_SIZE=str(nprocs), NODE_RANK="0", GROUP_RANK="0")
     procs = []
     for rank in range(nprocs):
-        procs.append(subprocess.Popen([sys.executable, "-m", "engine.launch.worker", run_path, "--rank", str(rank)],
-                                      env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}))
+        cmd = [sys.executable, "-m", "engine.launch.worker", run_path, "--rank", str(rank)]
+        fds: tuple[int, ...] = ()
+        if rank == 0 and lock_fd is not None:  # rank 0 writes the run store: it shares our lock
+            cmd += ["--lock-fd", str(lock_fd)]
+            fds = (lock_fd,)
+        procs.append(subprocess.Popen(cmd, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, pass_fds=fds))
 
     def stop_all(signum=None, frame=None):
         for p in procs:
@@ -191,13 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprocs", type=int, default=1, help="ranks to start on this machine (DDP)")
     parser.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--wait-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.lock_fd is not None:
+        # The launcher took the run folder's lock and handed us the descriptor: hold it until exit.
+        run = Run(args.run_path)
+        _ADOPTED[str(run.path.resolve())] = RunLock(run, args.lock_fd)
     if args.wait_stdin:
         # The launcher records our pid in status.json, then closes our stdin: waiting for that
         # keeps its write and our first status write from racing.
         sys.stdin.read()
     if args.rank is None and args.nprocs > 1:
-        return _supervise(args.run_path, args.nprocs)
+        return _supervise(args.run_path, args.nprocs, args.lock_fd)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         run_job(args.run_path)

@@ -273,3 +273,50 @@ def test_a_failed_runs_error_is_shown_as_plain_text(run_root):
     shown = RunsView(state=state)._status()
     error = shown.objects[1]
     assert isinstance(error, pn.pane.Str) and "boom" in error.object
+
+
+def test_runs_table_has_variable_units_and_full_state_and_picks_runs_for_compare(run_root):
+    from app.analysis import CompareState
+
+    a = make_run(run_root, name="a")
+    b = make_run(run_root, name="b")
+    state = AppState()
+    state.poll()
+    view = RunsView(state=state)
+    frame = view._table.value
+    assert {"variable", "units", "state", "rmse"} <= set(frame.columns)
+    assert set(frame["variable"]) == {"t2m"} and set(frame["units"]) == {"K"}  # demo_alps t2m is in K
+    assert set(frame["state"]) == {"completed"}
+    assert view._table.widths["state"] >= 100  # "completed" is never cut to "completec"
+    cmp = CompareState(app=state)
+    # Two rows ticked in the table: the last is the selected run, both are compared.
+    view._table.selection = [0, 1]
+    assert set(state.picked_runs) == {a.run_id, b.run_id}
+    assert state.selected_run in {a.run_id, b.run_id}
+    assert set(cmp.runs) == {a.run_id, b.run_id}
+
+
+def test_live_progress_from_step_events(run_root, live_job):
+    run = make_run(run_root, name="live", state="running", results=False, **live_job)
+    import datetime as dt
+
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60)
+    run.update_status(started=start.isoformat(), progress=0.5)
+    # Two step events 10 s apart, 20 steps of batch 16 (ExperimentConfig's default batch) between.
+    batch = run.config.training.batch_size
+    for step, t in ((10, start + dt.timedelta(seconds=40)), (30, start + dt.timedelta(seconds=50))):
+        with open(run.events_path, "a") as fh:
+            import json
+
+            fh.write(json.dumps({"time": t.isoformat(), "kind": "step", "epoch": 1, "step": step, "loss": 0.25}) + "\n")
+    state = AppState()
+    state.poll()
+    state.selected_run = run.run_id
+    info = state.progress_info
+    assert info["epoch"] == 2 and info["step"] == 31 and info["loss"] == pytest.approx(0.25)
+    assert info["samples_per_s"] == pytest.approx(20 * batch / 10.0)
+    # Half done after about 60 s: about 60 s to go.
+    assert 50 <= info["eta_s"] <= 90
+    assert any(r["metric"] == "loss (step)" for r in state.step_log)
+    text = RunsView(state=state)._status().object
+    assert "step 31" in text and "samples/s" in text and "ETA" in text

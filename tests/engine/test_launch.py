@@ -69,16 +69,110 @@ def test_reattach_after_restart_and_cancel(tmp_path, tiny_config, stand_in):
     json.loads(first.run.checkpoint("last").read_text())  # complete
 
 
-def test_dead_process_is_marked_failed(tmp_path, tiny_config, stand_in):
+def test_dead_process_is_marked_died(tmp_path, tiny_config, stand_in):
     stand_in("epochs", 0.3)
     handle = submit(tiny_config.replace(training={"epochs": 500}), RunStore(tmp_path), launcher="local")
     wait_for(lambda: handle.run.epochs(), 60, "a first epoch")
     _kill9(handle)
     assert handle.run.status()["state"] == "running"  # nobody has told the run store yet
     status = attach(handle.run).status()
-    assert status["state"] == "failed"
+    assert status["state"] == "died"
     assert f"process {handle.job_id}" in status["error"] and "ended without reporting" in status["error"]
     assert "resume continues from checkpoints/last.pt" in status["error"]
+    assert "last event at" in status["error"] and status["last_event"]["kind"] in ("epoch", "message", "start")
+
+
+def test_the_run_store_alone_sees_a_dead_worker(tmp_path, tiny_config, stand_in, capsys):
+    """``engine runs`` (and the dashboard through Run.check_worker) show "died" with the last
+    event, without any launcher handle."""
+    from engine.cli import main
+
+    stand_in("epochs", 0.3)
+    handle = submit(tiny_config.replace(training={"epochs": 500}), RunStore(tmp_path), launcher="local")
+    wait_for(lambda: handle.run.epochs(), 60, "a first epoch")
+    os.killpg(int(handle.job_id), signal.SIGKILL)
+    handle._process.wait()
+    assert main(["--runs", str(tmp_path), "runs"]) == 0
+    out = capsys.readouterr().out
+    assert " died " in out and "last event at" in out
+    assert handle.run.state == "died"
+
+
+def test_a_second_start_is_refused_naming_the_holder(tmp_path, tiny_config, stand_in):
+    stand_in("epochs", 0.3)
+    store = RunStore(tmp_path)
+    handle = submit(tiny_config.replace(training={"epochs": 500}), store, launcher="local")
+    try:
+        wait_for(lambda: handle.run.epochs(), 60, "a first epoch")
+        # The status says final (a stale or hand-edited file), yet the worker runs: the lock decides.
+        handle.run.update_status(state="failed")
+        for launcher in ("local", "inline"):
+            with pytest.raises(LaunchError, match=rf"already being run by pid {handle.job_id} on host"):
+                resume(handle.run, store, launcher=launcher)
+        holder = handle.run.lock_holder()
+        assert holder["pid"] == int(handle.job_id)
+    finally:
+        handle.run.update_status(state="running")
+        handle.cancel()
+    assert handle.run.lock_holder() is None  # the worker is gone: the lock with it
+    again = resume(handle.run, store)  # free again: resume is accepted
+    wait_for(lambda: again.run.lock_holder(), 60, "the resumed worker to hold the lock")
+    assert again.run.lock_holder()["pid"] == int(again.job_id)
+    again.cancel()
+
+
+def test_concurrent_resumes_start_one_worker(tmp_path, tiny_config, stand_in):
+    import threading
+
+    stand_in("epochs", 0.2)
+    store = RunStore(tmp_path)
+    run = store.create(tiny_config.replace(training={"epochs": 20}, launch={"launcher": "local"}))
+    run.update_status(state="failed")
+    results, barrier = [], threading.Barrier(4)
+
+    def start():
+        barrier.wait()
+        try:
+            results.append(resume(run, store))
+        except LaunchError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    handles = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(handles) == 1, results
+    assert all("already being run by" in str(e) or "still 'pending'" in str(e) or "still 'running'" in str(e)
+               for e in refused)
+    assert handles[0].wait(timeout=120) == "completed"
+    assert len({e["epoch"] for e in run.epochs()}) == 20 and len(run.epochs()) == 20
+
+
+def test_cancel_never_signals_a_pid_it_cannot_prove(tmp_path, tiny_config):
+    """status.json names an unrelated process (no start time, or a wrong one, or another
+    program): cancel does not signal it."""
+    import subprocess
+    import threading
+
+    from engine.process import proc_start_ticks
+
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    threading.Thread(target=bystander.wait, daemon=True).start()
+    try:
+        store = RunStore(tmp_path)
+        for fields in ({"job_id": str(bystander.pid)},  # no job_start: the issue's case
+                       {"job_id": str(bystander.pid), "job_start": 1},  # wrong start time
+                       {"job_id": str(bystander.pid), "job_start": proc_start_ticks(bystander.pid)}):  # not a worker
+            run = store.create(tiny_config.replace(launch={"launcher": "local"}))
+            run.update_status(state="running", launcher="local", **fields)
+            status = cancel(run, store)
+            assert status["state"] == "cancelled"
+            assert bystander.poll() is None, f"an unproven pid was signalled ({fields})"
+    finally:
+        bystander.kill()
 
 
 def test_kill9_never_leaves_a_half_written_checkpoint(tmp_path, tiny_config, stand_in):
@@ -94,7 +188,7 @@ def test_kill9_never_leaves_a_half_written_checkpoint(tmp_path, tiny_config, sta
         done = handle.run.epochs()[-1]["epoch"]
         saved = json.loads(handle.run.checkpoint("last").read_text())["epoch"]
         assert saved >= done  # the checkpoint is written before the epoch is reported
-        assert attach(handle.run).status()["state"] == "failed"
+        assert attach(handle.run).status()["state"] == "died"
         handle = resume(handle.run)
     assert handle.wait(timeout=120) == "completed"
     logged = [e["epoch"] for e in handle.run.events("epoch")]
@@ -114,7 +208,7 @@ def test_kill9_mid_epoch_of_real_training_then_resume(tmp_path, tiny_config):
     finished = [e["epoch"] for e in handle.run.epochs()]
     state = load_checkpoint(handle.run.checkpoint("last"))  # loads: not half-written
     assert state["epoch"] >= finished[-1]
-    assert attach(handle.run).status()["state"] == "failed"
+    assert attach(handle.run).status()["state"] == "died"
     handle = resume(handle.run)
     assert handle.wait(timeout=600) == "completed", handle.status().get("error")
     run = handle.run
