@@ -42,7 +42,7 @@ def step_bytes(pair, channels=None) -> int:
 def steps_per_block(chunk: int | None, per_step: int, budget: int) -> int:
     """Time steps in a block: as many as ``budget`` allows (at least one), rounded to a multiple
     of the storage ``chunk`` when a chunk fits, else to an even part of a chunk."""
-    steps = max(1, int(budget) // max(1, int(per_step)))
+    steps = max(1, int(min(budget, 2**62)) // max(1, int(per_step)))  # math.inf: everything in one block
     if not chunk or chunk <= 1:
         return steps
     if steps >= chunk:

@@ -66,7 +66,8 @@ class Moments:
     the domain, accumulated block by block in float64 over float32 data.
 
     Values are shifted by the first block's mean before squaring, so the variance of data far from
-    zero (temperatures in K) does not cancel catastrophically. Standard deviations are the
+    zero (temperatures in K) does not cancel catastrophically; the deviations are float32 (exact for
+    values within a factor 2 of the shift), their sums float64. Standard deviations are the
     population ones (ddof 0), as :func:`_nanstats`.
     """
 
@@ -86,18 +87,22 @@ class Moments:
             self.s2 = np.zeros((self.groups, *cells), np.float64)
         if self.shift is None:
             finite = values[np.isfinite(values)]
-            if finite.size:
-                self.shift = float(finite.mean(dtype=np.float64))
-        shift = self.shift if self.shift is not None else 0.0
+            if finite.size:  # rounded to float32: the deviations below are then exact for most data
+                self.shift = float(np.float32(finite.mean(dtype=np.float64)))
+        shift = np.float32(self.shift if self.shift is not None else 0.0)
         axis = 0 if self.pixel else None
+        groups = np.asarray(groups)
         for g in np.unique(groups):
-            part = values[groups == g]
+            part = values if groups.size and (groups == g).all() else values[groups == g]
             self.steps[g] += part.shape[0]
             valid = np.isfinite(part)
-            dev = np.where(valid, part.astype(np.float64) - shift, 0.0)
+            # float32 deviations (no float64 copy of the block), summed into float64 accumulators
+            dev = np.subtract(part, shift, dtype=np.float32)
+            dev[~valid] = 0.0
             self.n[g] += valid.sum(axis=axis)
-            self.s1[g] += dev.sum(axis=axis)
-            self.s2[g] += np.square(dev).sum(axis=axis)
+            self.s1[g] += dev.sum(axis=axis, dtype=np.float64)
+            np.multiply(dev, dev, out=dev)
+            self.s2[g] += dev.sum(axis=axis, dtype=np.float64)
 
     @staticmethod
     def _finish(n, s1, s2, shift) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +260,14 @@ class Normaliser:
     def _apply(self, da: xr.DataArray, stats) -> xr.DataArray:
         da = da.transpose("time", ..., *spatial_dims(da))
         mean, std = self._broadcast(stats, da.time.values, da.shape)
-        out = ((da.data - mean) / std).astype(np.float32)  # stays lazy on dask-backed data
+        data = da.data
+        if isinstance(data, np.ndarray) and data.dtype == np.float32:
+            # a block in memory: float32 in place of float64 temporaries (2 x faster, half the memory;
+            # the statistics' rounding to float32 moves a value by < 1e-6 of its std)
+            out = np.subtract(data, mean.astype(np.float32))
+            out /= std.astype(np.float32)
+        else:
+            out = ((data - mean) / std).astype(np.float32)  # stays lazy on dask-backed data
         return da.copy(data=out)
 
     def lr(self, ds: xr.Dataset) -> xr.Dataset:

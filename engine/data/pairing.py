@@ -278,12 +278,17 @@ def _load(ds: xr.Dataset, entry: str) -> xr.Dataset:
     """A lazy float32 view of ``ds``: nothing is read here.
 
     Dask-backed data (an opened file or store) keep their storage chunks and are cast chunk by chunk
-    as they are read; numpy-backed data are wrapped in time chunks of about :data:`CHUNK_BYTES`.
+    as they are read; numpy-backed data, and time chunks of more than twice :data:`CHUNK_BYTES` (a
+    file stored as one chunk), get time chunks of about :data:`CHUNK_BYTES`: a block of time steps
+    then reads (and regrids) only its own steps, since dask pushes the slice down to the file.
     A read failure shows when the data are first computed (:func:`_compute` names the source).
     """
-    if any(v.chunks is None for v in ds.data_vars.values()):
-        step = sum(4 * int(np.prod([v.sizes[d] for d in v.dims if d != "time"])) for v in ds.data_vars.values())
-        ds = ds.chunk({"time": max(1, CHUNK_BYTES // max(step, 1))})
+    step = sum(4 * int(np.prod([v.sizes[d] for d in v.dims if d != "time"])) for v in ds.data_vars.values())
+    steps = max(1, CHUNK_BYTES // max(step, 1))
+    chunked = all(v.chunks is not None for v in ds.data_vars.values())
+    longest = max((max(v.chunksizes.get("time", (0,))) for v in ds.data_vars.values() if v.chunks), default=0)
+    if "time" in ds.dims and (not chunked or longest > 2 * steps):
+        ds = ds.chunk({"time": steps})
     out = ds.astype(np.float32)
     for v in out.data_vars:  # keep where the data came from, for error messages
         out[v].encoding.setdefault("source", ds[v].encoding.get("source") or ds.encoding.get("source"))

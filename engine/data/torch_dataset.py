@@ -53,13 +53,20 @@ from engine.data.timeaxis import keys as time_keys
 #: Fixed scaling of static fields: value / scale (elevation in km).
 STATIC_SCALE = {"elevation": 1000.0, "land_mask": 1.0}
 
-#: Fewest random patches drawn from a block before the next one is read (amortises the read) when
-#: ``samples_per_epoch`` is too small to spread over every block.
-MIN_PATCHES_PER_BLOCK = 256
+#: Random patches drawn from a block before the next one is read, as a fraction of the block's
+#: non-overlapping patch areas (time steps x patches per field), when ``samples_per_epoch`` is too small
+#: to spread over every block. Reading a block costs about as much as training on a tenth of its
+#: patch areas on a CPU (measured: benchmarks/scale.py), so drawing half of them keeps the reads to a
+#: small share of a step while an epoch still visits many blocks.
+PATCH_COVERAGE = 0.5
+#: ... and never fewer than this many.
+MIN_PATCHES_PER_BLOCK = 64
 
 
 def _fill(a: np.ndarray) -> np.ndarray:
-    return np.where(np.isfinite(a), a, 0.0).astype(np.float32)
+    """NaN (and inf) -> 0 as float32, in place when ``a`` already is a float32 array of our own."""
+    a = np.asarray(a, dtype=np.float32)
+    return np.nan_to_num(a, copy=not a.flags.writeable, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class DownscalingDataset(Dataset):
@@ -79,7 +86,8 @@ class DownscalingDataset(Dataset):
     block_bytes : byte budget of one block of time steps read at a time (default
         :data:`engine.data.blocks.BLOCK_BYTES`); ``math.inf`` reads the whole period as one block
     patches_per_block : random patches drawn from a block before the next (patch mode); default: the
-        epoch's samples spread over every block, at least :data:`MIN_PATCHES_PER_BLOCK`
+        epoch's samples spread over every block, at least :data:`PATCH_COVERAGE` of the block's patch
+        areas and :data:`MIN_PATCHES_PER_BLOCK`
     """
 
     def __init__(
@@ -175,7 +183,10 @@ class DownscalingDataset(Dataset):
             return max(b.size for b in self.blocks)
         if self.patches_per_block:
             return self.patches_per_block
-        return max(math.ceil(self.samples_per_epoch / len(self.blocks)), MIN_PATCHES_PER_BLOCK)
+        (H, W), p = self.hr_shape, self.patch_size
+        areas = max(b.size for b in self.blocks) * (H // p) * (W // p)
+        return max(math.ceil(self.samples_per_epoch / len(self.blocks)), math.ceil(PATCH_COVERAGE * areas),
+                   MIN_PATCHES_PER_BLOCK)
 
     def shard_blocks(self, epoch: int, shard: int, shards: int, items: int) -> np.ndarray:
         """The blocks shard ``shard`` of ``shards`` visits in ``epoch`` to draw ``items`` items, in order.

@@ -123,14 +123,14 @@ def test_streamed_statistics_equal_the_in_memory_float64_ones(tmp_path, monkeypa
     if monthly:  # January to March have data; the other months repeat the all-months statistics
         got_mean, got_std = got_mean[:3], got_std[:3]
     ok = np.isfinite(mean)
-    np.testing.assert_allclose(got_mean[ok], mean[ok], rtol=1e-9)
-    np.testing.assert_allclose(got_std[ok], std[ok], rtol=1e-7)
-    assert norm.floor["__hr__"] == pytest.approx(np.nanstd(hr), rel=1e-7)
+    np.testing.assert_allclose(got_mean[ok], mean[ok], rtol=1e-7)
+    np.testing.assert_allclose(got_std[ok], std[ok], rtol=1e-6)
+    assert norm.floor["__hr__"] == pytest.approx(np.nanstd(hr), rel=1e-6)
     if pixel:  # cells that never have data get the domain statistics (over all months)
-        assert np.all(got_mean[~ok] == pytest.approx(np.nanmean(hr), rel=1e-9))
+        assert np.all(got_mean[~ok] == pytest.approx(np.nanmean(hr), rel=1e-7))
     lr_mean, lr_std = (np.asarray(v)[:3] if monthly else np.asarray(v) for v in norm.lr_stats["pr"])
-    np.testing.assert_allclose(lr_mean, pr_mean, rtol=1e-9)  # pr has no NaN
-    np.testing.assert_allclose(lr_std, np.maximum(pr_std, 0.01 * np.nanstd(pr)), rtol=1e-7)
+    np.testing.assert_allclose(lr_mean, pr_mean, rtol=1e-6)  # pr has no NaN
+    np.testing.assert_allclose(lr_std, np.maximum(pr_std, 0.01 * np.nanstd(pr)), rtol=1e-6)
 
 
 class _nothing:
