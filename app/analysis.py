@@ -137,7 +137,14 @@ class CompareState(param.Parameterized):
         self._preds = _Predictions(self.app)
         self._rmse: dict[tuple, Any] = {}
         self.app.param.watch(lambda *e: self.refresh(), ["runs"])
+        self.app.param.watch(lambda *e: self.take_picked(), ["picked_runs"])
         self.refresh()
+
+    def take_picked(self) -> None:
+        """Compare the runs ticked in the runs table (those with predictions), when two or more."""
+        picked = [r for r in self.app.picked_runs if r in self.param.runs.objects]
+        if len(picked) >= 2 and picked != list(self.runs):
+            self.runs = picked
 
     # -- choices ----------------------------------------------------------------------
     def refresh(self) -> None:

@@ -44,7 +44,8 @@ DEMO_TRAINING = {"epochs": 3, "samples_per_epoch": 256, "batch_size": 16, "patch
 JOB_CHECK_SECONDS = 10.0
 
 #: Columns of :attr:`AppState.runs` (one dict per run, newest first).
-RUN_COLUMNS = ("run_id", "name", "launcher", "job_id", "state", "progress", "epoch", "rmse", "created")
+RUN_COLUMNS = ("run_id", "name", "variable", "state", "progress", "epoch", "rmse", "units", "launcher", "job_id",
+               "created")
 
 #: Experiment fields that make up the configuration; a change to any re-validates it.
 _CONFIG_FIELDS = (
@@ -171,9 +172,15 @@ class AppState(param.Parameterized):
     # -- runs ---------------------------------------------------------------------------
     runs = param.List(default=[], item_type=dict, doc="One dict per run in the store (see RUN_COLUMNS), newest first.")
     selected_run = param.String(default=None, allow_None=True, doc="Run id shown in the progress and results views.")
+    picked_runs = param.List(default=[], item_type=str, doc="Run ids ticked in the runs table (the compare view "
+                                                              "shows them).")
     run_status = param.Dict(default={}, doc="status.json of the selected run.")
     epochs_log = param.List(default=[], item_type=dict, doc="Per-epoch metrics of the selected run.")
     log_tail = param.String(default="", doc="The last lines of the selected run's logs.")
+    step_log = param.List(default=[], item_type=dict, doc="Step losses of the selected run: dicts with 'epoch' "
+                                                            "(fractional, from 1), 'metric' and 'value'.")
+    progress_info = param.Dict(default={}, doc="Live progress of the selected run: epoch, step, steps (per epoch), "
+                                               "loss, samples_per_s, elapsed_s, eta_s (absent when unknown).")
 
     # -- results of the selected run ----------------------------------------------------
     times = param.List(default=[], item_type=str, doc="Time labels of the selected run's predictions.")
@@ -190,6 +197,7 @@ class AppState(param.Parameterized):
             self.run_root = str(self._store.root)
         self._handles: dict[str, Any] = {}  # launcher handles of runs submitted from this session
         self._run_names: dict[str, str] = {}  # run id -> config name (config.yaml never changes)
+        self._run_vars: dict[str, tuple[str, str]] = {}  # run id -> (variable, units)
         self._predictions = None  # xarray.Dataset of the selected run, in memory
         self._predictions_key: tuple | None = None
         self._static_cache: dict[tuple, Any] = {}
@@ -706,15 +714,23 @@ class AppState(param.Parameterized):
 
     def _run_row(self, run, status: dict) -> dict:
         if run.run_id not in self._run_names:
+            # config.yaml never changes: name, variable and its units are read once per run.
             try:
-                self._run_names[run.run_id] = run.config.name
+                config = run.config
+                self._run_names[run.run_id] = config.name
+                self._run_vars[run.run_id] = (config.data.variable, _units_of(config.data.highres, config.data.variable,
+                                                                              config.data.catalog))
             except Exception:
                 self._run_names[run.run_id] = ""
+                self._run_vars[run.run_id] = ("", "")
+        variable, units = self._run_vars.get(run.run_id, ("", ""))
         scores = status.get("scores") or {}
         rmse = (scores.get("model") or {}).get("rmse")
         return {
             "run_id": run.run_id,
             "name": self._run_names[run.run_id],
+            "variable": variable,
+            "units": units,
             "launcher": str(status.get("launcher") or ""),
             "job_id": str(status.get("job_id") or ""),
             "state": str(status.get("state", "pending")),
@@ -741,6 +757,7 @@ class AppState(param.Parameterized):
 
     def _clear_selected(self) -> None:
         self.run_status, self.epochs_log, self.log_tail = {}, [], ""
+        self.step_log, self.progress_info = [], {}
         self._set_results(None)
 
     def _refresh_selected(self) -> None:
@@ -760,7 +777,57 @@ class AppState(param.Parameterized):
         tail = run.log_tail(30)
         if tail != self.log_tail:
             self.log_tail = tail
+        steps, info = self._progress_of(run, status)
+        if steps != self.step_log:
+            self.step_log = steps
+        if info != self.progress_info:
+            self.progress_info = info
         self._load_results(run)
+
+    def _progress_of(self, run, status: dict) -> tuple[list[dict], dict]:
+        """Step losses and live progress from the run's events (engine.runs: "step" events are
+        written every few seconds during an epoch) and status (progress, start time)."""
+        import pandas as pd
+
+        try:
+            config = run.config
+            batch = int(config.training.batch_size)
+            per_epoch = max(1, int(config.training.samples_per_epoch) // max(batch, 1))
+        except Exception:  # a run folder without a readable configuration
+            batch, per_epoch = 0, 0
+        steps = run.events("step")
+        rows, info = [], {}
+        for e in steps:
+            loss = {k: v for k, v in e.items() if "loss" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            x = int(e.get("epoch", 0)) + ((int(e.get("step", 0)) + 1) / per_epoch if per_epoch else 0.0)
+            for k, v in loss.items():
+                rows.append({"epoch": x, "metric": f"{k} (step)", "value": float(v)})
+        progress = float(status.get("progress") or 0.0)
+        started = status.get("started")
+        if steps:
+            last = steps[-1]
+            info.update(epoch=int(last.get("epoch", 0)) + 1, step=int(last.get("step", 0)) + 1, steps=per_epoch or None)
+            loss = [v for k, v in last.items() if "loss" in k and isinstance(v, (int, float))]
+            if loss:
+                info["loss"] = float(loss[0])
+            same = [e for e in steps if e.get("epoch") == last.get("epoch")]
+            if len(same) >= 2 and batch:
+                dt = (pd.Timestamp(same[-1]["time"]) - pd.Timestamp(same[0]["time"])).total_seconds()
+                if dt > 0:
+                    info["samples_per_s"] = (int(same[-1]["step"]) - int(same[0]["step"])) * batch / dt
+        epochs = run.epochs()
+        if "samples_per_s" not in info and epochs and epochs[-1].get("samples_per_s"):
+            info["samples_per_s"] = float(epochs[-1]["samples_per_s"])
+        if started and status.get("state") == "running":
+            try:
+                elapsed = (pd.Timestamp.now(tz="UTC") - pd.Timestamp(started).tz_convert("UTC")).total_seconds()
+            except (TypeError, ValueError):
+                elapsed = None
+            if elapsed is not None and elapsed > 0:
+                info["elapsed_s"] = elapsed
+                if 0 < progress < 1:
+                    info["eta_s"] = elapsed * (1 - progress) / progress
+        return rows, info
 
     @property
     def loss_history(self):
@@ -908,6 +975,18 @@ class AppState(param.Parameterized):
                 log.warning("no land mask for coastlines: %s", exc)
                 self._static_cache[key] = None
         return self._static_cache[key]
+
+
+def _units_of(entry: str, variable: str, catalog: str | None) -> str:
+    """Units of a catalogue entry's variable from its metadata ('' when not said)."""
+    from engine.data import catalog as cat
+
+    try:
+        variables = (cat.entry_metadata(entry, catalog) or {}).get("variables")
+    except Exception:  # an entry no longer in the catalogue
+        return ""
+    info = variables.get(variable) if isinstance(variables, dict) else None
+    return str(info.get("units", "")) if isinstance(info, dict) else ""
 
 
 def launcher_choices() -> list[str]:

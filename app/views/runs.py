@@ -13,6 +13,16 @@ from ..state import RUN_COLUMNS, AppState, _epoch_label
 _FINAL = ("completed", "failed", "cancelled")
 
 
+def _duration(seconds: float) -> str:
+    """'1 h 05 min', '3 min 20 s', '12 s'."""
+    seconds = int(round(max(seconds, 0)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h} h {m:02d} min"
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
 class RunsView(Viewer):
     """The runs table (also runs started from the command line or SLURM) and the progress of
     the selected run: state, epoch, progress bar, loss curve, log tail and a Cancel button.
@@ -31,11 +41,16 @@ class RunsView(Viewer):
         super().__init__(**params)
         self._table = pn.widgets.Tabulator(
             self._frame(),
-            selectable=1,
+            # Several rows may be ticked (ctrl/shift-click): they are the runs the compare view
+            # shows; the last clicked is the selected run of the progress and results views.
+            selectable=True,
             disabled=True,
             show_index=False,
-            max_height=220,
-            layout="fit_data_stretch",
+            max_height=260,
+            layout="fit_data_fill",
+            # Wide enough for every state name ("completed", "cancelled"), never cut.
+            widths={"state": 110, "progress": 110, "variable": 90, "units": 80, "epoch": 70, "rmse": 80},
+            titles={"rmse": "rmse (model)", "units": "units"},
             formatters={"progress": {"type": "progress", "max": 1}, "rmse": NumberFormatter(format="0.000")},
             css_classes=["fs-runs-table"],
             sizing_mode="stretch_width",
@@ -59,8 +74,11 @@ class RunsView(Viewer):
             if not frame.equals(self._table.value):
                 self._table.value = frame
             ids = list(frame["run_id"])
-            selected = [ids.index(self.state.selected_run)] if self.state.selected_run in ids else []
-            if selected != self._table.selection:
+            picked = [r for r in self.state.picked_runs if r in ids]
+            if self.state.selected_run in ids and self.state.selected_run not in picked:
+                picked = [self.state.selected_run]
+            selected = [ids.index(r) for r in picked]
+            if sorted(selected) != sorted(self._table.selection):
                 self._table.selection = selected
         finally:
             self._syncing = False
@@ -69,10 +87,14 @@ class RunsView(Viewer):
         if self._syncing or not event.new:
             return
         frame = self._table.value
-        if event.new[0] < len(frame):
-            self.state.selected_run = str(frame.iloc[event.new[0]]["run_id"])
+        rows = [i for i in event.new if i < len(frame)]
+        if not rows:
+            return
+        added = [i for i in rows if i not in (event.old or [])]
+        self.state.picked_runs = [str(frame.iloc[i]["run_id"]) for i in rows]
+        self.state.selected_run = str(frame.iloc[(added or rows)[-1]]["run_id"])
 
-    @param.depends("state.run_status", "state.selected_run")
+    @param.depends("state.run_status", "state.selected_run", "state.progress_info")
     def _status(self):
         s = self.state
         if s.selected_run is None:
@@ -87,6 +109,16 @@ class RunsView(Viewer):
         label = _epoch_label(status)
         if label:
             parts.append(f"epochs done {label}")
+        info = s.progress_info
+        if info.get("step") and state not in _FINAL:
+            steps = f"/{info['steps']}" if info.get("steps") else ""
+            parts.append(f"epoch {info['epoch']}, step {info['step']}{steps}")
+            if "loss" in info:
+                parts.append(f"loss {info['loss']:.4g}")
+        if info.get("samples_per_s"):
+            parts.append(f"{info['samples_per_s']:.0f} samples/s")
+        if info.get("eta_s") is not None and state not in _FINAL:
+            parts.append(f"ETA {_duration(info['eta_s'])}")
         if status.get("launcher"):
             parts.append(f"launcher {status['launcher']}" + (f", job {status['job_id']}" if status.get("job_id") else ""))
         summary = pn.pane.Markdown(" · ".join(parts), css_classes=["fs-run-status"])
@@ -96,22 +128,27 @@ class RunsView(Viewer):
         return pn.Column(summary, pn.pane.Str(str(status["error"]), styles={"color": "#a00", "font-size": "12px"},
                                                css_classes=["fs-run-error"]))
 
-    @param.depends("state.epochs_log")
+    @param.depends("state.epochs_log", "state.step_log")
     def _loss_curve(self):
         import holoviews as hv
         import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
 
         history = self.state.loss_history
-        if history.empty:
-            return pn.pane.Markdown("*The loss curve appears after the first epoch.*", height=60)
+        steps = pd.DataFrame(self.state.step_log, columns=["epoch", "metric", "value"])
+        if history.empty and steps.empty:
+            return pn.pane.Markdown("*The loss curve appears after the first training steps.*", height=60)
         history = history.assign(epoch=history["epoch"] + 1)  # events count from 0, people from 1
         layers = []
+        # Step losses (written every few seconds) as a thin line, so progress shows within an epoch.
+        for metric, group in steps.groupby("metric"):
+            layers.append(hv.Curve(group, "epoch", ("value", "loss"), label=metric).opts(
+                line_width=1, alpha=0.6, tools=["hover"]))
         for metric, group in history.groupby("metric"):
             layers.append(hv.Curve(group, "epoch", ("value", "loss"), label=metric).opts(tools=["hover"]))
             layers.append(hv.Scatter(group, "epoch", ("value", "loss"), label=metric).opts(size=6))
         epochs = sorted(set(history["epoch"]))
         plot = hv.Overlay(layers).opts(
-            height=220, responsive=True, title="Loss per epoch", legend_position="top_right", show_grid=True,
+            height=220, responsive=True, title="Loss (per step and per epoch)", legend_position="top_right", show_grid=True,
             xticks=epochs if len(epochs) <= 12 else None,
         )
         return pn.pane.HoloViews(plot, sizing_mode="stretch_width", css_classes=["fs-loss-curve"])
