@@ -175,7 +175,7 @@ def native_input(pair, data_cfg=None) -> tuple[xr.DataArray, str]:
     """The low-resolution target variable on its native grid, and where it came from.
 
     PerfectProg: the coarsened target (``pair.lr``), which is the native input. MOS: the
-    ``lowres`` entry reopened (variable ``data.lowres_variable`` when the configuration names
+    ``lowres`` entry reopened (variable ``data.variable_map[variable]`` when the configuration names
     one), cut to the target's neighbourhood, at the paired time steps, in the target's units.
     """
     variable = pair.variable
@@ -185,7 +185,7 @@ def native_input(pair, data_cfg=None) -> tuple[xr.DataArray, str]:
 
     catalog = getattr(data_cfg, "catalog", None)
     ds = open_dataset(pair.lowres, catalog)
-    name = getattr(data_cfg, "lowres_variable", None) or variable
+    name = dict(getattr(data_cfg, "variable_map", None) or {}).get(variable, variable)  # {tg: tas}: E-OBS vs reanalysis
     if name not in ds.data_vars:
         raise BaselineError(f"variable {name!r} is not in the lowres entry {pair.lowres!r}; its variables: "
                             f"{', '.join(map(str, ds.data_vars))}")
@@ -335,7 +335,7 @@ class Baselines:
     pair : :class:`engine.data.pairing.PairedData`
     names : baselines to compute (default all that the grids allow)
     train_period : (start, end) the bias corrections are fitted on; required for them
-    data_cfg : the run's DataConfig (catalogue, ``lowres_variable``) to reopen the native input
+    data_cfg : the run's DataConfig (catalogue, ``variable_map``) to reopen the native input
     native : the native input to use instead (time, a, b), e.g. a user's own low-resolution data
     """
 

@@ -119,3 +119,31 @@ def test_missing_units_in_catalogue_entry_refused_unless_declared(tmp_path):
     assert pair.hr.attrs["units"] == "degC"
     np.testing.assert_allclose(float(pair.hr.isel(time=0, lat=0, lon=0)),
                                _field(0, 45.0625, 7.0625) - 273.15, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_mos_with_variable_map_and_units_trains_in_the_targets_units(tmp_path, monkeypatch, tiny_config):
+    """E-OBS-like tg [degC] from reanalysis-like tas [K]: no renamed copy, no 273 K offset."""
+    from engine.data import synthetic
+    from engine.inference import write_predictions
+    from engine.runs import RunStore
+    from engine.training.trainer import train
+
+    monkeypatch.setenv("FINESCALE_DATA_ROOTS", str(tmp_path))
+    obs = synthetic.regular(lat=(44.0, 46.0), lon=(6.0, 8.0), res=0.125, ntime=60, start="2000-01-01",
+                            units="degC").rename({"tas": "tg"})
+    rea = synthetic.regular(lat=(43.0, 47.0), lon=(5.0, 9.0), res=0.5, ntime=60, start="2000-01-01", units="K")
+    cat = _catalog(tmp_path, {"obs": (obs, {"role": "highres"}), "rea": (rea, {"role": "lowres"})})
+    cfg = tiny_config.replace(
+        data={"highres": "obs", "lowres": "rea", "downscaling": "mos", "variable": "tg", "variable_map": {"tg": "tas"},
+              "catalog": cat, "static": [], "patch_size": 8, "train_period": ["2000-01-01", "2000-02-05"],
+              "val_period": ["2000-02-06", "2000-02-15"], "test_period": ["2000-02-16", "2000-02-23"]},
+        training={"epochs": 2, "samples_per_epoch": 32})
+    run = RunStore(tmp_path / "runs").create(cfg.validate())
+    train(run)
+    ds = write_predictions(run)
+    assert ds.model.attrs["units"] == "degC" and ds.truth.attrs["units"] == "degC"
+    truth, model, bilinear = (float(ds[v].mean()) for v in ("truth", "model", "bilinear"))
+    assert -60 < truth < 40 and abs(bilinear - truth) < 1.0  # the input was converted from K
+    rmse = float(np.sqrt(((ds.model - ds.truth) ** 2).mean()))
+    assert rmse < 5.0, rmse  # not 273
