@@ -199,7 +199,7 @@ def _field(name: str, lat_bytes: bytes, lon_bytes: bytes) -> np.ndarray:
 
 
 def _box_mean_2d(
-    read_rows: Callable[[int, int], np.ndarray],
+    read: Callable[[int, int, int, int], np.ndarray],
     shape: tuple[int, int],
     res: float,
     offset: float,
@@ -211,7 +211,8 @@ def _box_mean_2d(
     """Mean of a global grid (as in :func:`_block_mean`) over a box around every cell of a 2-D
     grid: the source cells whose centres lie within ``lat +- dlat/2``, ``lon +- dlon/2``; a box
     holding no source centre takes the nearest source cell. Summed-area table over the window
-    the grid covers."""
+    the grid covers; ``read(r0, r1, c0, c1)`` returns source rows ``r0:r1`` and columns ``c0:c1``
+    (taken modulo the row length, so windows may cross the date line)."""
     nrow, ncol = shape
     lon = np.unwrap(lon, period=360.0, axis=-1)
 
@@ -231,10 +232,14 @@ def _box_mean_2d(
     ca, cb = np.where(empty, nc, ca), np.where(empty, nc + 1, cb)
     ra, rb = np.clip(ra, 0, nrow - 1), np.clip(rb, 1, nrow)
     r0, r1, c0, c1 = int(ra.min()), int(rb.max()), int(ca.min()), int(cb.max())
-    cols = np.arange(c0, c1) % ncol  # across the date line
-    window = read_rows(r0, r1)[:, cols].astype(np.float64)
-    sat = np.zeros((window.shape[0] + 1, window.shape[1] + 1))
-    sat[1:, 1:] = window.cumsum(axis=0).cumsum(axis=1)
+    window = read(r0, r1, c0, c1)
+    # integer sources (the land mask's bits) sum exactly in int32 (half int64's memory on large
+    # domains; a window under 2**31 cells cannot overflow it); elevation in float64
+    acc = (np.int32 if window.size < 2**31 else np.int64) if window.dtype.kind in "ub" else np.float64
+    sat = np.zeros((window.shape[0] + 1, window.shape[1] + 1), dtype=acc)
+    np.cumsum(window, axis=0, dtype=acc, out=sat[1:, 1:])  # in place: no full-size temporaries
+    np.cumsum(sat[1:, 1:], axis=1, out=sat[1:, 1:])
+    del window
     ra, rb, ca, cb = ra - r0, rb - r0, ca - c0, cb - c0
     total = sat[rb, cb] - sat[ra, cb] - sat[rb, ca] + sat[ra, ca]
     return (total / ((rb - ra) * (cb - ca))).astype(np.float32)
@@ -245,12 +250,17 @@ def _field_2d(name: str, key: bytes, shape: tuple[int, int]) -> np.ndarray:
     lat, lon, dlat, dlon = np.frombuffer(key, dtype=np.float64).reshape(4, *shape)
     if name == "elevation":
         alt = _altitude()
-        elev = _box_mean_2d(lambda a, b: alt[a:b], alt.shape, 1 / 12, 0.5, lat, lon, dlat, dlon)
+        elev = _box_mean_2d(lambda a, b, c, d: alt[a:b, np.arange(c, d) % alt.shape[1]], alt.shape, 1 / 12, 0.5,
+                            lat, lon, dlat, dlon)
         return np.where(_field_2d("land_mask", key, shape) > 0, elev, np.float32(0.0))
     packed = _landmask_packed()
     ncol = packed.shape[1] * 8
-    return _box_mean_2d(lambda a, b: np.unpackbits(packed[a:b], axis=1), (packed.shape[0], ncol), 1 / 120, 0.0,
-                        lat, lon, dlat, dlon)
+
+    def read(a, b, c, d):  # unpack only the bytes holding columns c:d (modulo the row)
+        bytes_ = np.arange(c // 8, (d + 7) // 8) % packed.shape[1]
+        return np.unpackbits(packed[a:b][:, bytes_], axis=1)[:, c - 8 * (c // 8):][:, : d - c]
+
+    return _box_mean_2d(read, (packed.shape[0], ncol), 1 / 120, 0.0, lat, lon, dlat, dlon)
 
 
 def static_on(obj, names: Sequence[str] = STATIC_FIELDS) -> xr.Dataset:
