@@ -109,6 +109,9 @@ class DataConfig:
     time_window: int = 1
     bbox: tuple[float, float, float, float] | None = None
     catalog: str | None = None
+    # Train, validation and test periods must not overlap (a model scored on what it trained on
+    # looks better than it is); true allows it on purpose (e.g. a smoke test on one short file).
+    allow_overlap: bool = False
     # MOS: how the input is regridded onto the intermediate grid (engine.data.regrid.METHODS):
     # auto = conservative/average where the input is finer than that grid, bilinear where coarser.
     regrid_method: str = "auto"
@@ -338,11 +341,20 @@ class ExperimentConfig:
             path = Path(text_or_path)
             if not path.exists():
                 raise ConfigError(f"configuration file {str(path)!r} does not exist")
-            text = path.read_text()
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"configuration file {str(path)!r} cannot be read as text: {exc}") from None
+        else:
+            path = None
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f"configuration file {str(path)!r}" if path is not None else "configuration text"
+            line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}{line} is not valid YAML: {problem}") from None
         return cls.from_dict(raw or {})
 
     def replace(self, **changes: Any) -> "ExperimentConfig":
@@ -402,6 +414,8 @@ class ExperimentConfig:
                 raise ConfigError(f"data.{period}={value!r} is not valid; expected [start, end] as ISO dates like '2001-01-31'")
             if value[0] > value[1]:
                 raise ConfigError(f"data.{period}={value!r} ends before it starts")
+        if not d.allow_overlap:
+            _check_disjoint_periods(d)
         if d.bbox is not None:
             if len(d.bbox) != 4 or not d.bbox[0] < d.bbox[1] or not d.bbox[2] < d.bbox[3]:
                 raise ConfigError(
@@ -466,6 +480,11 @@ class ExperimentConfig:
             raise ConfigError(f"training.lr={t.lr!r} is not valid; expected 0 < lr < 10")
         for name in ("epochs", "batch_size", "samples_per_epoch", "patience"):
             _positive("training", name, getattr(t, name), 1)
+        if t.samples_per_epoch < t.batch_size:
+            raise ConfigError(f"training.samples_per_epoch={t.samples_per_epoch} is smaller than training.batch_size="
+                              f"{t.batch_size}: an epoch would hold no full batch; accepted: samples_per_epoch >= "
+                              "batch_size (or a smaller batch_size)")
+        _check_ssim_size(t.loss, d.patch_size, registry.LOSSES.names())
         _one_of("training", "channels_last", t.channels_last, CHANNELS_LAST)
         _count_or_auto("training", "threads", t.threads, 1)
         _count_or_auto("data", "workers", d.workers, 0)
@@ -573,8 +592,128 @@ def _section_from_dict(section: str, section_cls: type, raw: Mapping[str, Any]):
             f"unknown field(s) {sorted(unknown)} in section {section!r}; accepted: {', '.join(names)}"
         )
     kwargs = {}
+    hints = _type_hints(section_cls)
     for key, value in raw.items():
+        value = _coerce(f"{section}.{key}", hints.get(key, ""), value)
         if isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
     return section_cls(**kwargs)
+
+
+def _period_bounds(period: tuple[str, str]) -> tuple[str, str]:
+    start, end = (str(v).replace(" ", "T") for v in period)
+    return (start if "T" in start else start + "T00:00:00", end if "T" in end else end + "T23:59:59")
+
+
+def _check_disjoint_periods(d: "DataConfig") -> None:
+    names = ("train_period", "val_period", "test_period")
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            (a0, a1), (b0, b1) = _period_bounds(getattr(d, a)), _period_bounds(getattr(d, b))
+            if a0 <= b1 and b0 <= a1:
+                raise ConfigError(
+                    f"data.{a}={list(getattr(d, a))} and data.{b}={list(getattr(d, b))} overlap: the model would be "
+                    "validated or scored on data it trained on; accepted: disjoint periods, or data.allow_overlap: "
+                    "true to allow it on purpose")
+
+
+#: SSIM compares 11 x 11 Gaussian windows; a smaller field has no window to compare.
+SSIM_MIN_SIZE = 11
+
+
+def _check_ssim_size(loss: str, patch_size: int | None, known) -> None:
+    ssim_terms = [name for _, name in parse_loss(loss, known) if "ssim" in name]
+    if ssim_terms and patch_size is not None and patch_size < SSIM_MIN_SIZE:
+        raise ConfigError(
+            f"training.loss={loss!r} uses {', '.join(ssim_terms)} (SSIM, an {SSIM_MIN_SIZE} x {SSIM_MIN_SIZE} window) "
+            f"but data.patch_size={patch_size} gives {patch_size} x {patch_size} fields; accepted: data.patch_size >= "
+            f"{SSIM_MIN_SIZE}, or a loss without SSIM (mae, mse)")
+
+
+# -- strict values ---------------------------------------------------------------------------
+# YAML and forms hand over strings where numbers or booleans are meant ("false" is truthy!),
+# dates where ISO strings are meant. Each value is checked against its field's annotation: a
+# boolean is a boolean (or the words true/false/yes/no/on/off), an integer an integer, a number a
+# finite number; a YAML date becomes its ISO string. Annotations this does not know pass as they are.
+_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
+_INT_TEXT = re.compile(r"^[+-]?\d+$")
+
+
+def _type_hints(section_cls: type) -> dict[str, str]:
+    return {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            for f in fields(section_cls)}
+
+
+def _split_union(annotation: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in annotation:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    parts.append(current.strip())
+    return [p for p in parts if p and p != "None"]
+
+
+def _coerce(where: str, annotation: str, value: Any) -> Any:
+    """``value`` checked (and where unambiguous converted) for a field annotated ``annotation``."""
+    import datetime as _dt
+
+    if value is None or not annotation:
+        return value
+    options = _split_union(annotation)
+    if isinstance(value, (_dt.date, _dt.datetime)) and "str" in options:
+        return value.isoformat()  # an unquoted YAML date
+    if options == ["bool"] or (set(options) == {"bool", "str"} and isinstance(value, str)
+                               and value.strip().lower() in _TRUE + _FALSE):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{where}={value!r} is not valid; expected a boolean: true or false")
+    if options == ["int"]:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}={value!r} is not valid; expected an integer")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"{where}={value!r} is not valid; expected an integer")
+            return int(value)
+        if isinstance(value, str):
+            if not _INT_TEXT.match(value.strip()):
+                raise ConfigError(f"{where}={value!r} is not valid; expected an integer")
+            return int(value)
+        return value
+    if options == ["float"]:
+        import math
+
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}={value!r} is not valid; expected a number")
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
+            except ValueError:
+                raise ConfigError(f"{where}={value!r} is not valid; expected a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}={value!r} is not valid; expected a finite number")
+        return value
+    if options == ["str"]:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}={value!r} is not valid; expected text (quote it in YAML)")
+        return value if isinstance(value, str) else str(value)
+    if len(options) == 1 and options[0].startswith("tuple[") and options[0].endswith("]"):
+        items = _split_union(options[0][6:-1].replace(",", "|"))
+        if isinstance(value, str) and items[-1:] == ["..."]:
+            value = [value]  # one name where a list of names is meant
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} is not valid; expected a list")
+        elem = [t for t in items if t != "..."]
+        if len(set(elem)) == 1:
+            return tuple(_coerce(f"{where}[{i}]", elem[0], v) for i, v in enumerate(value))
+        return tuple(value)
+    if len(options) == 1 and options[0].startswith(("Mapping[", "dict[")) and not isinstance(value, Mapping):
+        raise ConfigError(f"{where}={value!r} is not valid; expected a mapping")
+    return value
