@@ -152,13 +152,19 @@ class ExplainView(Viewer):
     # of maps rebuilt in one pane left the maps unlaid-out in the served page (Panel 1.9).
     @param.depends("xp.version")
     def _info(self):
+        from ..downloads import attributions_file
+
         ds = self.xp.result
         if ds is None:
             return pn.pane.Markdown("*Attribution maps appear here.*", css_classes=["fs-xp-info"])
         info = f"method **{ds.attrs.get('method')}**, time {str(ds['time'].values[0])[:16]}"
         if "convergence_delta" in ds:
             info += f", IG convergence delta {float(np.abs(ds['convergence_delta']).max()):.3g}"
-        return pn.pane.Markdown(info, css_classes=["fs-xp-info"])
+        download = pn.widgets.FileDownload(
+            callback=lambda: attributions_file(self.xp.result), label="Attributions (NetCDF)",
+            filename=f"{self.xp.run or 'run'}-attributions-{ds.attrs.get('method', '')}.nc",
+            css_classes=["fs-dl-attributions"], width=220, sizing_mode="fixed")
+        return pn.Row(pn.pane.Markdown(info, css_classes=["fs-xp-info"]), download, sizing_mode="stretch_width")
 
     @param.depends("xp.version")
     def _importance(self):

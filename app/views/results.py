@@ -125,6 +125,47 @@ class ResultsView(Viewer):
         # Shared axes: zooming or panning one map moves all four.
         return hv.Layout(panels).cols(2).opts(shared_axes=True)
 
+    def maps_png(self):
+        """The maps on screen (same fields, date, colour maps and limits) as a PNG (BytesIO)."""
+        from ..downloads import maps_png
+
+        s = self.state
+        ds = s.predictions
+        if ds is None:
+            raise ValueError("no run with predictions is selected")
+        variable = s.variable_name or "value"
+        kind = kind_of_array(ds["truth"] if "truth" in ds else ds["model"], variable)
+        value_opts = colour_options(kind, clim=self.clim or self.auto_clim())
+        panels = []
+        for name in s.MAP_FIELDS:
+            da = s.map_field(name)
+            if da is None:
+                continue
+            if name == "rmse":
+                panels.append((_TITLES[name], da, colour_options("spread", da.values)))
+            else:
+                panels.append((dated(_TITLES[name], s.selected_time), da.rename(variable), value_opts))
+        return maps_png(panels, coast=land_mask(ds["lat"].values, ds["lon"].values))
+
+    def downloads(self):
+        """Download buttons: predictions (NetCDF), scores (CSV), the maps on screen (PNG)."""
+        from .. import downloads as D
+
+        s = self.state
+        run = s.selected_run or "run"
+        time = (s.selected_time or "").replace(" 00:00", "").replace(" ", "T").replace(":", "")
+        w = pn.widgets.FileDownload
+        return pn.Row(
+            w(callback=lambda: D.predictions_file(s), filename=f"{run}-predictions.nc", label="Predictions (NetCDF)",
+              css_classes=["fs-dl-predictions"], width=200, sizing_mode="fixed"),
+            w(callback=lambda: D.scores_file(s), filename=f"{run}-scores.csv", label="Scores (CSV)",
+              css_classes=["fs-dl-scores"], width=160, sizing_mode="fixed",
+              disabled=s.scores is None),
+            w(callback=self.maps_png, filename=f"{run}-maps-{time or 'all'}.png", label="Maps (PNG)",
+              css_classes=["fs-dl-maps"], width=160, sizing_mode="fixed"),
+            sizing_mode="stretch_width",
+        )
+
     @param.depends("state.results_version", "clim")
     def _maps_pane(self):
         layout = self.maps()
@@ -138,9 +179,15 @@ class ResultsView(Viewer):
             pn.pane.Markdown(f"#### Maps — run `{self.state.selected_run}`", css_classes=["fs-maps-title"]),
             self._time_widget(),
             self._clim_widget(self.auto_clim() or (0.0, 1.0)),
+            self._downloads_pane,
             pn.pane.HoloViews(layout, css_classes=["fs-maps"], linked_axes=False),
             sizing_mode="stretch_width",
         )
+
+    @param.depends("state.selected_time", "state.results_version")
+    def _downloads_pane(self):
+        # Rebuilt with the time: the PNG's file name carries the date shown.
+        return self.downloads()
 
     @param.depends("state.scores")
     def _scores_pane(self):

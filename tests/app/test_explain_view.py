@@ -9,6 +9,7 @@ import shutil
 import time
 
 import numpy as np
+import panel as pn
 import pytest
 
 from app.state import AppState
@@ -62,7 +63,7 @@ def test_completed_runs_with_a_checkpoint_are_offered(view, run_root):
     assert view.xp.time == view.xp.param.time.objects[0]
 
 
-def test_click_a_pixel_and_explain(view):
+def test_click_a_pixel_and_explain(view, tmp_path):
     from engine.explain import METHODS
 
     view.state.load_choices()
@@ -87,6 +88,15 @@ def test_click_a_pixel_and_explain(view):
     layout, bars = view.attribution_layout()
     assert len(layout) == 4 and len(bars.data) == 4
     assert view.__panel__().get_root() is not None
+    # The attributions download as NetCDF with every channel's map.
+    import xarray as xr
+
+    download = view._info().select(pn.widgets.FileDownload)[0]
+    assert download.filename.endswith("-attributions-saliency.nc")
+    saved = tmp_path / download.filename
+    saved.write_bytes(download.callback().read())
+    with xr.open_dataset(saved) as ds:
+        assert list(ds["channel"].values) == list(view.xp.result["channel"].values)
 
 
 def test_draw_a_box_or_use_the_picked_region(view):

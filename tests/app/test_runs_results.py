@@ -320,3 +320,31 @@ def test_live_progress_from_step_events(run_root, live_job):
     assert any(r["metric"] == "loss (step)" for r in state.step_log)
     text = RunsView(state=state)._status().object
     assert "step 31" in text and "samples/s" in text and "ETA" in text
+
+
+def test_downloads_are_the_runs_files_and_a_png_of_the_maps(finished_run, tmp_path):
+    import xarray as xr
+    from PIL import Image
+
+    from app import downloads
+
+    state = AppState()
+    state.selected_run = finished_run.run_id
+    view = ResultsView(state=state)
+    row = view.downloads()
+    names = [w.filename for w in row]
+    assert names[0] == f"{finished_run.run_id}-predictions.nc" and names[1].endswith("-scores.csv")
+    assert names[2].endswith("-maps-2003-07-01.png")
+    saved = tmp_path / names[0]
+    saved.write_bytes(downloads.predictions_file(state).read())
+    with xr.open_dataset(saved) as ds:
+        assert {"truth", "model", "bicubic"} <= set(ds.data_vars) and ds["truth"].attrs["units"] == "K"
+    scores = pd.read_csv(downloads.scores_file(state))
+    assert scores.set_index(["model", "metric"]).loc[("model", "rmse"), "value"] == pytest.approx(0.5)
+    png = Image.open(view.maps_png())
+    assert png.format == "PNG" and png.size[0] > 600 and png.size[1] > 400
+    pixels = np.asarray(png.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 100  # coloured maps, not a blank canvas
+    with pytest.raises(FileNotFoundError):
+        other = make_run(finished_run.path.parent, name="empty", results=False)
+        downloads.predictions_file(state, other.run_id)
