@@ -52,6 +52,9 @@ def _catalog_path(catalog) -> Path:
 def _load(path: str, mtime: float):
     import intake
 
+    from engine.data.catalog_schema import check_catalog_file
+
+    check_catalog_file(path)  # roles, urlpath, driver, pairs: a clear DataError before intake reads it
     try:
         return intake.open_catalog(path)
     except Exception as exc:  # intake raises many types for bad YAML

@@ -46,7 +46,7 @@ def test_missing_catalogue_file(tmp_path):
 def test_finescale_catalog_names_the_default_catalogue(tmp_path, monkeypatch):
     """An install outside the checkout (or a site's own catalogue) is named by $FINESCALE_CATALOG."""
     own = tmp_path / "site.yaml"
-    own.write_text(DEFAULT_CATALOG.read_text().replace("demo_alps_gcm:", "site_gcm:", 1))
+    own.write_text(DEFAULT_CATALOG.read_text().replace("demo_alps_gcm", "site_gcm"))  # pairs_with too
     monkeypatch.setenv("FINESCALE_CATALOG", str(own))
     assert "site_gcm" in list_entries() and "demo_alps_gcm" not in list_entries()
     monkeypatch.setenv("FINESCALE_CATALOG", str(tmp_path / "gone.yaml"))
