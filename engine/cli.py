@@ -10,6 +10,7 @@ cancel RUN             cancel a pending or running run
 config                 print the default configuration as YAML (a starting point)
 check CONFIG.yaml      check the data a configuration names; every problem at once (exit 1)
 catalog                list the catalogue entries
+mlbench ...            CORDEX ML-Bench: list, download, standin, train, score (engine.mlbench.cli)
 
 The run store root is ``--runs`` or ``$FINESCALE_RUNS`` (default ``./runs``).
 """
@@ -293,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("catalog", help="list catalogue entries")
     p.add_argument("--catalog", default=None, help="catalogue YAML (default: the bundled one)")
     p.set_defaults(func=cmd_catalog)
+
+    from engine.mlbench.cli import add_parser as add_mlbench
+
+    add_mlbench(sub)
     return parser
 
 

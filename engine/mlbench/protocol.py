@@ -149,11 +149,11 @@ def train_files(root: Path, domain: Domain, experiment: Experiment) -> dict[str,
     }
 
 
-def test_predictor_file(root: Path, period: str, mode: str, gcm: str) -> Path:
+def predictor_path(root: Path, period: str, mode: str, gcm: str) -> Path:
     return Path(root) / "test" / period / "predictors" / mode / f"{gcm}_{PERIODS[period]}.nc"
 
 
-def test_target_file(root: Path, period: str, gcm: str) -> Path:
+def truth_path(root: Path, period: str, gcm: str) -> Path:
     return Path(root) / "test" / period / "target" / f"pr_tasmax_{gcm}_{PERIODS[period]}.nc"
 
 
@@ -176,3 +176,14 @@ def check_predictors(ds, name: str, expected: tuple[str, ...] = PREDICTORS) -> N
         raise MLBenchError(
             f"{name} lacks predictor(s) {', '.join(missing)} (level(s) {', '.join(by_level)} hPa); "
             f"the benchmark's predictors are {', '.join(expected)}")
+
+
+def open_cf(path) -> "xr.Dataset":
+    """Open a benchmark file with its times as cftime objects on the file's own calendar (so that
+    files of every calendar compare and index alike)."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise MLBenchError(f"{path} does not exist; is the archive complete? (layout: see engine.mlbench.protocol)")
+    return xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))

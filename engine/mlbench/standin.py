@@ -22,8 +22,9 @@ Clapeyron); u, v the mode gradients. *Imperfect* predictors (the driving GCM) ad
 The targets, on the 128 x 128 grid, are functions of the same large-scale state *at each cell's
 true position* plus the orography:
 
-- ``tasmax`` = t850 + 2 K + 6.5 K/km lapse from 1500 m to the cell's elevation + a foehn term
-  (wind x orographic slope) + a snow-albedo term that switches on with warmth at high elevation
+- ``tasmax`` = t850 + 2 K + a lapse rate from 1500 m to the cell's elevation that varies with
+  season and weather (6.5 K/km +- 25 % +- 30 % x mode 3: inversions) + a foehn term (wind x
+  orographic slope) + a snow-albedo term that switches on with warmth at high elevation
   (a sigmoid of t850, hence *nonlinear in the warming*: a model that saw only 1961-1980 must
   extrapolate it; the emulator experiment sees it in its 2080-2099 years) + 0.5 K unpredictable
   small-scale noise;
@@ -46,8 +47,8 @@ import xarray as xr
 from engine.files import atomic_path
 from engine.mlbench.download import template_path
 from engine.mlbench.protocol import (
-    EXPERIMENTS, LEVELS, PERIODS, PREDICTOR_VARIABLES, Domain, MLBenchError, get_domain, test_predictor_file,
-    test_target_file, train_files,
+    EXPERIMENTS, LEVELS, PERIODS, PREDICTOR_VARIABLES, Domain, MLBenchError, get_domain, predictor_path,
+    truth_path, train_files,
 )
 
 # SA: its template's grid (format_predictions/templates/*_SA.nc): 0.1 degree, float32 centres
@@ -213,9 +214,16 @@ def _targets(template, domain, gcm, times, modes, orog, seed) -> xr.Dataset:
     dx, dy = _slopes(orog, 11_000.0)
     rng = np.random.default_rng(_seed("rcm-noise", domain.name, gcm, times[0].year, len(times), seed))
     t850, u, v = s["t850"], s["u850"], s["v850"]
-    lapse = 6.5e-3 * (1500.0 - orog)
+    # the lapse rate varies with the weather (mode 3, seen by the predictors) and the season:
+    # stable, inversion-prone winters; a fixed per-cell offset cannot follow it
+    hemisphere = 1.0 if domain.name == "ALPS" else -1.0
+    doy = np.array([t.dayofyr for t in times], float)
+    season = -hemisphere * np.cos(2 * np.pi * (doy - 15) / 365.25)
+    ex = (slice(None), None, None)
+    rate = 6.5e-3 * (1.0 + 0.25 * season[ex] + 0.3 * modes[:, 2][ex])
+    lapse = rate * (1500.0 - orog)
     upslope = u * dx + v * dy  # m/s x m/m: ~0.5 on an Alpine slope in a 10 m/s wind
-    foehn = 2.0 * upslope
+    foehn = 3.0 * upslope
     snow = 3.0 / (1 + np.exp(-(t850 - 286.0) / 1.5)) * np.clip(orog / 2000.0, 0, 1.5)
     tasmax = t850 + 2.0 + lapse + foehn + snow + 0.5 * rng.standard_normal(t850.shape)
     drive = 1.0 * s["ascent"] + 2.0 * np.clip(upslope, 0, None) + 0.4 * rng.standard_normal(t850.shape) - 0.5
@@ -301,7 +309,7 @@ def generate_standin(domain: str, root: str | Path, train_years: int = 3, test_y
             cal = dom.calendars[gcm]
             for mode in ("perfect", "imperfect"):
                 _write(_predictors(lat1, lon1, times, modes, dom, gcm, mode == "imperfect", seed, levels, centre),
-                       test_predictor_file(out, period, mode, gcm), cal, f"{dom.name} {period} {mode} predictors ({gcm})")
-            _write(_targets(template, dom, gcm, times, modes, orog, seed), test_target_file(out, period, gcm), cal,
+                       predictor_path(out, period, mode, gcm), cal, f"{dom.name} {period} {mode} predictors ({gcm})")
+            _write(_targets(template, dom, gcm, times, modes, orog, seed), truth_path(out, period, gcm), cal,
                    f"{dom.name} {period} target ({dom.rcm} driven by {gcm}; held out in the real benchmark)")
     return out

@@ -1,0 +1,132 @@
+"""CORDEX ML-Bench on the stand-in, end to end: ``python -m benchmarks.mlbench``.
+
+Generates the stand-in archive of one domain (default ALPS: the Lambert target grid), trains
+DeepESD and one zoo model on both training experiments (ESD pseudo-reality, Emulator hist+future),
+writes every submission file (checked against the templates), scores every run and the two
+baselines (interpolated predictor, per-cell linear regression) on every test set, prints the
+scorecard and checks the targets:
+
+1. both models beat the interpolation baseline on RMSE and RALSD in every test set (tasmax: the
+   interpolation baseline has no precipitation counterpart);
+2. the emulator experiment beats the ESD experiment on end-century RMSE (it has seen the future
+   climate), for both models, tasmax and pr;
+3. the whole run within 30 minutes on this machine's CPU.
+
+Results: ``benchmarks/results/mlbench.md`` (and the full scorecard as ``mlbench_scorecard.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from engine.mlbench.experiments import MLBenchConfig, train
+from engine.mlbench.scoring import scorecard
+from engine.mlbench.standin import generate_standin
+
+RESULTS = Path(__file__).parent / "results"
+EXPERIMENTS = ("ESD_pseudo_reality", "Emulator_hist_future")
+SHOWN = ["tasmax_rmse", "tasmax_ralsd", "tasmax_bias_txx", "tasmax_bias_su", "pr_rmse", "pr_ralsd", "pr_bias_rx1day",
+         "pr_bias_cdd", "corr_bias"]
+
+
+def check_targets(table: pd.DataFrame, models) -> list[tuple[str, bool, str]]:
+    out = []
+    for model in models:
+        for exp in EXPERIMENTS:
+            rows = table[(table.model == model) & (table.experiment == exp)]
+            base = table[(table.model == "interpolation") & (table.experiment == exp)]
+            merged = rows.merge(base, on=["test", "period", "mode", "gcm"], suffixes=("", "_interp"))
+            for col in ("tasmax_rmse", "tasmax_ralsd"):
+                worse = merged[merged[col] >= merged[f"{col}_interp"]]
+                out.append((f"{model} {exp}: {col} < interpolation in all {len(merged)} test sets", worse.empty,
+                            "" if worse.empty else "missed: " + ", ".join(f"{r.test}/{r.period}" for r in worse.itertuples())))
+        end = table[(table.model == model) & (table.period == "end_century") & (table["mode"] == "perfect")
+                    & (table.gcm == table.gcm.iloc[0])]
+        for var in ("tasmax", "pr"):
+            esd = end[end.experiment == EXPERIMENTS[0]][f"{var}_rmse"]
+            emu = end[end.experiment == EXPERIMENTS[1]][f"{var}_rmse"]
+            if len(esd) and len(emu):
+                ok = float(emu.iloc[0]) < float(esd.iloc[0])
+                out.append((f"{model}: emulator beats ESD on end-century {var} RMSE", ok,
+                            f"{float(emu.iloc[0]):.3f} vs {float(esd.iloc[0]):.3f}"))
+    return out
+
+
+def markdown(table, checks, timings, args, total) -> str:
+    lines = ["# CORDEX ML-Bench on the stand-in", "",
+             f"`{' '.join(['python -m benchmarks.mlbench'] + sys.argv[1:])}` on {platform.node()} "
+             f"({platform.processor() or platform.machine()}), shared CPU; total {total / 60:.1f} min.", "",
+             f"Domain {args.domain}; stand-in with {args.train_years} training year(s) per period and "
+             f"{args.test_years} test years per period (file names keep the real periods); "
+             f"DeepESD {args.epochs_deepesd} epochs, {args.zoo} {args.epochs_zoo} epochs, one network per variable.", "",
+             "## Targets", ""]
+    for text, ok, detail in checks:
+        lines.append(f"- [{'x' if ok else ' '}] {text} {('(' + detail + ')') if detail else ''}")
+    lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    lines += ["", "## Scorecard (lower is better everywhere; all columns in the CSV)", ""]
+    cols = ["model", "experiment", "test", "period"] + [c for c in SHOWN if c in table]
+    shown = table[cols].copy()
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for r in shown.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--domain", default="ALPS")
+    p.add_argument("--zoo", default="resnet", help="zoo model preset or backbone:upsampling")
+    p.add_argument("--train-years", type=int, default=1)
+    p.add_argument("--test-years", type=int, default=2)
+    p.add_argument("--epochs-deepesd", type=int, default=8)
+    p.add_argument("--epochs-zoo", type=int, default=3)
+    p.add_argument("--work", default=None, help="folder for the stand-in and runs (default: a temporary one)")
+    p.add_argument("--out", default=str(RESULTS / "mlbench.md"))
+    args = p.parse_args(argv)
+
+    start = time.perf_counter()
+    timings = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        t = time.perf_counter()
+        root = generate_standin(args.domain, work / "archive", train_years=args.train_years, test_years=args.test_years)
+        timings["generate the stand-in"] = time.perf_counter() - t
+        runs = []
+        for model, epochs in (("deepesd", args.epochs_deepesd), (args.zoo, args.epochs_zoo)):
+            for exp in EXPERIMENTS:
+                t = time.perf_counter()
+                cfg = MLBenchConfig(domain=args.domain, experiment=exp, model=model, epochs=epochs, root=str(root))
+                runs.append(train(cfg, work / "runs", log=lambda s: print(s, flush=True)))
+                timings[f"train + predict {model} {exp}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        table = scorecard(runs, all_tests=True, log=lambda s: print(s, flush=True))
+        timings["score (runs + baselines, all test sets)"] = time.perf_counter() - t
+    total = time.perf_counter() - start
+    timings["total"] = total
+    checks = check_targets(table, ["deepesd", args.zoo])
+    checks.append((f"full run within 30 minutes", total <= 1800, f"{total / 60:.1f} min"))
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.precision", 3):
+        print(table[["model", "experiment", "test", "period"] + [c for c in SHOWN if c in table]])
+    for text, ok, detail in checks:
+        print(("PASS " if ok else "MISS ") + text, detail)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(table, checks, timings, args, total))
+    table.to_csv(out.with_name("mlbench_scorecard.csv"), index=False, float_format="%.6g")
+    (out.with_name("mlbench_timings.json")).write_text(json.dumps(timings, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The ML-Bench scorecard: every run and baseline on every test set of its experiment, one number
+per diagnostic.
+
+Rows: one per model x test set (``model, domain, experiment, test, period, mode, gcm``); columns
+``<var>_<diagnostic>``: ``rmse``, ``ralsd``, ``wasserstein`` and the index biases ``bias_<index>``
+of :mod:`engine.evaluation.diagnostics` (the spatial mean of the absolute bias of the index map),
+plus ``corr_bias`` (mean absolute bias of the tasmax-pr temporal correlation). Lower is better in
+every column.
+
+Baselines, fitted on the same experiment's training data:
+
+- ``interpolation``: the 850 hPa temperature predictor interpolated bilinearly to every target
+  cell, plus that cell's mean difference to tasmax over the training period (an interpolated
+  predictor is only meaningful with that offset). Precipitation has no predictor to interpolate:
+  its columns are empty for this baseline.
+- ``linear_regression``: the classical ESD reference: each target cell regressed (least squares)
+  on the 20 leading principal components of the standardised predictors; precipitation clipped at 0.
+
+For a dashboard: :func:`scorecard` returns the table as a pandas DataFrame and :func:`index_maps`
+the truth, model and bias maps of one index as an xarray Dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from engine.evaluation.diagnostics import INDEX_METRICS, correlation_bias, ralsd, reduce_map, wasserstein
+from engine.evaluation.indices import compute_index
+from engine.evaluation.metrics import rmse
+from engine.mlbench.experiments import load_run, load_training
+from engine.mlbench.protocol import (
+    PREDICTORS, VARIABLES, MLBenchError, get_domain, get_experiment, open_cf, submission_file, predictor_path,
+    truth_path,
+)
+
+INDICES_FOR = {
+    "tasmax": ("bias_mean", "bias_q98", "bias_txx", "bias_txn", "bias_su", "bias_lag1_autocorr", "bias_interannual_var"),
+    "pr": ("bias_mean", "bias_q98", "bias_rx1day", "bias_sdii", "bias_cdd", "bias_cwd", "bias_lag1_autocorr",
+           "bias_interannual_var"),
+}
+KEYS = ["model", "domain", "experiment", "test", "period", "mode", "gcm"]
+N_PCS = 20
+
+
+class _Truth:
+    """A test set's truth with its index maps computed once for every model scored against it."""
+
+    def __init__(self, path: Path, spatial_dims):
+        with open_cf(path) as ds:
+            self.ds = ds.load()
+        self.dims = spatial_dims
+        self._idx: dict = {}
+
+    def index(self, var: str, metric: str) -> xr.DataArray:
+        if (var, metric) not in self._idx:
+            name, options = INDEX_METRICS[metric]
+            self._idx[var, metric] = compute_index(self.ds[var], name, **options)
+        return self._idx[var, metric]
+
+
+def _as_da(values: np.ndarray, truth: xr.DataArray) -> xr.DataArray:
+    return truth.copy(data=np.asarray(values, dtype=truth.dtype))
+
+
+def score_arrays(pred: dict[str, np.ndarray], truth: _Truth) -> dict[str, float]:
+    """One number per variable x diagnostic for predictions ``{var: (T, H, W)}`` (a var may be absent)."""
+    out: dict[str, float] = {}
+    preds = {}
+    for var in VARIABLES:
+        if var not in pred or var not in truth.ds:
+            continue
+        t = truth.ds[var]
+        if pred[var].shape != t.shape:
+            raise MLBenchError(f"{var}: prediction of shape {pred[var].shape} against a truth of shape {t.shape} "
+                               "(a test set on another grid or period?)")
+        p = preds[var] = _as_da(pred[var], t)
+        out[f"{var}_rmse"] = float(rmse(p, t))
+        out[f"{var}_ralsd"] = float(ralsd(p, t))
+        out[f"{var}_wasserstein"] = float(wasserstein(p, t))
+        for metric in INDICES_FOR[var]:
+            name, options = INDEX_METRICS[metric]
+            out[f"{var}_{metric}"] = float(reduce_map(compute_index(p, name, **options) - truth.index(var, metric)))
+    if len(preds) == 2:
+        cb = correlation_bias(xr.Dataset(preds), truth.ds)
+        out["corr_bias"] = float(reduce_map(cb["correlation_bias"]))
+    return out
+
+
+# -- baselines -------------------------------------------------------------------------------------
+
+def _stack(ds) -> np.ndarray:
+    return np.stack([ds[v].transpose("time", "lat", "lon").values for v in PREDICTORS], axis=1).astype(np.float64)
+
+
+def fit_baselines(domain: str, experiment: str, root: str | Path) -> dict:
+    """``{"interpolation": fn, "linear_regression": fn}``; each fn maps a predictor Dataset to
+    ``{var: (T, H, W)}``, fitted on ``experiment``'s training data under ``root``."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    from engine.mlbench.experiments import MLBenchConfig
+    from engine.mlbench.standin import _latlon, target_template
+
+    dom = get_domain(domain)
+    data = load_training(MLBenchConfig(domain=domain, experiment=experiment, root=str(root)))
+    lat1, lon1 = data["lr_grid"]
+    lat2, lon2 = _latlon(target_template(dom), dom)
+    lon2 = np.where(lon2 < lon1.min() - 180, lon2 + 360, lon2)  # continuous across the date line
+    points = np.stack([lat2.ravel(), lon2.ravel()], axis=1)
+    it850 = PREDICTORS.index("t_850")
+    H, W = lat2.shape
+
+    def interp_t850(x: np.ndarray) -> np.ndarray:
+        f = RegularGridInterpolator((lat1, lon1), np.moveaxis(x[:, it850], 0, -1), method="linear")
+        return np.moveaxis(f(points), -1, 0).reshape(len(x), H, W)
+
+    offset = (data["y"]["tasmax"] - interp_t850(data["x"])).mean(0)
+
+    x = data["x"].reshape(len(data["x"]), -1).astype(np.float64)
+    mean, std = x.mean(0), x.std(0)
+    std[std == 0] = 1.0
+    z = (x - mean) / std
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    pcs = vt[:N_PCS]
+
+    def design(xx):
+        zz = (xx.reshape(len(xx), -1) - mean) / std
+        return np.column_stack([np.ones(len(xx)), zz @ pcs.T])
+
+    A = design(data["x"])
+    coefs = {v: np.linalg.lstsq(A, y.reshape(len(y), -1).astype(np.float64), rcond=None)[0] for v, y in data["y"].items()}
+
+    def interpolation(ds) -> dict:
+        return {"tasmax": interp_t850(_stack(ds)) + offset}
+
+    def linear_regression(ds) -> dict:
+        d = design(_stack(ds))
+        out = {v: (d @ c).reshape(len(d), H, W) for v, c in coefs.items()}
+        if "pr" in out:
+            out["pr"] = np.clip(out["pr"], 0, None)
+        return out
+
+    return {"interpolation": interpolation, "linear_regression": linear_regression}
+
+
+# -- the scorecard ---------------------------------------------------------------------------------
+
+def _tests_for(exp, all_tests: bool):
+    if not all_tests:
+        return exp.tests
+    seen, out = set(), list(exp.tests)
+    for t in out:
+        seen.add((t.period, t.mode, t.transfer))
+    from engine.mlbench.protocol import EXPERIMENTS
+
+    for other in EXPERIMENTS.values():
+        for t in other.tests:
+            if (t.period, t.mode, t.transfer) not in seen:
+                seen.add((t.period, t.mode, t.transfer))
+                out.append(t)
+    return out
+
+
+def scorecard(runs, baselines: bool = True, log=None, all_tests: bool = False) -> pd.DataFrame:
+    """Score ML-Bench run folders (and the baselines of their experiments) on every test set.
+
+    ``all_tests`` also scores each run on the other experiment's test sets (named as there), e.g.
+    an emulator on the end-century files the ESD experiment is tested on, so that both experiments
+    meet on the same files.
+
+    Returns
+    -------
+    DataFrame, one row per model x test set: ``model, domain, experiment, test, period, mode, gcm``
+    and one column per ``<var>_<diagnostic>``.
+    """
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise MLBenchError("mlbench score needs at least one run folder")
+    rows, truths, done_baselines = [], {}, set()
+    for run in runs:
+        cfg, info = load_run(run)
+        dom, exp = get_domain(cfg.domain), get_experiment(cfg.experiment)
+        root = Path(info["archive"])
+        fitted = None
+        if baselines and (dom.name, exp.name, str(root)) not in done_baselines:
+            fitted = fit_baselines(dom.name, exp.name, root)
+            done_baselines.add((dom.name, exp.name, str(root)))
+        for test in _tests_for(exp, all_tests):
+            gcm = test.gcm(dom)
+            key = (str(root), test.period, gcm)
+            if key not in truths:
+                truths[key] = _Truth(truth_path(root, test.period, gcm), dom.spatial_dims)
+            truth = truths[key]
+            meta = {"domain": dom.name, "experiment": exp.name, "test": test.name, "period": test.period,
+                    "mode": test.mode, "gcm": gcm}
+            path = submission_file(run / "submission", dom, exp, test.period, test.mode, gcm)
+            with open_cf(path) as p:
+                pred = {v: p[v].transpose("time", *dom.spatial_dims).values for v in VARIABLES if v in p}
+                if len(p.time) != len(truth.ds.time) or not all(
+                        a == b for a, b in zip(p.indexes["time"], truth.ds.indexes["time"])):
+                    raise MLBenchError(f"{path.name}: its time axis differs from the truth's "
+                                       f"({truth_path(root, test.period, gcm).name})")
+            rows.append({"model": cfg.model, **meta, **score_arrays(pred, truth)})
+            if log:
+                log(f"scored {cfg.model} on {exp.name} {test.name} {test.period}")
+            if fitted:
+                with open_cf(predictor_path(root, test.period, test.mode, gcm)) as ds:
+                    for name, fn in fitted.items():
+                        rows.append({"model": name, **meta, **score_arrays(fn(ds), truth)})
+    table = pd.DataFrame(rows)
+    cols = KEYS + sorted(c for c in table.columns if c not in KEYS)
+    return table[cols]
+
+
+def write_scorecard(runs, out: str | Path, baselines: bool = True, log=None, all_tests: bool = False) -> pd.DataFrame:
+    table = scorecard(runs, baselines=baselines, log=log, all_tests=all_tests)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.6g")
+    return table
+
+
+def index_maps(run: str | Path, period: str, mode: str, gcm: str, variable: str, index: str,
+               season: str | None = None) -> xr.Dataset:
+    """Truth, model and bias maps of one index for one test file of a run (for map views).
+
+    Returns a Dataset with ``truth``, ``model``, ``bias`` on the target grid (its 2-D lat/lon kept).
+    """
+    cfg, info = load_run(run)
+    dom, exp = get_domain(cfg.domain), get_experiment(cfg.experiment)
+    root = Path(info["archive"])
+    with open_cf(truth_path(root, period, gcm)) as t, \
+            open_cf(submission_file(Path(run) / "submission", dom, exp, period, mode, gcm)) as p:
+        truth = t[variable].load()
+        pred = truth.copy(data=p[variable].transpose(*truth.dims).values)
+    ti = compute_index(truth, index, season=season)
+    pi = compute_index(pred, index, season=season)
+    return xr.Dataset({"truth": ti, "model": pi, "bias": pi - ti},
+                      attrs={"variable": variable, "index": index, "season": season or "annual",
+                             "run": Path(run).name, "test": f"{period}/{mode}/{gcm}"})
