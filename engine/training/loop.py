@@ -227,9 +227,36 @@ def save_checkpoint(path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+class CheckpointError(TrainingError):
+    """A checkpoint file that is missing, truncated, damaged or not written by finescale."""
+
+
 def load_checkpoint(path) -> dict[str, Any]:
-    # weights_only: a checkpoint is data, never code (no pickle of arbitrary objects).
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The checkpoint at ``path`` as a dictionary (weights, optimiser state, epoch ...).
+
+    Raises
+    ------
+    CheckpointError
+        For a missing, truncated, damaged or foreign file. Such a file is never loaded in a
+        less safe way: a checkpoint is data, never code (``weights_only=True``, no pickle of
+        arbitrary objects).
+    """
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError,
+            zipfile.BadZipFile, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        # Not the library's message: it suggests weights_only=False, i.e. running the file's code.
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a finescale checkpoint "
+                              f"({type(exc).__name__}); delete it, or resume from another checkpoint") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a finescale checkpoint "
+                              f"(it holds a {type(state).__name__}, not a dictionary of weights)")
+    return state
 
 
 def _json(obj: Any) -> str:
