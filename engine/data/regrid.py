@@ -116,6 +116,8 @@ def block_mean(obj, scale: int):
 
 # -- any grid to any grid -------------------------------------------------------------------------
 _WEIGHTS: dict = {}
+#: Bumped whenever the weights' definition changes, so that caches on disk are not reused.
+_WEIGHTS_VERSION = 1
 
 
 def _spacing_km(grid) -> float:
@@ -197,7 +199,7 @@ def weights(src, dst, method: str = "auto"):
     from engine.data.paths import atomic_path, cache_dir
 
     method = choose_method(src, dst, method)
-    key = f"{src.key}-{dst.key}-{method}"
+    key = f"{src.key}-{dst.key}-{method}-v{_WEIGHTS_VERSION}"
     if key in _WEIGHTS:
         return _WEIGHTS[key]
     path = cache_dir("regrid") / f"{key}.npz"
@@ -273,6 +275,8 @@ def regrid_to(obj, dst, method: str = "auto", crs_attrs: dict | None = None):
     sdims = src.dims
 
     def one(da: xr.DataArray) -> xr.DataArray:
+        if da.chunks is not None:  # a block of time steps holds whole fields (chunked storage may split them)
+            da = da.chunk({d: -1 for d in sdims})
         out = xr.apply_ufunc(
             _apply, da, kwargs={"w": w, "shape": dst.shape},
             input_core_dims=[list(sdims)], output_core_dims=[["__gy", "__gx"]],

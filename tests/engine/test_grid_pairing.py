@@ -195,3 +195,15 @@ sources:
                 err = (out[name] - out.truth).values
                 at, off = np.sqrt((err[..., seam] ** 2).mean()), np.sqrt((err[..., ~seam] ** 2).mean())
                 assert at <= 1.5 * off + 0.02, (name, at, off)
+
+
+def test_mos_360_day_rotated_input_chunked_in_space_stays_lazy():
+    gcm = synthetic.rotated_pole(ny=24, nx=30, res=0.22, ntime=6, calendar="360_day", start="2000-02-28")
+    target = synthetic.lambert(ny=16, nx=16, dx_km=12.5, ntime=6, calendar="360_day", start="2000-02-28")
+    gcm = gcm.chunk({"time": 2, "rlat": 8, "rlon": 10})  # a store chunked in space as well
+    pair = make_pair(_cfg(downscaling="mos", lowres="gcm", regrid_method="bilinear"), highres=target, lowres=gcm)
+    assert pair.lr.tas.chunks is not None  # nothing computed yet
+    assert str(pair.lr.time.values[2])[:10] == "2000-02-30"  # a 360-day date
+    lat, lon = pair.lr.lat.values, pair.lr.lon.values
+    expected = synthetic.analytic(lat, lon, np.arange(6)[:, None, None])
+    assert float(np.abs(pair.lr.tas.values - expected).max()) < 0.1
