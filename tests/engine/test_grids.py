@@ -271,3 +271,18 @@ def test_fit_to_scale_pads_with_coordinates_that_continue_the_grid():
     xr.testing.assert_identical(back.tas, ds.tas)
     with pytest.raises(DataError, match=r"data.scale=16 is larger than the target grid \(10 x 13\)"):
         grid.pad_to_multiple(ds, 16)
+
+
+def test_knmi_radar_perfectprog_pairs_on_the_native_grid(data_shared_dir):
+    from engine.config import DataConfig
+    from engine.data import make_pair
+
+    raw = knmi_radar(data_shared_dir, times=slice(40, 44)).isel(y=slice(350, 414), x=slice(300, 362))  # 64 x 62
+    pair = make_pair(DataConfig(highres="knmi", variable="precip_5min", scale=4, static=("land_mask",)), highres=raw)
+    assert pair.hr.dims == ("time", "y", "x") and pair.padding["pad"] == (0, 2)  # 62 columns -> 64
+    hr = standardise(raw, "knmi").precip_5min.values
+    block = np.nanmean(np.pad(hr, ((0, 0), (0, 0), (0, 2)), constant_values=np.nan).reshape(4, 16, 4, 16, 4),
+                       axis=(2, 4))
+    np.testing.assert_allclose(pair.lr.precip_5min.values, block, rtol=1e-5, equal_nan=True)
+    land = pair.static.land_mask.values[:, :62]
+    assert land.shape == (64, 62) and 0.3 < land.mean() <= 1.0  # the Netherlands: mostly land at 52N 5E
