@@ -273,12 +273,8 @@ class BiasCorrection:
             if short.any():
                 raise BaselineError(quantile_error(int(count[short].min()), int(short.sum())))
             levels = np.linspace(0.0, 1.0, min(N_QUANTILES, max(int(count.max()), 2)))
-            with np.errstate(all="ignore"):
-                import warnings
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (outside the mask)
-                    self.q_model = np.nanquantile(np.where(valid, interp, np.nan), levels, axis=0)
-                    self.q_truth = np.nanquantile(np.where(valid, truth, np.nan), levels, axis=0)
+            self.q_model = _quantiles(interp, valid, levels)
+            self.q_truth = _quantiles(truth, valid, levels)
             self.levels = levels
         return self
 
@@ -293,22 +289,40 @@ class BiasCorrection:
         return out.astype(np.float32)
 
     def _quantile_map(self, interp: np.ndarray) -> np.ndarray:
+        """Piecewise-linear map through the (K,) training quantiles of every cell, vectorised:
+        exact at the training quantiles; beyond the training range the end corrections are kept
+        (additive), not a flat clip."""
         qm, qt = self.q_model, self.q_truth  # (K, H, W)
-        T, H, W = interp.shape
-        flat = interp.reshape(T, H * W)
-        qm2, qt2 = qm.reshape(len(self.levels), -1), qt.reshape(len(self.levels), -1)
-        out = flat.copy()
-        for j in range(H * W):  # np.interp per cell: exact at the training quantiles
-            xm, xt = qm2[:, j], qt2[:, j]
-            if not np.isfinite(xm).all():
-                continue  # no training data here (outside the mask)
-            v = flat[:, j]
-            mapped = np.interp(v, xm, xt)
-            # Beyond the training range keep the end corrections (additive), not a flat clip.
-            mapped = np.where(v < xm[0], v + (xt[0] - xm[0]), mapped)
-            mapped = np.where(v > xm[-1], v + (xt[-1] - xm[-1]), mapped)
-            out[:, j] = mapped
-        return out.reshape(T, H, W)
+        K = qm.shape[0]
+        known = np.isfinite(qm).all(axis=0)  # cells without training data (outside the mask) stay as they are
+        qm = np.where(known, qm, 0.0)
+        qt = np.where(known, qt, 0.0)
+        # index of the quantile interval of each value: how many quantiles lie at or below it
+        idx = np.zeros(interp.shape, dtype=np.int64)
+        for k in range(K):
+            idx += interp >= qm[k]
+        lo = np.clip(idx - 1, 0, K - 2)
+        x0, x1 = np.take_along_axis(qm[None], lo[None], 1)[0], np.take_along_axis(qm[None], (lo + 1)[None], 1)[0]
+        y0, y1 = np.take_along_axis(qt[None], lo[None], 1)[0], np.take_along_axis(qt[None], (lo + 1)[None], 1)[0]
+        width = x1 - x0
+        frac = np.where(width > 0, (interp - x0) / np.where(width > 0, width, 1.0), 0.0)
+        mapped = y0 + frac * (y1 - y0)
+        mapped = np.where(interp < qm[0], interp + (qt[0] - qm[0]), mapped)
+        mapped = np.where(interp > qm[-1], interp + (qt[-1] - qm[-1]), mapped)
+        return np.where(known, mapped, interp)
+
+
+def _quantiles(values: np.ndarray, valid: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Per-cell quantiles (K, H, W) of the valid values; NaN where a cell has none. Cells valid at
+    every step take the fast vectorised path, the others (a time-varying mask) nanquantile."""
+    out = np.full((len(levels), *values.shape[1:]), np.nan)
+    full = valid.all(axis=0)
+    if full.any():
+        out[:, full] = np.quantile(values[:, full], levels, axis=0)
+    partial = valid.any(axis=0) & ~full
+    if partial.any():
+        out[:, partial] = np.nanquantile(np.where(valid[:, partial], values[:, partial], np.nan), levels, axis=0)
+    return out
 
 
 def quantile_error(fewest: int, cells: int) -> str:
@@ -347,6 +361,8 @@ class Baselines:
         self._native = native
         self._source_note = "given" if native is not None else None
         self._corrections: dict[str, BiasCorrection] = {}
+        self._train: tuple | None = None
+        self._val: dict[tuple, tuple] = {}
         if any(n in CORRECTIONS for n in self.names) and self.train_period is None:
             asked = ", ".join(n for n in self.names if n in CORRECTIONS)
             raise BaselineError(f"bias-corrected baselines ({asked}) are fitted on the training period, and none was "
@@ -392,11 +408,13 @@ class Baselines:
 
     def _correction(self, name: str) -> BiasCorrection:
         if name not in self._corrections:
-            times = _period_times(self.pair.hr["time"].values, self.train_period)
-            if times.size == 0:
-                self.check()
-            truth = self.pair.hr.sel(time=times).values
-            self._corrections[name] = BiasCorrection(name).fit(self._interp(times, "bilinear"), truth, times)
+            if self._train is None:  # the training period's interpolation and truth, read once
+                times = _period_times(self.pair.hr["time"].values, self.train_period)
+                if times.size == 0:
+                    self.check()
+                self._train = (times, self._interp(times, "bilinear"), np.asarray(self.pair.hr.sel(time=times).values))
+            times, interp, truth = self._train
+            self._corrections[name] = BiasCorrection(name).fit(interp, truth, times)
         return self._corrections[name]
 
     def fields(self, times, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
