@@ -91,9 +91,9 @@ class _Shared:
 
 
 def _labels(ds) -> list[str]:
-    import pandas as pd
+    from engine.data.timeaxis import stamp  # any calendar (noleap, 360_day: cftime times)
 
-    return [pd.Timestamp(t).strftime("%Y-%m-%d %H:%M") for t in ds["time"].values] if "time" in ds.dims else []
+    return [stamp(t)[:16] for t in ds["time"].values] if "time" in ds.dims else []
 
 
 def _masked(ds, da):

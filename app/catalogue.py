@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import param
 
+from engine.data.timeaxis import stamp
+
 from .state import AppState, _as_list
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,6 @@ class CatalogueState(param.Parameterized):
         key = (app.dataset, app.variable, app.options.data_downscaling, app.options.data_lowres)
         if key == self._key:
             return
-        import pandas as pd
-
         from engine.data import catalog
 
         self._key, self._ds, self._lowres = key, None, None
@@ -114,7 +114,7 @@ class CatalogueState(param.Parameterized):
                 if app.options.data_downscaling == "mos" and app.options.data_lowres:
                     self._lowres = catalog.open_dataset(app.options.data_lowres, app.catalog)
                 if "time" in self._ds.dims:
-                    labels = [pd.Timestamp(t).strftime("%Y-%m-%d %H:%M") for t in self._ds["time"].values]
+                    labels = [stamp(t)[:16] for t in self._ds["time"].values]  # any calendar
             except Exception as exc:  # shown in the view, the form still works
                 log.warning("cannot open %s: %s", app.dataset, exc)
                 error = f"Cannot open {app.dataset}: {exc}"

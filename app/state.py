@@ -866,8 +866,6 @@ class AppState(param.Parameterized):
         self._set_results(ds, run)
 
     def _set_results(self, ds, run=None) -> None:
-        import pandas as pd
-
         self._predictions = ds
         self._rmse = None
         if ds is None:
@@ -879,7 +877,9 @@ class AppState(param.Parameterized):
                 self.scores = None
                 self.results_version += 1
             return
-        labels = [pd.Timestamp(t).strftime("%Y-%m-%d %H:%M") for t in ds["time"].values] if "time" in ds.dims else []
+        from engine.data.timeaxis import stamp  # any calendar (noleap, 360_day: cftime times)
+
+        labels = [stamp(t)[:16] for t in ds["time"].values] if "time" in ds.dims else []
         with param.parameterized.batch_call_watchers(self):
             self.times = labels
             self.param.selected_time.objects = labels
