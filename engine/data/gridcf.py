@@ -120,6 +120,13 @@ def standardise_grid(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
     if not (coords.get("latitude") or axes.get("Y")):
         probe = ds.cf.guess_coord_axis()
         axes, coords = probe.cf.axes, probe.cf.coordinates
+    # 1-D latitude/longitude on other dims (lat(y), lon(x)): a regular grid under other dim names
+    one_d = {k: [n for n in coords.get(k, []) if probe[n].ndim == 1 and probe[n].dims[0] != n] for k in
+             ("latitude", "longitude")}
+    if one_d["latitude"] and one_d["longitude"] and not (_first_dim_coord(probe, coords.get("latitude", []))):
+        la, lo = one_d["latitude"][0], one_d["longitude"][0]
+        if probe[la].dims != probe[lo].dims:
+            probe = probe.swap_dims({probe[la].dims[0]: la, probe[lo].dims[0]: lo})
     lat_name = _first_dim_coord(probe, coords.get("latitude", []))
     lon_name = _first_dim_coord(probe, coords.get("longitude", []))
     if lat_name and lon_name:

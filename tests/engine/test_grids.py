@@ -123,6 +123,16 @@ def test_latitude_longitude_names_and_curvilinear_dims_without_attributes():
     np.testing.assert_array_equal(out.lat.values, lat2)
 
 
+def test_regular_grid_on_other_dim_names():
+    raw = synthetic.regular(ntime=2).rename(lat="j", lon="i")
+    raw = raw.assign_coords(lat=("j", raw.j.values, {"standard_name": "latitude", "units": "degrees_north"}),
+                            lon=("i", raw.i.values, {"standard_name": "longitude", "units": "degrees_east"}))
+    for d in ("j", "i"):
+        raw[d].attrs = {}
+    ds = standardise(raw)
+    assert ds.tas.dims == ("time", "lat", "lon") and grid.describe(ds).kind == "latlon"
+
+
 def test_packed_int16_noleap_file_round_trip(tmp_path):
     raw = synthetic.rotated_pole(ny=6, nx=8, ntime=5, calendar="noleap", packed=True, units="degC")
     path = synthetic.write(raw, tmp_path / "packed.nc")
