@@ -112,6 +112,9 @@ class DataConfig:
     # Train, validation and test periods must not overlap (a model scored on what it trained on
     # looks better than it is); true allows it on purpose (e.g. a smoke test on one short file).
     allow_overlap: bool = False
+    # Low-resolution input missing (NaN) where the target has data: "refuse" (default) or "mask"
+    # those cells out of training and scores (engine.data.validity); never filled silently.
+    missing_input: str = "refuse"
     # MOS: how the input is regridded onto the intermediate grid (engine.data.regrid.METHODS):
     # auto = conservative/average where the input is finer than that grid, bilinear where coarser.
     regrid_method: str = "auto"
@@ -416,6 +419,7 @@ class ExperimentConfig:
                 raise ConfigError(f"data.{period}={value!r} ends before it starts")
         if not d.allow_overlap:
             _check_disjoint_periods(d)
+        _one_of("data", "missing_input", d.missing_input, ("refuse", "mask"))
         if d.bbox is not None:
             if len(d.bbox) != 4 or not d.bbox[0] < d.bbox[1] or not d.bbox[2] < d.bbox[3]:
                 raise ConfigError(

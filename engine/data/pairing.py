@@ -39,6 +39,7 @@ import pandas as pd
 import xarray as xr
 
 from engine.data.catalog import open_dataset, standardise
+from engine.data.validity import apply_missing_input_policy
 from engine.data.errors import DataError
 from engine.data.predictors import external_predictors, inputs, target_view
 from engine.data import grid
@@ -252,6 +253,9 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     # The domain's valid support: one streaming pass over the target (chunk by chunk, never whole).
     mask = _compute(hr.notnull().any("time"), hr_name).rename("mask")
     mask.attrs = {"long_name": "target has data (True = valid)"}
+    # Missing input where the target has data: refused, or those cells masked (engine.data.validity).
+    hr = apply_missing_input_policy(lr, hr.transpose("time", *dims), mask.transpose(*dims), scale,
+                                    getattr(cfg, "missing_input", "refuse"), lr_name or hr_name, hr_name)
     return PairedData(
         lr=lr,
         hr=hr.transpose("time", *dims),
