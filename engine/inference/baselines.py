@@ -362,7 +362,6 @@ class Baselines:
         self._source_note = "given" if native is not None else None
         self._corrections: dict[str, BiasCorrection] = {}
         self._train: tuple | None = None
-        self._val: dict[tuple, tuple] = {}
         if any(n in CORRECTIONS for n in self.names) and self.train_period is None:
             asked = ", ".join(n for n in self.names if n in CORRECTIONS)
             raise BaselineError(f"bias-corrected baselines ({asked}) are fitted on the training period, and none was "
@@ -466,28 +465,6 @@ def check_config(cfg, pair) -> None:
     for_config(cfg, pair).check()
 
 
-def baseline_variables(cfg, pair, times, names: Sequence[str] | None, valid: np.ndarray, coords: dict,
-                       attrs: dict) -> tuple[dict[str, xr.DataArray], dict[str, Any]]:
-    """The baselines of a run's predictions: one (time, lat, lon) variable per baseline at
-    ``times`` (NaN where not ``valid``), and the Dataset attributes that name the source and the
-    best baseline on the validation period (``best_baseline``, ``baseline_val_rmse``).
-
-    ``names`` None = ``inference.baselines`` (all by default); ``()`` = none.
-    """
-    b = for_config(cfg, pair, names)
-    if not b.names:
-        return {}, {}
-    dims = tuple(coords)
-    out = {}
-    for name, field in b.fields(times).items():
-        out[name] = xr.DataArray(np.where(valid, field, np.nan).astype(np.float32), coords, dims,
-                                 attrs={**attrs, "description": describe(name)})
-    best, val = b.best(cfg.data.val_period)
-    ds_attrs = {"baseline_source": b.source, "best_baseline": best, "best_baseline_period": "val",
-                "baseline_val_rmse": "; ".join(f"{k}={v:.6g}" for k, v in val.items())}
-    return out, ds_attrs
-
-
 def parse_val_rmse(text: str) -> dict[str, float]:
     """``"a=1.2; b=3"`` (the ``baseline_val_rmse`` attribute) -> ``{"a": 1.2, "b": 3.0}``."""
     out = {}
@@ -500,9 +477,3 @@ def parse_val_rmse(text: str) -> dict[str, float]:
 
 def describe(name: str) -> str:
     return DESCRIPTIONS.get(name, name)
-
-
-def headline_reference(scores: dict[str, Any]) -> str | None:
-    """The best baseline's name in a ``status.json`` scores dict (None when absent)."""
-    ref = scores.get("reference") if isinstance(scores, dict) else None
-    return ref.get("name") if isinstance(ref, dict) else None
