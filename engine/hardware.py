@@ -12,7 +12,8 @@ concrete settings for the device the job actually got, and says why:
   1.5x faster than NCHW in float32 and bf16 alike on AVX2 and AVX-512 CPUs.
 - **threads**: torch intra-op threads = the CPUs of the job's allocation (``OMP_NUM_THREADS`` when
   set, else ``SLURM_CPUS_PER_TASK`` and the process's CPU affinity, shared by the ranks of this
-  node), less the DataLoader workers.
+  node), less the DataLoader workers, and no more than the allocated CPUs other processes leave
+  idle (:func:`idle_cpus`; on a loaded machine 2 threads ran 10-25x slower than 1).
 - **workers**: DataLoader worker processes from the CPUs left: none below 4 CPUs on a CPU job
   (a worker would take a core from the network), one per 8 CPUs above; on a GPU up to 8 (one CPU
   kept for the main process), with pinned memory; workers are persistent across epochs.
@@ -24,7 +25,7 @@ allowed with a :class:`HardwareWarning` naming the slowdown risk. Impossible val
 Example
 -------
 >>> from engine.config import ExperimentConfig
->>> d = decide(ExperimentConfig(), device="cpu", cpus=(2, "test"), bf16=(False, "no avx512_bf16"))
+>>> d = decide(ExperimentConfig(), device="cpu", cpus=(2, "test"), bf16=(False, "no avx512_bf16"), idle=2.0)
 >>> d.precision, d.channels_last == torch.backends.mkldnn.is_available(), d.threads, d.workers
 ('32-true', True, 2, 0)
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -132,6 +134,46 @@ def cpu_allocation() -> tuple[int, str]:
     return affinity, f"{source} ({affinity})"
 
 
+def _cpu_ticks() -> dict[int, tuple[int, int]]:
+    """``{cpu: (idle ticks, total ticks)}`` from ``/proc/stat`` (empty where there is none)."""
+    out = {}
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    ticks = [int(v) for v in fields[:8]]
+                    out[int(name[3:])] = (ticks[3] + ticks[4], sum(ticks))
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def idle_cpus(interval: float = 0.25) -> float | None:
+    """How many of this process's CPUs other processes leave idle: the sum of their idle
+    fractions over ``interval`` seconds (None where ``/proc/stat`` or the affinity is unknown).
+
+    A CPU of the allocation that another process keeps busy is not ours to use: an OpenMP team
+    with a thread on it waits for that thread at every parallel region (measured on a loaded
+    2-CPU machine: 2 threads 10-25x slower than 1).
+    """
+    try:
+        mine = os.sched_getaffinity(0)
+    except AttributeError:
+        return None
+    before = _cpu_ticks()
+    if not before:
+        return None
+    time.sleep(interval)
+    after = _cpu_ticks()
+    idle = 0.0
+    for cpu in mine:
+        if cpu in before and cpu in after:
+            total = after[cpu][1] - before[cpu][1]
+            idle += (after[cpu][0] - before[cpu][0]) / total if total > 0 else 1.0
+    return idle
+
+
 def resolve_device(device: str) -> str:
     """``training.device`` as ``"cuda"`` or ``"cpu"`` (``auto``: CUDA when visible)."""
     if device == "auto":
@@ -193,7 +235,7 @@ def default_workers(device: str, cpus: int) -> int:
 
 
 def decide(cfg, device: str | None = None, cpus: tuple[int, str] | None = None,
-           bf16: tuple[bool, str] | None = None) -> Decision:
+           bf16: tuple[bool, str] | None = None, idle: float | bool | None = None) -> Decision:
     """The settings for configuration ``cfg`` on this machine.
 
     Parameters
@@ -201,9 +243,9 @@ def decide(cfg, device: str | None = None, cpus: tuple[int, str] | None = None,
     cfg : ExperimentConfig
         Its ``training.precision``, ``training.channels_last``, ``training.threads``,
         ``training.device`` and ``data.workers`` are read; "auto"/None are decided here.
-    device, cpus, bf16 : optional
-        Override what is detected (``"cpu"``/``"cuda"``; ``(count, source)``; ``(native, reason)``),
-        for tests and benchmarks.
+    device, cpus, bf16, idle : optional
+        Override what is detected (``"cpu"``/``"cuda"``; ``(count, source)``; ``(native, reason)``;
+        idle CPUs, or False not to look), for tests and benchmarks.
 
     Raises
     ------
@@ -258,6 +300,15 @@ def decide(cfg, device: str | None = None, cpus: tuple[int, str] | None = None,
     if t.threads is None:
         threads = max(1, cpus - workers) if device == "cpu" else max(1, min(4, cpus - workers))
         reasons["threads"] = f"auto -> {threads}: {cpus} CPU(s) from {source}, less {workers} worker(s)"
+        # Threads on CPUs that other processes keep busy stall every parallel region: on a shared
+        # machine use only the CPUs found idle (an explicit OMP_NUM_THREADS is taken as is).
+        if device == "cpu" and threads > 1 and idle is not False and not source.startswith("OMP_NUM_THREADS"):
+            free = idle_cpus() if idle is None else float(idle)
+            if free is not None and int(free + 0.5) < threads:
+                threads = max(1, int(free + 0.5))
+                reasons["threads"] = (f"auto -> {threads}: {cpus} CPU(s) from {source}, less {workers} worker(s), "
+                                      f"but only {free:.1f} of them idle (other processes' load): more threads "
+                                      "would wait on busy CPUs at every parallel region")
     else:
         threads = t.threads
         reasons["threads"] = f"{threads} as configured" + (f" (more than the {cpus} CPUs of the job: "

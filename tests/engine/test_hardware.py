@@ -76,18 +76,33 @@ def test_threads_from_the_allocation(clean_env):
 
 def test_workers_and_threads_share_the_cpus():
     cfg = ExperimentConfig()
-    small = decide(cfg, device="cpu", cpus=(2, "test"), bf16=EMULATED)
+    small = decide(cfg, device="cpu", cpus=(2, "test"), bf16=EMULATED, idle=False)
     assert (small.threads, small.workers, small.persistent_workers, small.pin_memory) == (2, 0, False, False)
-    big = decide(cfg, device="cpu", cpus=(16, "test"), bf16=EMULATED)
+    big = decide(cfg, device="cpu", cpus=(16, "test"), bf16=EMULATED, idle=False)
     assert big.workers == 2 and big.threads == 14 and big.persistent_workers
     gpu = decide(cfg, device="cuda", cpus=(16, "test"), bf16=NATIVE)
     assert gpu.workers == 8 and gpu.pin_memory and gpu.channels_last and gpu.precision == "bf16-mixed"
 
 
+def test_threads_avoid_cpus_that_other_processes_keep_busy():
+    cfg = ExperimentConfig()
+    free = decide(cfg, device="cpu", cpus=(4, "CPU affinity (4)"), bf16=EMULATED, idle=3.6)
+    assert (free.workers, free.threads) == (1, 3)  # 4 CPUs: one DataLoader worker, three threads
+    loaded = decide(cfg, device="cpu", cpus=(4, "CPU affinity (4)"), bf16=EMULATED, idle=1.2)
+    assert loaded.threads == 1 and "only 1.2 of them idle" in loaded.reasons["threads"]
+    assert decide(cfg, device="cpu", cpus=(4, "CPU affinity (4)"), bf16=EMULATED, idle=0.0).threads == 1
+    # the user's OMP_NUM_THREADS and an explicit training.threads are taken as they are
+    assert decide(cfg, device="cpu", cpus=(4, "OMP_NUM_THREADS=4"), bf16=EMULATED, idle=0.0).threads == 3
+    explicit = cfg.replace(training={"threads": 3})
+    assert decide(explicit, device="cpu", cpus=(4, "CPU affinity (4)"), bf16=EMULATED, idle=0.0).threads == 3
+    measured = hardware.idle_cpus(interval=0.05)
+    assert measured is None or 0.0 <= measured <= len(__import__("os").sched_getaffinity(0)) + 1e-6
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("threads", 0, r"training\.threads=0 is not valid; expected an integer >= 1 or null"),
     ("threads", -2, r"training\.threads=-2 is not valid"),
-    ("channels_last", "yes", r"training\.channels_last='yes' is not valid; accepted: auto, True, False"),
+    ("channels_last", "sometimes", r"training\.channels_last='sometimes' is not valid; accepted: auto, True, False"),
 ])
 def test_bad_training_settings_are_refused(field, value, match):
     with pytest.raises(ConfigError, match=match):
