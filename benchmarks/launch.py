@@ -9,7 +9,9 @@
    (root; stopped afterwards);
 2. **DDP scaling on CPU**: the real trainer (tiny ResNet on the demo data) through the local
    launcher with 1 and 2 processes, same samples per epoch and per-process batch (2 processes take
-   half the steps, each on a global batch twice as large); samples/s of the last epoch and the efficiency ``sps(2) / (2 sps(1))``.
+   half the steps, each on a global batch twice as large), with the automatic precision, thread and
+   worker settings (:mod:`engine.hardware`: each rank takes its share of the CPUs); samples/s of
+   the last epoch, the speed-up and the efficiency ``sps(2) / (2 sps(1))``.
 
 Prints Markdown tables. Options: ``--repeats`` (jobs per launcher), ``--samples`` (samples per
 epoch for the scaling runs), ``--no-slurm``.
@@ -74,17 +76,15 @@ def latency(launcher: str, repeats: int, root: Path) -> dict:
 def scaling(samples: int, root: Path) -> list[dict]:
     # The trainer itself as the job function: predictions and evaluation are not part of the figure.
     os.environ["FINESCALE_TRAIN_FN"] = "engine.training.trainer:train"
-    # One intra-op thread per process unless told otherwise: a single process would otherwise
-    # use every core for OpenMP, which on a shared, loaded machine collapses (measured 72 vs
-    # 551 samples/s here) and makes the comparison meaningless.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Threads, workers and precision are the product's automatic settings (engine.hardware): each
+    # rank takes its share of this machine's CPUs, less those other processes keep busy; the
+    # decision of every run is read back from its hardware.json.
     rows = []
     try:
         for procs in (1, 2):
             cfg = ExperimentConfig(name=f"ddp{procs}").replace(
                 data={"patch_size": 32}, model={"filters": 16, "blocks": 2},
-                training={"epochs": 3, "samples_per_epoch": samples, "batch_size": 16, "precision": "32-true",
-                          "patience": 100, "num_workers": 0},
+                training={"epochs": 3, "samples_per_epoch": samples, "batch_size": 16, "patience": 100},
                 launch={"launcher": "local", "tasks_per_node": procs},
             )
             handle = submit(cfg, RunStore(root / f"ddp{procs}"))
@@ -92,8 +92,10 @@ def scaling(samples: int, root: Path) -> list[dict]:
             if state != "completed":
                 raise RuntimeError(f"DDP run with {procs} process(es) ended {state}: {handle.status().get('error')}")
             last = handle.run.epochs()[-1]
+            decided = json.loads((handle.run.path / "hardware.json").read_text())
             rows.append({"processes": procs, "samples_per_s": last["samples_per_s"], "epoch_s": last["seconds"],
-                         "samples_per_epoch": samples})
+                         "samples_per_epoch": samples, "threads": decided["threads"], "workers": decided["workers"],
+                         "precision": decided["precision"]})
     finally:
         os.environ.pop("FINESCALE_TRAIN_FN", None)
     base = rows[0]["samples_per_s"]
@@ -133,12 +135,13 @@ def main(argv: list[str] | None = None) -> None:
 
         scale = scaling(args.samples, root)
         print(f"\n## DDP on CPU (local launcher, gloo; {args.samples} samples per epoch shared by the processes, "
-              f"batch 16 per process, last of 3 epochs; {os.cpu_count()} CPU cores, "
-              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})\n")
-        print("| processes | samples/s | epoch (s) | efficiency |")
-        print("|---|---|---|---|")
+              f"batch 16 per process, last of 3 epochs; {os.cpu_count()} CPU cores, automatic thread settings, "
+              f"load average {os.getloadavg()[0]:.1f} at the end)\n")
+        print("| processes | threads per process | workers | precision | samples/s | epoch (s) | speed-up | efficiency |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in scale:
-            print(f"| {r['processes']} | {r['samples_per_s']:.1f} | {r['epoch_s']:.2f} | {r['efficiency']:.2f} |")
+            print(f"| {r['processes']} | {r['threads']} | {r['workers']} | {r['precision']} | {r['samples_per_s']:.1f} | "
+                  f"{r['epoch_s']:.2f} | {r['samples_per_s'] / scale[0]['samples_per_s']:.2f}x | {r['efficiency']:.2f} |")
 
 
 if __name__ == "__main__":
