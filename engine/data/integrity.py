@@ -168,11 +168,11 @@ def check_file(path, entry: str | None = None) -> None:
         if required is None:
             continue
         if size < required:
-            what = f" (entry {entry!r})" if entry else ""
             detail = ("its header is cut short" if required >= 2**63
                       else f"its {kind} header needs at least {required} bytes")
-            raise DataError(f"{p}{what} is truncated: {size} bytes on disk, {detail}. The download or copy was "
-                            "interrupted; fetch the file again")
+            where = f"could not open entry {entry!r} from {p}: the file" if entry else str(p)
+            raise DataError(f"{where} is truncated: {size} bytes on disk, {detail} (the download or copy was "
+                            "interrupted, or the file is truncated or corrupt); fetch the file again")
         return
 
 

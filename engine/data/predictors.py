@@ -147,6 +147,8 @@ def resolve(cfg, sources: dict[str, xr.Dataset], order: list[str]) -> list[Chann
                             f"data.predictors ({', '.join(cfg.predictors) or 'none'})")
     channels: list[Channel] = []
     for name in cfg.predictors:
+        if name == cfg.variable and getattr(cfg, "target_as_input", True):
+            continue  # the target's input channel is there already (as before: listing it is harmless)
         src = cfg.variable_map.get(name, name)
         found = None
         for entry in order:
@@ -162,8 +164,8 @@ def resolve(cfg, sources: dict[str, xr.Dataset], order: list[str]) -> list[Chann
         channels.extend(found)
     names = [c.name for c in channels]
     dup = sorted({n for n in names if names.count(n) > 1})
-    if dup or cfg.variable in names:
-        raise DataError(f"input channel(s) {dup or [cfg.variable]} appear twice (a predictor named like the target "
+    if dup or (cfg.variable in names and getattr(cfg, "target_as_input", True)):
+        raise DataError(f"input channel(s) {dup or [cfg.variable]} appear twice (a level channel named like the target "
                         "or a level listed twice); accepted: distinct predictor names")
     return channels
 
