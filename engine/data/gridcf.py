@@ -76,6 +76,25 @@ def _km_ellipsoid(crs):
     return CRS.from_dict(params), 1000.0
 
 
+def _agrees(grid: Grid, lat: np.ndarray, lon: np.ndarray) -> bool:
+    """Whether the CRS puts a sample of cells within half a cell of the file's own 2-D lat/lon
+    (a wrong false easting or unit in a grid mapping is a real quirk of RCM files)."""
+    ny, nx = lat.shape
+    iy = np.unique(np.linspace(0, ny - 1, 5).astype(int))
+    ix = np.unique(np.linspace(0, nx - 1, 5).astype(int))
+    yy, xx = np.meshgrid(grid.y[iy], grid.x[ix], indexing="ij")
+    clat, clon = grid.to_latlon(yy, xx)
+    flat, flon = lat[np.ix_(iy, ix)], lon[np.ix_(iy, ix)]
+    coslat = np.cos(np.deg2rad(flat))
+    dev = np.hypot(clat - flat, ((clon - flon + 180.0) % 360.0 - 180.0) * coslat)
+    if nx > 1:
+        step = np.hypot(np.diff(lat, axis=1), ((np.diff(lon, axis=1) + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(lat[:, 1:])))
+    else:
+        step = np.hypot(np.diff(lat, axis=0), np.zeros(1))
+    cell = float(np.nanmedian(step)) if step.size else np.inf
+    return bool(np.all(np.isfinite(dev)) and np.nanmax(dev) <= 0.5 * cell)
+
+
 def _regular_lon(ds: xr.Dataset) -> xr.Dataset:
     """Sort and shift 1-D longitudes so that they increase without a jump over the domain."""
     lon = ds["lon"].values.astype(np.float64)
@@ -179,7 +198,8 @@ def _standard_projected(ds, name, ydim, xdim, lat2, lon2) -> xr.Dataset:
     if clash:
         ds = ds.drop_vars(clash)  # e.g. unrelated 1-D 'lat' labels on a curvilinear grid
     ds = ds.rename({k: v for k, v in rename.items() if k != v})
-    if curvilinear_dims or "y" not in ds.coords:
+    index_axes = curvilinear_dims or "y" not in ds.coords
+    if index_axes:
         ds = ds.assign_coords(y=("y", np.arange(ds.sizes["y"], dtype=np.float64)),
                               x=("x", np.arange(ds.sizes["x"], dtype=np.float64)))
         metres = 1.0
@@ -205,6 +225,10 @@ def _standard_projected(ds, name, ydim, xdim, lat2, lon2) -> xr.Dataset:
                     np.zeros(1), np.zeros(1), metres)
     if have_latlon:
         lat, lon = (np.asarray(ds[c].transpose("y", "x").values, dtype=np.float64) for c in ("lat", "lon"))
+        if crs is not None and not _agrees(grid_tmp, lat, lon):
+            _say_once(f"{name}: the CRS from the {how} puts the cells more than half a cell away from the file's "
+                      "2-D lat/lon; the 2-D lat/lon locate the cells and the grid mapping is not used")
+            crs, kind = None, "curvilinear"
     else:
         yy, xx = np.meshgrid(ds["y"].values, ds["x"].values, indexing="ij")
         lat, lon = grid_tmp.to_latlon(yy, xx)
@@ -221,8 +245,10 @@ def _standard_projected(ds, name, ydim, xdim, lat2, lon2) -> xr.Dataset:
     sy = {"standard_name": "projection_y_coordinate", "axis": "Y"}
     if kind == "rotated":
         sx, sy = {"standard_name": "grid_longitude", "axis": "X"}, {"standard_name": "grid_latitude", "axis": "Y"}
-    elif kind == "curvilinear":
+    elif kind == "curvilinear" and index_axes:
         sx, sy = {"long_name": "cell index along x", "axis": "X"}, {"long_name": "cell index along y", "axis": "Y"}
+    elif kind == "curvilinear":
+        sx, sy = {"axis": "X"}, {"axis": "Y"}
     for d, extra in (("x", sx), ("y", sy)):
         ds[d].attrs.update(extra)
         ds[d].attrs.pop("bounds", None)

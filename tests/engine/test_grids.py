@@ -80,6 +80,18 @@ def test_missing_grid_mapping_uses_the_2d_latlon_and_says_so_once(caplog):
         standardise(raw.drop_vars(["lat", "lon"]), "bare")
 
 
+def test_a_grid_mapping_that_contradicts_the_files_latlon_is_not_used(caplog):
+    raw = synthetic.lambert(ny=8, nx=9, ntime=1)
+    raw["Lambert_Conformal"].attrs["false_easting"] = 0.0  # 2800 km off: a real quirk of RCM files
+    grid._said.clear()
+    with caplog.at_level(logging.INFO, logger="engine.data.grid"):
+        ds = standardise(raw, "wrong-mapping")
+    assert "more than half a cell away from the file's 2-D lat/lon" in caplog.text
+    assert grid.describe(ds).kind == "curvilinear" and "crs" not in ds.coords
+    np.testing.assert_array_equal(ds.lat.values, raw.lat.values)
+    assert grid.describe(standardise(synthetic.lambert(ny=8, nx=9, ntime=1))).kind == "projected"  # a right one is kept
+
+
 def test_polar_stereographic_from_a_proj_string_attribute():
     raw = synthetic.polar_stereographic(ny=6, nx=7, ntime=1, grid_mapping="attribute").drop_vars(["lat", "lon"])
     ds = standardise(raw, "radar-like")
