@@ -10,8 +10,8 @@ Methods (``data.regrid_method``, :data:`METHODS`):
 - ``nearest``: the source cell containing the target centre.
 - ``average``: the mean of the source cells whose centres fall in each target cell (the block mean,
   for a source finer than the target; a target cell holding no source centre falls back to bilinear).
-- ``conservative``: exact area-overlap fractions (in degree space) for regular lat/lon source and
-  target; refused for other pairs (no pip-installable library offers conservative remapping
+- ``conservative``: exact spherical area-overlap fractions for regular lat/lon source and
+  target (cells whose edges lie midway between centres); refused for other pairs (no pip-installable library offers conservative remapping
   between arbitrary projected grids: xESMF needs ESMF, pyresample has none).
 - ``auto`` (default): ``conservative`` (lat/lon pairs) or ``average`` where the source is finer
   than the target, ``bilinear`` where it is coarser.
@@ -117,7 +117,7 @@ def block_mean(obj, scale: int):
 # -- any grid to any grid -------------------------------------------------------------------------
 _WEIGHTS: dict = {}
 #: Bumped whenever the weights' definition changes, so that caches on disk are not reused.
-_WEIGHTS_VERSION = 1
+_WEIGHTS_VERSION = 2
 
 
 def _spacing_km(grid) -> float:
@@ -176,7 +176,12 @@ def _conservative_matrix(src, dst):
 
     from engine.data.grid import _lon_near
 
-    wy = overlap_weights(cell_edges(src.y), cell_edges(dst.y))
+    # latitude overlaps in sin(latitude): exact spherical areas (a band's area is proportional to
+    # the difference of the sines of its edges); longitude overlaps are exact in degrees
+    def sin_edges(lat):
+        return np.sin(np.deg2rad(np.clip(cell_edges(lat), -90.0, 90.0)))
+
+    wy = overlap_weights(sin_edges(src.y), sin_edges(dst.y))
     dx_edges = cell_edges(_lon_near(dst.x, src.x))
     if src.periodic:  # the source repeated either side, overlaps folded back onto its columns
         n = src.x.size

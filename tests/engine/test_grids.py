@@ -263,6 +263,16 @@ def test_conservative_needs_latlon_grids_and_average_is_the_block_mean():
     avg = regrid_to(fine, coarse, "average").tas.values[0]
     block = fine.tas.values[0].reshape(4, 4, 4, 4).mean(axis=(1, 3))
     np.testing.assert_allclose(avg, block, rtol=1e-6)
+    # conservative keeps the area mean exactly (area of a cell ~ difference of the sines of its edges)
+    big = standardise(synthetic.regular(lat=(0, 60), lon=(0, 30), res=0.5, ntime=1))
+    cells = grid.describe(standardise(synthetic.regular(lat=(0, 60), lon=(0, 30), res=3.0, ntime=1)))
+    out = regrid_to(big, cells, "conservative").tas.values[0]
+
+    def area_mean(values, lat, res):
+        band = np.sin(np.deg2rad(lat + res / 2)) - np.sin(np.deg2rad(lat - res / 2))
+        return float((values * band[:, None]).sum() / (band.sum() * values.shape[1]))
+
+    assert area_mean(out, cells.y, 3.0) == pytest.approx(area_mean(big.tas.values[0], big.lat.values, 0.5), abs=1e-4)
 
 
 def test_static_fields_at_true_positions_of_a_rotated_alpine_domain():
