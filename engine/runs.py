@@ -254,7 +254,11 @@ class Run:
         if not self.events_path.exists():
             return []
         out = []
-        for line in self.events_path.read_text().splitlines():
+        try:
+            text = self.events_path.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return []
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

@@ -103,7 +103,10 @@ def resume(run: Run | str | Path, store: RunStore | str | Path | None = None,
     """
     run = _store(store).resolve(run)
     handle = attach(run)
-    state = handle.status()["state"]  # also marks a dead "running" job as died
+    status = handle.status()  # also marks a dead "running" job as died
+    state = status["state"]
+    if state == "corrupt":  # change nothing in a folder whose status cannot be read
+        raise LaunchError(f"run {run.run_id} cannot be resumed: {status.get('error')}")
     if state not in FINAL_STATES:
         raise LaunchError(f"run {run.run_id} is still {state!r} ({handle.launcher} job {handle.job_id}); "
                           "cancel it before resuming")
