@@ -12,12 +12,13 @@ This is the one module that knows grids differ. After :func:`standardise_grid` (
   and ``lon(y, x)`` for every cell, and the CRS kept as a scalar coordinate ``crs`` holding the CF
   grid-mapping attributes and ``crs_wkt``.
 
-Coordinates are found from CF metadata through cf-xarray (``standard_name``, ``axis``, ``units``,
-``grid_mapping``); only where a file has none does cf-xarray's name-based guess run. The CRS comes
-from the grid-mapping variable through ``pyproj.CRS.from_cf``, or from a PROJ string in a global
-attribute (``projection``, as radar composites carry). Where a file names a grid mapping that it
+Files are recognised by :mod:`engine.data.gridcf` from their CF metadata (cf-xarray, and
+``pyproj.CRS.from_cf`` or a PROJ string for the CRS); where a file names a grid mapping that it
 does not contain (the CORDEX ML-Bench templates), the file's 2-D lat/lon locate the cells and a
-log message says so once.
+log message says so once. This module describes a standardised grid and does its geometry:
+locating points (:func:`fractional_index`), footprints (:func:`footprint`, :func:`check_inside`),
+coarser grids (:func:`block_centres`) and padding to a multiple of the scale
+(:func:`pad_to_multiple`, :func:`unpad`).
 
 Downstream code asks :func:`spatial_dims`, :func:`latlon` and :func:`describe`; nobody else
 branches on the kind of grid.
@@ -92,6 +93,8 @@ class Grid:
     def key(self) -> str:
         """A hash of the cell positions (and CRS): equal grids share regridding weights."""
         h = hashlib.sha1(f"{self.kind}{self.dims}{self.shape}{self.periodic}".encode())
+        if self.crs is not None:  # bilinear weights are computed in the native coordinates
+            h.update(self.crs.to_wkt().encode())
         h.update(np.round(self.lat, 6).astype(np.float64).tobytes())
         h.update(np.round(np.mod(self.lon, 360.0), 6).astype(np.float64).tobytes())
         return h.hexdigest()[:20]
