@@ -179,6 +179,8 @@ class Normaliser:
         moments = self._moments(pair, np.flatnonzero(inside))
         self.floor = {v: float(m.domain()[1]) for v, m in moments.items()}
         hr = moments.pop("__hr__")
+        if self.target_shares_hr:  # the target's LR channel takes the HR statistics (and floor)
+            self.floor[self.variable] = self.floor["__hr__"]
         self.lr_stats = {v: self._stats(m, self.floor[v]) for v, m in moments.items()}
         self.hr_stats = self._stats(hr, self.floor["__hr__"])
         if self.target_shares_hr:
@@ -196,14 +198,17 @@ class Normaliser:
         groups = month_of(pair.times[positions]) - 1 if self.monthly else np.zeros(positions.size, int)
         n_groups = 12 if self.monthly else 1
         names = list(pair.lr.data_vars)
+        if self.target_shares_hr:  # its LR statistics would be replaced by the target's: not read at all
+            names = [v for v in names if v != pair.variable]
         acc = {v: Moments(n_groups, self.pixel) for v in [*names, "__hr__"]}
         where = {int(p): i for i, p in enumerate(positions)}
         per_step = blocks.step_bytes(pair)
         for block in blocks.plan(positions, blocks.time_chunk(pair.hr), per_step):
-            lr, hr = blocks.compute(blocks.take(pair.lr, block), blocks.take(pair.hr, block))
+            lr_part = [blocks.take(pair.lr[names], block)] if names else []
+            *lr, hr = blocks.compute(*lr_part, blocks.take(pair.hr, block))
             g = groups[[where[int(p)] for p in block]]
             for v in names:
-                acc[v].add(lr[v].transpose("time", ...).values, g)
+                acc[v].add(lr[0][v].transpose("time", ...).values, g)
             acc["__hr__"].add(hr.transpose("time", ...).values, g)
         return acc
 
