@@ -72,6 +72,11 @@ def submit(config: ExperimentConfig, store: RunStore | str | Path | None = None,
     from engine.data.check import require_valid  # data layer loaded on first submit, not on import
 
     require_valid(config)  # every data problem at once, before a run folder exists
+    # A model too large for the memory the run may use is refused now, with the estimate, not
+    # minutes later as an out-of-memory kill (engine.launch.resources).
+    from engine.launch.resources import check_fits
+
+    check_fits(config)
     return get_launcher(config.launch.launcher).submit(config, _store(store))
 
 

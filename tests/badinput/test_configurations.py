@@ -156,3 +156,22 @@ def test_cli_train_refuses_with_exit_2_and_writes_nothing(env, capsys):
     assert main(["--runs", str(env.runs), "train", str(path)]) == 2
     assert "site launcher configuration" in capsys.readouterr().err
     assert not os.listdir(env.runs)
+
+
+def test_a_model_too_large_for_memory_is_refused_with_its_estimate(env, monkeypatch):
+    from engine.config import ConfigError
+    from engine.launch import resources, submit
+    from engine.runs import RunStore
+
+    big = ExperimentConfig.from_yaml(BASE).replace(data={"patch_size": 64}, model={"filters": 256, "blocks": 16},
+                                                   training={"batch_size": 512, "samples_per_epoch": 512})
+    estimate = resources.estimate_training_memory(big)
+    # worked out by hand from the same parts: 16 bytes a parameter, outputs kept for backward
+    assert estimate["parameter_bytes"] == 16 * estimate["parameters"] and estimate["parameters"] > 10_000_000
+    monkeypatch.setattr(resources, "_mem_available", lambda: 8 * 2**30)  # an 8 GiB laptop
+    with pytest.raises(ConfigError, match=r"does not fit in memory: training needs about .* GiB .* parameters .*"
+                                          r"batch of 512 fields of 64 x 64 .* of the 8.0 GiB .*smaller training.batch_size"):
+        submit(big.replace(launch={"launcher": "local"}), RunStore(env.runs))
+    assert not list(env.runs.iterdir())
+    small = ExperimentConfig.from_yaml(BASE)
+    assert resources.check_fits(small)["total_bytes"] < 2**30  # the tiny one fits
