@@ -162,3 +162,12 @@ def test_truncated_file_refused(fmt, tmp_path):
 def test_catalogue_opening_refuses_truncated_file(cat):
     with pytest.raises(DataError, match=r"entry 'hr_trunc' from .*hr_trunc.nc: the file is truncated.*fetch the file again"):
         open_dataset("hr_trunc", cat)
+
+
+def test_cli_train_refuses_bad_data_before_a_run_folder(cat, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    _cfg(cat, lowres="lr_m", patch_size=16).to_yaml(path)
+    assert main(["--runs", str(tmp_path / "runs"), "train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "units 'm'" in err and "data.patch_size=16" in err
+    assert not any((tmp_path / "runs").glob("*/config.yaml"))
