@@ -62,6 +62,9 @@ def command(argv: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
         env["FINESCALE_RUNS"] = str(Path(args.runs).resolve())
     if args.catalog:
         env["FINESCALE_CATALOG"] = str(Path(args.catalog).resolve())
+    if not any(a.startswith("--setup") for a in rest):
+        # Imports and reads every session needs, done when the server starts (app.warmup).
+        cmd += ["--setup", str(APP_DIR / "serve_setup.py")]
     if not any(a.startswith("--num-threads") for a in rest):
         # Callbacks in a thread pool: one session's file reads never hold up another's page.
         cmd += ["--num-threads", os.environ.get("FINESCALE_APP_THREADS", "4")]

@@ -21,6 +21,7 @@ import os
 
 import panel as pn
 
+from . import warmup
 from .state import AppState
 from .urlstate import UrlState
 from .views import CompareView, DataView, ExperimentView, ExplainView, ResultsView, RunsView, UncertaintyView
@@ -37,7 +38,9 @@ pn.extension("tabulator", sizing_mode="stretch_width", loading_indicator=True, n
 
 
 # The catalogue is the server operator's choice (python -m app --catalog), never the browser's.
-state = AppState(catalog=os.environ.get("FINESCALE_CATALOG") or None)
+CATALOG = os.environ.get("FINESCALE_CATALOG") or None
+warmup.start(CATALOG)  # once per server process: torch, catalogue, default dataset, land mask
+state = AppState(catalog=CATALOG)
 
 compare = CompareView(state=state)
 views = {
