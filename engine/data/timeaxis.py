@@ -177,23 +177,29 @@ def check_times(times, name: str) -> None:
                         "(drop the duplicates, e.g. ds.drop_duplicates('time'), and sort with ds.sortby('time'))")
 
 
-def _daily_or_coarser(times) -> bool:
+def resolution(times) -> str:
+    """The calendar resolution pairing uses for ``times``: ``"month"`` (steps of 28 days or more: monthly
+    means stamped on the 1st, 15th or 16th), ``"day"`` (about a day or more), else ``"stamp"``."""
     step = step_seconds(times)
-    # a single step, or a typical step of about a day or more (360_day months are 30 days)
-    return not np.isfinite(step) or step >= 0.99 * _DAY
+    if not np.isfinite(step):  # a single step: by day
+        return "day"
+    if step >= 27.5 * _DAY:
+        return "month"
+    return "day" if step >= 0.99 * _DAY else "stamp"
 
 
-def match_keys(times, daily: bool) -> np.ndarray:
-    """The keys :func:`match_times` compares: calendar day (``YYYYMMDD``) for daily data, else the stamp."""
+def match_keys(times, level: str) -> np.ndarray:
+    """The keys :func:`match_times` compares at ``level`` (``"month"``, ``"day"`` or ``"stamp"``)."""
     k = keys(times)
-    return k // 1_000_000 if daily else k
+    return {"month": k // 100_000_000, "day": k // 1_000_000, "stamp": k}[level]
 
 
 def match_times(target_times, input_times, target_name: str, input_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the common steps of two time axes, in the target's order.
 
-    Both must be daily or coarser to match by calendar date (00:00 and 12:00 stamps of the same day
-    pair); otherwise stamps must be equal to the second. Calendars must be of one family.
+    Steps are matched by calendar date at the data's frequency (the finer of the two): daily data by
+    day (00:00 and 12:00 stamps of the same day pair), monthly data by month (stamps on the 1st and
+    the 16th pair); sub-daily data need equal stamps (to the second). Calendars must be of one family.
 
     Returns
     -------
@@ -205,17 +211,19 @@ def match_times(target_times, input_times, target_name: str, input_name: str) ->
         different calendars, or no common step (the message names both ranges).
     """
     check_calendars(target_times, input_times, target_name, input_name)
-    daily = _daily_or_coarser(target_times) and _daily_or_coarser(input_times)
-    kt, ki = match_keys(target_times, daily), match_keys(input_times, daily)
+    order = ("stamp", "day", "month")
+    levels = (resolution(target_times), resolution(input_times))
+    level = min(levels, key=order.index)  # both must be at least this coarse
+    kt, ki = match_keys(target_times, level), match_keys(input_times, level)
     common, it, ii = np.intersect1d(kt, ki, assume_unique=False, return_indices=True)
     if common.size == 0:
-        how = "calendar date" if daily else "time stamp"
+        how = {"month": "calendar month", "day": "calendar date", "stamp": "time stamp"}[level]
         raise DataError(
             f"{target_name} and {input_name} have no common time steps: {target_name} has {fmt_times(target_times)}, "
             f"{input_name} has {fmt_times(input_times)} (matched by {how}). Accepted: periods that overlap"
         )
-    order = np.argsort(it)
-    return it[order], ii[order]
+    order_t = np.argsort(it)
+    return it[order_t], ii[order_t]
 
 
 def _date_key(text: str, calendar: str, end: bool, what: str) -> int:

@@ -80,6 +80,13 @@ def test_daily_00_and_12_stamps_pair_by_day():
     assert pair.lr.t2m.shape == (8, 2, 2)
 
 
+def test_monthly_means_pair_by_month():
+    a = xr.date_range("2001-01-01", periods=12, freq="MS", calendar="360_day", use_cftime=True)
+    b = a + pd.Timedelta(days=15)  # mid-month stamps
+    pos_a, pos_b = match_times(a, b[3:], "a", "b")
+    assert pos_a.tolist() == list(range(3, 12)) and pos_b.tolist() == list(range(9))
+
+
 def test_hourly_stamps_match_exactly():
     a = pd.date_range("2001-01-01", periods=24, freq="h")
     b = pd.date_range("2001-01-01T00:30", periods=24, freq="h")
