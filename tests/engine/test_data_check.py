@@ -171,3 +171,13 @@ def test_cli_train_refuses_bad_data_before_a_run_folder(cat, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "2 problem(s)" in err and "units 'm'" in err and "data.patch_size=16" in err
     assert not any((tmp_path / "runs").glob("*/config.yaml"))
+
+
+def test_real_files_pass_and_a_cut_copy_is_refused(data_shared_dir, tmp_path):
+    for name in ("era5_t2m_uk_2019-03.nc", "mlbench_template_tasmax_ALPS.nc", "knmi_rad_nl25_5min_20100826_stack.nc"):
+        check_file(data_shared_dir / name)  # whole files as published: accepted
+    cut = tmp_path / "era5_cut.nc"
+    cut.write_bytes((data_shared_dir / "era5_t2m_uk_2019-03.nc").read_bytes()[:600_000])
+    with pytest.raises(DataError, match=r"era5_cut.nc is truncated: 600000 bytes on disk, its HDF5/NetCDF-4 header "
+                                        r"needs at least 1825564 bytes"):
+        check_file(cut)
