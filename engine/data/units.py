@@ -158,7 +158,10 @@ def convert(da: xr.DataArray, dst: str, what: str, declared: str | None = None) 
         attrs["units_conversion"] = note
     out = out.copy(data=out.data) if out is da else out
     out.attrs = attrs
-    out.encoding = dict(da.encoding)
+    # converted values must not be written back with the source's packing (int16 scale/offset)
+    keep = da.encoding if out is da or (factor == 1.0 and offset == 0.0) else {
+        k: v for k, v in da.encoding.items() if k in ("source", "preferred_chunks", "chunksizes", "zlib", "complevel")}
+    out.encoding = dict(keep)
     return out
 
 

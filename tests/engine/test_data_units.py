@@ -51,6 +51,9 @@ def test_conversions_by_hand():
     k = convert(da, "K", "t")
     assert k.dtype == np.float32 and k.attrs["units"] == "K" and k.attrs["units_converted_from"] == "degC"
     np.testing.assert_allclose(k.values, [273.15, 293.15], rtol=1e-6)
+    # a packed source's encoding is not applied to converted values
+    da.encoding.update(dtype="int16", scale_factor=0.01, add_offset=0.0, source="x.nc")
+    assert convert(da, "K", "t").encoding == {"source": "x.nc"}
 
 
 def test_degc_input_against_k_target_is_converted():
