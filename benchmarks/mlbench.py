@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs-zoo", type=int, default=3)
     p.add_argument("--work", default=None, help="folder for the stand-in and runs (default: a temporary one)")
     p.add_argument("--out", default=str(RESULTS / "mlbench.md"))
+    p.add_argument("--reuse", action="store_true", help="reuse a stand-in already in --work (no timing of its generation)")
     args = p.parse_args(argv)
 
     start = time.perf_counter()
@@ -99,7 +100,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         t = time.perf_counter()
-        root = generate_standin(args.domain, work / "archive", train_years=args.train_years, test_years=args.test_years)
+        root = work / "archive" / f"{args.domain}_domain"
+        if not (args.reuse and (root / "test").is_dir()):
+            root = generate_standin(args.domain, work / "archive", train_years=args.train_years,
+                                    test_years=args.test_years)
         timings["generate the stand-in"] = time.perf_counter() - t
         runs = []
         for model, epochs in (("deepesd", args.epochs_deepesd), (args.zoo, args.epochs_zoo)):

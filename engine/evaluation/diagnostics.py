@@ -109,10 +109,14 @@ def radial_psd(da: xr.DataArray, season: str | None = None) -> xr.DataArray:
         da = select_season(da, season)
     ydim, xdim = spatial_dims_of(da)
     other = [d for d in da.dims if d not in (ydim, xdim)]
-    v = np.nan_to_num(np.asarray(da.transpose(*other, ydim, xdim).values, dtype=np.float64), nan=0.0)
+    import scipy.fft
+
+    v = np.nan_to_num(np.asarray(da.transpose(*other, ydim, xdim).values), nan=0.0)
     H, W = v.shape[-2:]
     v = v.reshape(-1, H, W)
-    power = np.abs(np.fft.fftshift(np.fft.fft2(v, axes=(-2, -1)), axes=(-2, -1))) ** 2
+    # scipy's FFT keeps float32 input in single precision (numpy's always doubles) and uses every core
+    power = np.abs(np.fft.fftshift(scipy.fft.fft2(v, axes=(-2, -1), workers=-1), axes=(-2, -1))) ** 2
+    power = power.astype(np.float64)
     iy, ix = np.indices((H, W))
     r = np.hypot(ix - (W - 1) / 2.0, iy - (H - 1) / 2.0).astype(np.int32).ravel()
     nbins = r.max() + 1
@@ -145,14 +149,25 @@ def ralsd(pred, truth, mask=None, weights=None, dim=None, season: str | None = N
                         attrs={"units": "dB2"})
 
 
+def wasserstein_1d(a: np.ndarray, b: np.ndarray, b_sorted: bool = False) -> float:
+    """W1 between the empirical distributions of samples ``a`` and ``b``. With equal sizes it is
+    the mean absolute difference of the sorted samples (two sorts; scipy's general algorithm took
+    ~40 s on 12 million values here); otherwise scipy.stats.wasserstein_distance."""
+    if a.size != b.size:
+        from scipy.stats import wasserstein_distance
+
+        return float(wasserstein_distance(a, b))
+    sa = np.sort(a.astype(np.float64))
+    sb = b.astype(np.float64) if b_sorted else np.sort(b.astype(np.float64))
+    return float(np.mean(np.abs(sa - sb)))
+
+
 def wasserstein(pred, truth, mask=None, weights=None, dim=None, season: str | None = None) -> xr.DataArray:
     """1-D Wasserstein distance between the value distributions of prediction and truth.
 
     ``dim=None``: pooled over every valid point (scipy.stats.wasserstein_distance);
     ``dim="time"``: one distance per grid cell between its two daily series.
     """
-    from scipy.stats import wasserstein_distance
-
     if weights is not None:
         raise MetricError("wasserstein takes no weights")
     p, t = _masked(pred, truth, mask)
@@ -161,7 +176,7 @@ def wasserstein(pred, truth, mask=None, weights=None, dim=None, season: str | No
     if dim is None:
         a, b = p.values.ravel(), t.values.ravel()
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-        return xr.DataArray(wasserstein_distance(a, b), name="wasserstein", attrs={"units": truth.attrs.get("units", "")})
+        return xr.DataArray(wasserstein_1d(a, b), name="wasserstein", attrs={"units": truth.attrs.get("units", "")})
     if dim != "time" and list(np.atleast_1d(dim)) != ["time"]:
         raise MetricError(f"wasserstein: dim={dim!r} is not valid; accepted: None (pooled) or 'time' (per cell)")
     # Equal sample sizes: W1 = mean |sorted(a) - sorted(b)|; masked days are dropped pairwise.

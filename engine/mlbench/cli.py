@@ -117,7 +117,7 @@ def add_parser(sub) -> None:
     q.add_argument("--model", default="deepesd")
     q.add_argument("--epochs", type=int, default=20)
     q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4 for deepesd, else 1e-3)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--no-orography", action="store_true", help="train without the static orography")

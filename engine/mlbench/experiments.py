@@ -38,6 +38,10 @@ from engine.mlbench.protocol import (
 )
 
 # Named models: the benchmark's reference and zoo models that fit 16 x 16 -> 128 x 128 (x8).
+# DeepESD's single-filter last convolution feeds a ReLU: at lr 1e-3 Adam switched off >99 % of it in
+# the first epoch on the stand-in (measured), so its default rate is lower (the benchmark's own
+# script uses 1e-4).
+DEFAULT_LR = {"deepesd": 3e-4}
 MODEL_PRESETS = {
     "deepesd": {"backbone": "deepesd", "upsampling": "pin"},
     "resnet": {"backbone": "resnet", "upsampling": "spc", "filters": 16, "blocks": 2, "residual": False},
@@ -60,7 +64,7 @@ class MLBenchConfig:
     orography: bool = True
     epochs: int = 20
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None  # None: DEFAULT_LR of the model, else 1e-3
     loss: str = "mse"
     seed: int = 0
     threads: int | None = None
@@ -104,8 +108,12 @@ class MLBenchConfig:
         """The engine's configuration of the network and its training (optimiser, schedule, loss)."""
         return ExperimentConfig(
             name=self.run_name, model=self.model_config(),
-            training=TrainingConfig(loss=self.loss, lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
+            training=TrainingConfig(loss=self.loss, lr=self.learning_rate, epochs=self.epochs, batch_size=self.batch_size,
                                     seed=self.seed, optimizer="adam", lr_schedule="cosine"))
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.lr) if self.lr is not None else DEFAULT_LR.get(self.model, 1e-3)
 
     @property
     def run_name(self) -> str:

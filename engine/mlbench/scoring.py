@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from engine.evaluation.diagnostics import INDEX_METRICS, correlation_bias, ralsd, reduce_map, wasserstein
+from engine.evaluation.diagnostics import INDEX_METRICS, correlation_bias, radial_psd, ralsd_of, reduce_map, wasserstein_1d
 from engine.evaluation.indices import compute_index
 from engine.evaluation.metrics import rmse
 from engine.mlbench.experiments import load_run, load_training
@@ -55,6 +55,17 @@ class _Truth:
         self.dims = spatial_dims
         self._idx: dict = {}
 
+    def psd(self, var: str) -> xr.DataArray:
+        if (var, "psd") not in self._idx:
+            self._idx[var, "psd"] = radial_psd(self.ds[var])
+        return self._idx[var, "psd"]
+
+    def sorted(self, var: str) -> np.ndarray:
+        if (var, "sorted") not in self._idx:
+            v = self.ds[var].values.ravel()
+            self._idx[var, "sorted"] = np.sort(v[np.isfinite(v)].astype(np.float64))
+        return self._idx[var, "sorted"]
+
     def index(self, var: str, metric: str) -> xr.DataArray:
         if (var, metric) not in self._idx:
             name, options = INDEX_METRICS[metric]
@@ -79,8 +90,10 @@ def score_arrays(pred: dict[str, np.ndarray], truth: _Truth) -> dict[str, float]
                                "(a test set on another grid or period?)")
         p = preds[var] = _as_da(pred[var], t)
         out[f"{var}_rmse"] = float(rmse(p, t))
-        out[f"{var}_ralsd"] = float(ralsd(p, t))
-        out[f"{var}_wasserstein"] = float(wasserstein(p, t))
+        # the same definitions as the registered ralsd / wasserstein, with the truth's side cached
+        out[f"{var}_ralsd"] = ralsd_of(truth.psd(var), radial_psd(p))
+        pv = p.values.ravel()
+        out[f"{var}_wasserstein"] = wasserstein_1d(pv[np.isfinite(pv)], truth.sorted(var), b_sorted=True)
         for metric in INDICES_FOR[var]:
             name, options = INDEX_METRICS[metric]
             out[f"{var}_{metric}"] = float(reduce_map(compute_index(p, name, **options) - truth.index(var, metric)))

@@ -4,6 +4,7 @@ benchmark's templates, the command line, and bad input with clear messages."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,76 @@ def test_command_line_train_and_score(alps, tmp_path, capsys):
     assert "unknown ML-Bench domain 'EU'; accepted: ALPS, NZ, SA" in capsys.readouterr().err
     assert main(["mlbench", "score", str(tmp_path)]) == 2
     assert "not an ML-Bench run folder" in capsys.readouterr().err
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+
+@needs_templates
+def test_scorecard_rows_columns_and_baselines(alps_run):
+    from engine.mlbench.scoring import scorecard
+
+    table = scorecard([alps_run])
+    tests = EXPERIMENTS["ESD_pseudo_reality"].tests
+    assert len(table) == 3 * len(tests)
+    assert set(table.model) == {"deepesd", "interpolation", "linear_regression"}
+    for col in ("tasmax_rmse", "tasmax_ralsd", "tasmax_wasserstein", "tasmax_bias_txx", "tasmax_bias_su",
+                "pr_rmse", "pr_bias_rx1day", "pr_bias_sdii", "pr_bias_cdd", "pr_bias_cwd", "corr_bias"):
+        assert col in table, col
+    interp = table[table.model == "interpolation"]
+    assert interp["pr_rmse"].isna().all() and np.isfinite(interp["tasmax_rmse"]).all()
+    model = table[table.model == "deepesd"].drop(columns=["model", "domain", "experiment", "test", "period", "mode", "gcm"])
+    assert np.isfinite(model.values.astype(float)).all() and (model.values >= 0).all()
+    wider = scorecard([alps_run], baselines=False, all_tests=True)
+    assert len(wider) == len(tests) + 1  # + the emulator's imperfect mid-century test with the second GCM
+    assert "Imperfect_interpolation_GCM_transferability" in set(wider.test)
+
+
+@needs_templates
+def test_baselines_fitted_on_the_training_period(alps):
+    from engine.mlbench.experiments import MLBenchConfig, load_training
+    from engine.mlbench.scoring import fit_baselines
+
+    fitted = fit_baselines("ALPS", "ESD_pseudo_reality", alps)
+    data = load_training(MLBenchConfig(root=str(alps)))
+    with open_cf(train_files(alps, DOMAINS["ALPS"], EXPERIMENTS["ESD_pseudo_reality"])["predictors"]) as p:
+        interp = fitted["interpolation"](p)
+        linear = fitted["linear_regression"](p)
+    # the per-cell offset makes the interpolated predictor unbiased at every cell over training
+    np.testing.assert_allclose((interp["tasmax"] - data["y"]["tasmax"]).mean(0), 0, atol=1e-3)
+    # least squares with an intercept: zero mean residual at every cell, and a better fit than the offset alone
+    np.testing.assert_allclose((linear["tasmax"] - data["y"]["tasmax"]).mean(0), 0, atol=1e-3)
+    assert np.mean((linear["tasmax"] - data["y"]["tasmax"]) ** 2) < np.mean(
+        (data["y"]["tasmax"] - data["y"]["tasmax"].mean(0)) ** 2)
+
+
+@needs_templates
+def test_index_maps_for_a_map_view_and_bad_shapes(alps_run):
+    from engine.mlbench.scoring import _Truth, index_maps, score_arrays
+
+    maps = index_maps(alps_run, "historical", "perfect", "CNRM-CM5", "tasmax", "txx")
+    assert set(maps.data_vars) == {"truth", "model", "bias"} and maps["bias"].dims == ("y", "x")
+    assert maps["lat"].dims == ("y", "x")
+    np.testing.assert_allclose(maps["bias"].values, (maps["model"] - maps["truth"]).values)
+    archive = Path(json.loads((alps_run / "mlbench.json").read_text())["archive"])
+    truth = _Truth(truth_path(archive, "historical", "CNRM-CM5"), ("y", "x"))
+    with pytest.raises(MLBenchError, match="prediction of shape .* against a truth of shape .* another grid"):
+        score_arrays({"tasmax": np.zeros((3, 128, 100))}, truth)
+
+
+def test_catalogue_opens_the_archive_layout(alps):
+    import warnings
+
+    from engine.data.catalog import _entry, list_entries
+
+    catalog = Path(__file__).resolve().parents[2] / "catalogs" / "mlbench.yaml"
+    names = list_entries(str(catalog))
+    assert {f"mlbench_{d}_{k}" for d in ("alps", "nz", "sa")
+            for k in ("train_predictors", "train_target", "static", "test_predictors")} == set(names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # intake 2: "Shell command not executed" per str parameter
+        target = _entry("mlbench_alps_train_target", str(catalog)).get(
+            root=str(alps), experiment="Emulator_hist_future", years="1961-1980_2080-2099").to_dask()
+        test = _entry("mlbench_alps_test_predictors", str(catalog)).get(
+            root=str(alps), period="end_century", years="2080-2099", mode="imperfect", gcm="MPI-ESM-LR").to_dask()
+    assert target["tasmax"].dims == ("time", "y", "x") and target.sizes["x"] == 128
+    assert set(PREDICTORS) <= set(test.data_vars) and test.sizes["lat"] == 16
