@@ -10,6 +10,7 @@ Importing this package is light (xarray, no torch); :class:`DownscalingDataset` 
 """
 
 from engine.data.catalog import entry_metadata, list_entries, open_dataset
+from engine.data.check import check_config
 from engine.data.demo import make_demo
 from engine.data.errors import DataError
 from engine.data.normalise import Normaliser, create as create_normaliser, from_dict as normaliser_from_dict
@@ -19,6 +20,7 @@ from engine.data.static import STATIC_FIELDS, static_fields
 
 __all__ = [
     "DataError",
+    "check_config",
     "list_entries",
     "entry_metadata",
     "open_dataset",
