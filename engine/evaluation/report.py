@@ -22,7 +22,12 @@ every map comes from the per-pixel sums. The definitions are those of
 - distribution (``q01_bias``, ``q99_bias``; for precipitation ``wet_day_frequency_bias``,
   ``wet_q95_bias``, ``wet_q99_bias``), spectral (``spectral_ratio_small``) and, for
   ensembles (a ``member`` dim), ``crps``, ``spread_skill_ratio``, ``ensemble_mean_rmse``:
-  whole test period only.
+  whole test period only. The pooled quantiles come from per-block histograms (approximate:
+  within 1/65536 of the value range); the per-pixel quantile maps are exact
+  (:mod:`engine.evaluation.streaming`).
+
+Nothing holds the whole period: :func:`evaluate_run` opens the predictions lazily with dask and
+every pass reads ``block`` time steps at a time (the temporal Spearman map reads row strips).
 
 Example
 -------
@@ -122,7 +127,7 @@ def _climatology(ds: xr.Dataset, climatology: xr.DataArray | None, valid_truth: 
     else:
         # No training climatology at hand: fall back to the test period's own monthly mean per
         # pixel (what the ACC then measures is the day-to-day anomaly; stated in maps.nc).
-        climatology = valid_truth.groupby("time.month").mean("time")
+        climatology = valid_truth.groupby("time.month").mean("time").compute()
         source = "test-period monthly mean of the truth (no training climatology given)"
     from engine.evaluation.metrics import _climatology_like
 
@@ -269,7 +274,7 @@ def evaluate_dataset(
         no truth or no predictions, grids or time axes that differ, an all-NaN period, a
         region missing the domain.
     """
-    from engine.evaluation.metrics import check_aligned, data_range_of, ssim_map
+    from engine.evaluation.metrics import check_aligned, ssim_map
 
     _check_dataset(ds)
     sdims = grid_dims(ds["truth"])
@@ -296,14 +301,19 @@ def evaluate_dataset(
     else:
         mask = xr.DataArray(np.ones((H, W), dtype=bool), dims=sdims)
     valid_truth = truth.where(mask)
-    n_truth = int(valid_truth.count())
+    # one pass over the (possibly dask-backed) truth for all its whole-period statistics
+    stats = xr.Dataset({"n": valid_truth.count(), "mean": valid_truth.mean(), "min": valid_truth.min(),
+                        "max": valid_truth.max()}).compute()
+    n_truth = int(stats["n"])
     if n_truth == 0:
         t0, t1 = (str(ds["time"].values[i])[:19] for i in (0, -1))
         raise MetricError(f"the truth is all NaN or masked in the period {period!r} ({t0} .. {t1})")
+    data_min, data_span = float(stats["min"]), float(stats["max"]) - float(stats["min"])
     if data_range is None:
-        data_range = data_range_of(truth, mask)
-    offset = float(valid_truth.mean())
-    data_min = float(valid_truth.min())
+        if data_span <= 0:
+            raise MetricError(f"the truth is constant ({data_min}); give data_range= explicitly")
+        data_range = data_span
+    offset = float(stats["mean"])
     clim, clim_source = _climatology(ds, climatology, valid_truth)
     groups = period_groups(ds["time"], period, breakdown)
     seasons_present = [s for s in SEASONS if s in groups] or list(SEASONS)
@@ -318,6 +328,7 @@ def evaluate_dataset(
     spectra_out: dict[str, np.ndarray] = {}
     step_scores: dict[str, dict[str, np.ndarray]] = {}
     headline: dict[str, dict[str, float]] = {}
+    pred_range: dict[str, tuple[float, float]] = {}
 
     def add(model, metric, per, region, value):
         rows.append((run, model, metric, variable, per, region, float(value)))
@@ -325,7 +336,7 @@ def evaluate_dataset(
     for name in names:
         pred = _score_name(name, ds)
         sums = _Sums(T, 2 * nr, H, W, len(seasons_present))
-        nvalid = 0
+        nvalid, prange = 0, [math.inf, -math.inf]
         for start in range(0, T, block):
             s = slice(start, min(start + block, T))
             t = np.asarray(truth.isel(time=s).values, dtype=np.float64)
@@ -333,6 +344,8 @@ def evaluate_dataset(
             m = np.asarray(mask.isel(time=s).values if "time" in mask.dims else mask.values, dtype=bool)
             v = np.isfinite(t) & np.isfinite(p) & np.broadcast_to(m, t.shape)
             nvalid += int(v.sum())
+            if v.any():
+                prange = [min(prange[0], float(p[v].min())), max(prange[1], float(p[v].max()))]
             c = np.asarray((clim.isel(time=s) if "time" in clim.dims else clim).values, dtype=np.float64)
             dims = ("time", *sdims)
             # float32 SSIM: 3x faster convolutions, good to ~1e-4 (see ssim_map)
@@ -342,6 +355,7 @@ def evaluate_dataset(
             _block_sums(sums, s, p, t, v, c, offset, regw, img, season_of_step[s], spectra)
         if nvalid == 0:
             raise MetricError(f"{name!r} has no valid value where the truth is valid in the period {period!r}")
+        pred_range[name] = tuple(prange)
 
         st = sums.step
         # "sp", "spp", "stt", "spt" hold sums of (x - offset); "st" the raw truth sum.
@@ -405,59 +419,19 @@ def evaluate_dataset(
     # -- whole-period extras: distribution, spearman, spectra, ensembles ------------------
     valid_all = truth.notnull() & mask
     if distribution or spearman:
-        # float32 is plenty for quantiles and ranks and halves the memory of the full arrays
-        tv = np.asarray(truth.values, dtype=np.float32)
-        vm = np.isfinite(tv) & np.broadcast_to(np.asarray(mask.values, bool), tv.shape)
-        for name in names:
-            pv = np.asarray(_score_name(name, ds).values, dtype=np.float32)
-            v = vm & np.isfinite(pv)
-            if distribution:
-                qs = [0.01, 0.99]
-                for j, region in enumerate(region_names):
-                    vr = v & rmask.values[j][None]
-                    if not vr.any():
-                        continue
-                    pr, tr = pv[vr], tv[vr]
-                    qp = np.quantile(pr, qs)
-                    qt = np.quantile(tr, qs)
-                    add(name, "q01_bias", period, region, qp[0] - qt[0])
-                    add(name, "q99_bias", period, region, qp[1] - qt[1])
-                    if _is_precip(ds, variable):
-                        thr = wet_threshold(ds["truth"].attrs.get("units"))
-                        wp, wt = pr >= thr, tr >= thr
-                        add(name, "wet_day_frequency_bias", period, region, wp.mean() - wt.mean())
-                        for q in (0.95, 0.99):
-                            val = (np.quantile(pr[wp], q) - np.quantile(tr[wt], q)) if wp.any() and wt.any() \
-                                else math.nan
-                            add(name, f"wet_q{round(q * 100)}_bias", period, region, val)
-                    del pr, tr
-                qmap = _quantile_maps(pv, tv, v, qs)
-                maps.setdefault("q01_bias", []).append(qmap[0])
-                maps.setdefault("q99_bias", []).append(qmap[1])
-            if spearman:
-                from engine.evaluation.metrics import spearman as sp_fn
+        # streamed in time blocks (engine.evaluation.streaming): pooled quantiles from per-block
+        # histograms (within one bin of 1/65536 of the range), per-pixel tail quantiles exact
+        from engine.evaluation.streaming import streamed_extras
 
-                dims3 = ("time", *sdims)
-                # Spatial: per time step, in time blocks; temporal: per pixel, in row blocks.
-                # Blocks bound the memory of the rank transforms (several copies of the data).
-                if H * W >= 3:
-                    r = []
-                    for start in range(0, T, block):
-                        sl = slice(start, start + block)
-                        P = xr.DataArray(np.where(v[sl], pv[sl], np.nan), dims=dims3)
-                        Tt = xr.DataArray(np.where(v[sl], tv[sl], np.nan), dims=dims3)
-                        r.append(_quiet(sp_fn, P, Tt, dim=sdims).values)
-                    add(name, "spearman", period, "domain", _nanmean(np.concatenate(r)))
-                if T >= 3:
-                    rows_per = max(1, (block * H) // max(T, 1))
-                    smap = np.full((H, W), np.nan)
-                    for start in range(0, H, rows_per):
-                        sl = slice(start, start + rows_per)
-                        P = xr.DataArray(np.where(v[:, sl], pv[:, sl], np.nan), dims=dims3)
-                        Tt = xr.DataArray(np.where(v[:, sl], tv[:, sl], np.nan), dims=dims3)
-                        smap[sl] = _quiet(sp_fn, P, Tt, dim="time").values
-                    maps.setdefault("spearman", []).append(smap)
-            del pv, v
+        wet = wet_threshold(ds["truth"].attrs.get("units")) if _is_precip(ds, variable) else None
+        for name in names:
+            lo, hi = min(data_min, pred_range[name][0]), max(data_min + data_span, pred_range[name][1])
+            extra_rows, extra_maps = streamed_extras(truth, _score_name(name, ds), mask, rmask.values, region_names,
+                                                     sdims, block, (lo, hi), distribution, spearman, wet)
+            for metric, region, value in extra_rows:
+                add(name, metric, period, region, value)
+            for key, value in extra_maps.items():
+                maps.setdefault(key, []).append(value)
 
     if spectra:
         for name in names:
@@ -498,32 +472,6 @@ def evaluate_dataset(
         skill_reference=reference,
     )
     return Evaluation(scores=scores, maps=maps_ds, headline=headline)
-
-
-def _quiet(fn, *a, **kw):
-    # xskillscore's correlations warn (RuntimeWarning) on constant series (masked pixels):
-    # those give NaN, which is what we want.
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return fn(*a, **kw)
-
-
-def _quantile_maps(pv, tv, v, qs):
-    if v.all(axis=0).sum() == v.any(axis=0).sum():
-        # Static mask: fast exact quantiles on the fully valid pixels.
-        full = v.all(axis=0)
-        qp = np.quantile(np.where(v, pv, 0.0), qs, axis=0)
-        qt = np.quantile(np.where(v, tv, 0.0), qs, axis=0)
-        out = qp - qt
-        out[:, ~full] = np.nan
-        return out
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> NaN
-        return np.nanquantile(np.where(v, pv, np.nan), qs, axis=0) - np.nanquantile(np.where(v, tv, np.nan), qs, axis=0)
 
 
 def _json_float(v) -> float | None:
@@ -611,11 +559,17 @@ def _resolve(run):
     return RunStore().resolve(run)
 
 
-def _open_predictions(run) -> xr.Dataset:
+def _open_predictions(run, block: int = 32) -> xr.Dataset:
+    """The run's predictions, opened lazily with dask (time chunks of ``block`` steps): nothing is
+    loaded until a block is read. ``predictions.zarr`` (``inference.format: zarr``) when there is
+    no ``predictions.nc``."""
     path = Path(run.predictions_path)
+    zarr_path = path.with_suffix(".zarr")
+    if not path.exists() and zarr_path.is_dir():
+        return xr.open_zarr(zarr_path, chunks={"time": block})
     if not path.exists():
         raise MetricError(f"run {run.run_id!r} has no predictions.nc at {path}; write predictions first")
-    return xr.open_dataset(path)
+    return xr.open_dataset(path, chunks={"time": block})
 
 
 def _test_period(run, ds: xr.Dataset) -> xr.Dataset:
@@ -658,7 +612,7 @@ def evaluate_run(run, regions: Any = None, climatology: xr.DataArray | None = No
     from engine.runs import atomic_path
 
     run = _resolve(run)
-    with _open_predictions(run) as ds:
+    with _open_predictions(run, options.get("block", 32)) as ds:
         ds = _test_period(run, ds)
         # Skill scores and the headline ratio are against the best baseline on the validation
         # period (chosen at prediction time, engine.inference.baselines), not the weakest.

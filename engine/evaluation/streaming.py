@@ -1,0 +1,223 @@
+"""Quantiles over data read block by block, without holding the data.
+
+Evaluation reads predictions in time blocks (dask), so whole-period quantiles cannot sort the
+whole array. Two accumulators replace that:
+
+- :class:`Histogram` -- pooled quantiles of many values (a region over the whole period) from
+  per-block counts in :data:`BINS` uniform bins over a known range. **Approximate**: the quantile
+  is interpolated linearly inside its bin, so it is within one bin width, ``(hi - lo) / 65536``,
+  of the exact (``numpy.quantile``, linear) value: 0.001 K for a 60 K temperature range.
+- :class:`TailQuantiles` -- per-pixel quantiles over time near the tails (q <= 5 % or >= 95 %),
+  **exact**: each pixel keeps only its ``k`` smallest and largest values seen so far (k = the
+  rank the quantile needs, about ``q T``), merged block by block. Memory ``2 k H W`` floats.
+
+Example
+-------
+>>> h = Histogram(0.0, 10.0)
+>>> for block in np.array_split(np.arange(11.0), 3):
+...     h.add(block)
+>>> round(float(h.quantile(0.5)), 3)
+5.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+BINS = 65536
+
+
+class Histogram:
+    """Counts of values in ``BINS`` uniform bins over ``[lo, hi]`` (values outside are clipped
+    into the end bins; give the true range)."""
+
+    def __init__(self, lo: float, hi: float, bins: int = BINS):
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"histogram range must be finite, got [{lo}, {hi}]")
+        self.lo, self.hi = float(lo), float(hi) if hi > lo else float(lo) + 1.0
+        self.bins = int(bins)
+        self.counts = np.zeros(self.bins, dtype=np.int64)
+        self.n = 0
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64).ravel()
+        if values.size == 0:
+            return
+        idx = ((values - self.lo) * (self.bins / (self.hi - self.lo))).astype(np.int64)
+        np.clip(idx, 0, self.bins - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=self.bins)
+        self.n += values.size
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile (numpy's linear definition: between the values of ranks
+        ``floor(q (n - 1))`` and the next), each rank's value placed inside its bin as if the
+        bin's values were spread evenly; NaN when empty."""
+        if self.n == 0:
+            return math.nan
+        pos = q * (self.n - 1)  # 0-based rank
+        low = int(math.floor(pos))
+        cum = np.cumsum(self.counts)
+        width = (self.hi - self.lo) / self.bins
+
+        def value(rank: int) -> float:
+            b = min(int(np.searchsorted(cum, rank, side="right")), self.bins - 1)  # bin holding ``rank``
+            before = cum[b - 1] if b > 0 else 0
+            return self.lo + width * (b + (rank - before + 0.5) / max(self.counts[b], 1))
+
+        a = value(low)
+        return a if low + 1 >= self.n else a + (pos - low) * (value(low + 1) - a)
+
+
+class TailQuantiles:
+    """Exact per-pixel quantiles over time for tail levels ``qs`` (see the module docstring).
+
+    Parameters
+    ----------
+    shape : (H, W)
+    steps : the number of time steps that will be added (bounds the ranks kept)
+    qs : quantile levels, each <= 0.05 or >= 0.95
+    """
+
+    def __init__(self, shape: tuple[int, int], steps: int, qs=(0.01, 0.99)):
+        self.qs = tuple(float(q) for q in qs)
+        if any(0.05 < q < 0.95 for q in self.qs):
+            raise ValueError(f"TailQuantiles keeps the tails only; got levels {self.qs} (accepted: <= 0.05 or >= 0.95)")
+        tail = max(min(q, 1 - q) for q in self.qs)
+        self.k = min(int(steps), int(math.ceil(tail * max(steps - 1, 0))) + 2)
+        self.low = np.full((0,) + tuple(shape), np.inf, dtype=np.float64)
+        self.high = np.full((0,) + tuple(shape), -np.inf, dtype=np.float64)
+        self.n = np.zeros(shape, dtype=np.int64)
+
+    def add(self, values: np.ndarray, valid: np.ndarray) -> None:
+        """Add a block ``values`` (T_b, H, W) where ``valid`` (NaN-free points) is True."""
+        v = np.asarray(valid, dtype=bool)
+        self.n += v.sum(axis=0)
+        low = np.concatenate([self.low, np.where(v, values, np.inf)])
+        high = np.concatenate([self.high, np.where(v, values, -np.inf)])
+        if low.shape[0] > self.k:
+            low = np.partition(low, self.k - 1, axis=0)[: self.k]
+            high = -np.partition(-high, self.k - 1, axis=0)[: self.k]
+        self.low, self.high = low, high
+
+    def quantiles(self) -> np.ndarray:
+        """(len(qs), H, W) exact quantiles (numpy's linear definition); NaN where no value."""
+        low, high = np.sort(self.low, axis=0), -np.sort(-self.high, axis=0)  # ascending / descending
+        n = self.n
+        out = np.full((len(self.qs),) + n.shape, np.nan)
+        for i, q in enumerate(self.qs):
+            # rank counted from the nearer end: low tail ascending, high tail descending
+            pos = (q if q <= 0.5 else 1 - q) * np.maximum(n - 1, 0)
+            lo_i = np.floor(pos).astype(np.int64)
+            frac = pos - lo_i
+            src = low if q <= 0.5 else high
+            hi_i = np.minimum(lo_i + 1, np.maximum(n - 1, 0))
+            a = np.take_along_axis(src, np.clip(lo_i, 0, src.shape[0] - 1)[None], 0)[0]
+            b = np.take_along_axis(src, np.clip(hi_i, 0, src.shape[0] - 1)[None], 0)[0]
+            with np.errstate(invalid="ignore"):  # pixels without values hold inf: NaN below
+                out[i] = np.where(n > 0, a + frac * (b - a), np.nan)
+        return out
+
+
+def _block(da, s: slice) -> np.ndarray:
+    return np.asarray(da.isel(time=s).values, dtype=np.float64)
+
+
+def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int, bounds: tuple[float, float],
+                    distribution: bool, spearman: bool, wet: float | None):
+    """Distribution and rank scores of one prediction, reading ``truth``/``pred`` (time, a, b),
+    possibly dask-backed, ``block`` time steps at a time.
+
+    Returns ``(rows, maps)``: rows ``(metric, region, value)`` (q01/q99 bias from
+    :class:`Histogram` -- approximate within one bin --; for precipitation ``wet`` the wet-day
+    frequency bias and wet q95/q99 bias; spatial ``spearman`` per step averaged), and maps
+    ``q01_bias``, ``q99_bias`` (exact, :class:`TailQuantiles`) and ``spearman`` (temporal, read
+    in row strips of at most 64 MiB).
+    """
+    import warnings
+
+    import xarray as xr
+
+    from engine.evaluation.metrics import spearman as spearman_fn
+
+    T, H, W = truth.shape
+    qs = (0.01, 0.99)
+    lo, hi = bounds
+    hists = {(j, w): Histogram(lo, hi) for j in range(len(region_names)) for w in ("p", "t")}
+    wet_hists = {(j, w): Histogram(lo, hi) for j in range(len(region_names)) for w in ("p", "t")} if wet is not None else {}
+    wet_counts = np.zeros((len(region_names), 3))  # valid points, wet in pred, wet in truth
+    tails = {"p": TailQuantiles((H, W), T, qs), "t": TailQuantiles((H, W), T, qs)}
+    spatial_r = []
+    static_mask = "time" not in mask.dims
+    dims = ("time", *sdims)
+    for start in range(0, T, block):
+        s = slice(start, min(start + block, T))
+        t, p = _block(truth, s), _block(pred, s)
+        m = np.asarray(mask.values if static_mask else mask.isel(time=s).values, dtype=bool)
+        v = np.isfinite(t) & np.isfinite(p) & np.broadcast_to(m, t.shape)
+        if distribution:
+            for j in range(len(region_names)):
+                vr = v & regions[j][None]
+                pr, tr = p[vr], t[vr]
+                hists[(j, "p")].add(pr)
+                hists[(j, "t")].add(tr)
+                if wet is not None:
+                    wp, wt = pr >= wet, tr >= wet
+                    wet_counts[j] += (pr.size, wp.sum(), wt.sum())
+                    wet_hists[(j, "p")].add(pr[wp])
+                    wet_hists[(j, "t")].add(tr[wt])
+            tails["p"].add(p, v)
+            tails["t"].add(t, v)
+        if spearman and H * W >= 3:
+            with warnings.catch_warnings():  # constant (masked) fields give NaN, as wanted
+                warnings.simplefilter("ignore", RuntimeWarning)
+                spatial_r.append(spearman_fn(xr.DataArray(np.where(v, p, np.nan), dims=dims),
+                                             xr.DataArray(np.where(v, t, np.nan), dims=dims), dim=sdims).values)
+    rows, maps = [], {}
+    if distribution:
+        for j, region in enumerate(region_names):
+            hp, ht = hists[(j, "p")], hists[(j, "t")]
+            if ht.n == 0:
+                continue
+            rows.append(("q01_bias", region, hp.quantile(0.01) - ht.quantile(0.01)))
+            rows.append(("q99_bias", region, hp.quantile(0.99) - ht.quantile(0.99)))
+            if wet is not None:
+                n, wp, wt = wet_counts[j]
+                rows.append(("wet_day_frequency_bias", region, (wp - wt) / n if n else math.nan))
+                for q in (0.95, 0.99):
+                    a, b = wet_hists[(j, "p")], wet_hists[(j, "t")]
+                    value = a.quantile(q) - b.quantile(q) if a.n and b.n else math.nan
+                    rows.append((f"wet_q{round(q * 100)}_bias", region, value))
+        qmap = tails["p"].quantiles() - tails["t"].quantiles()
+        maps["q01_bias"], maps["q99_bias"] = qmap[0], qmap[1]
+    if spearman:
+        if spatial_r:
+            r = np.concatenate(spatial_r)
+            rows.append(("spearman", "domain", float(np.nanmean(r)) if np.isfinite(r).any() else math.nan))
+        if T >= 3:
+            maps["spearman"] = _temporal_spearman(truth, pred, mask, sdims, spearman_fn)
+    return rows, maps
+
+
+def _temporal_spearman(truth, pred, mask, sdims, spearman_fn, budget: int = 64 * 2**20) -> np.ndarray:
+    """Per-pixel Spearman over time, a strip of rows at a time (every time step of the strip)."""
+    import warnings
+
+    import xarray as xr
+
+    T, H, W = truth.shape
+    rows_per = max(1, budget // max(1, 8 * T * W * 6))  # float64 and the rank transforms' copies
+    out = np.full((H, W), np.nan)
+    dims = ("time", *sdims)
+    for start in range(0, H, rows_per):
+        sl = slice(start, min(start + rows_per, H))
+        t = np.asarray(truth.isel({sdims[0]: sl}).values, dtype=np.float64)
+        p = np.asarray(pred.isel({sdims[0]: sl}).values, dtype=np.float64)
+        m = mask.isel({sdims[0]: sl}).values
+        v = np.isfinite(t) & np.isfinite(p) & np.broadcast_to(np.asarray(m, bool), t.shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[sl] = spearman_fn(xr.DataArray(np.where(v, p, np.nan), dims=dims),
+                                  xr.DataArray(np.where(v, t, np.nan), dims=dims), dim="time").values
+    return out
