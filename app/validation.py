@@ -21,7 +21,7 @@ Example
 >>> errors = config_errors(ExperimentConfig().replace(training={"epochs": 0, "lr": 0.0}))
 >>> sorted(errors)
 ['training.epochs', 'training.lr']
->>> limit_errors(ExperimentConfig().replace(training={"epochs": 1_000_000}))["training.epochs"][:40]
+>>> limit_errors(ExperimentConfig().replace(training={"epochs": 1_000_000}))["training.epochs"][:41]
 'training.epochs=1000000 is not valid; the'
 """
 
@@ -64,11 +64,24 @@ def field_of(message: str) -> str:
 
     >>> field_of("training.epochs=0 is not valid; expected a number >= 1")
     'training.epochs'
+    >>> field_of("target variable 'tas' is not in entry 'demo_alps'; its variables: t2m, pr")
+    'data.variable'
     >>> field_of("an experiment configuration must be a mapping")
     ''
     """
     match = _FIELD.match(str(message))
-    return match.group(1) if match else GENERAL
+    if match:
+        return match.group(1)
+    text = str(message).lower()
+    for words, field in _KEYWORDS:  # engine check's messages that start with a sentence
+        if all(w in text for w in words):
+            return field
+    return GENERAL
+
+
+#: Fields of ``engine check`` messages that do not start with the dotted name.
+_KEYWORDS = ((("target variable",), "data.variable"), (("patch",), "data.patch_size"),
+             (("lowres",), "data.lowres"), (("predictor",), "data.predictors"))
 
 
 def _default_of(field: str) -> Any:
