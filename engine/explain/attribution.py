@@ -337,6 +337,26 @@ def to_dataset(
     return ds
 
 
+def _unpad(ds: xr.Dataset, padding: dict | None) -> xr.Dataset:
+    """``ds`` on the original target grid: the cells :func:`engine.data.grid.pad_to_multiple` added
+    to reach a multiple of the scale cut off, as predictions are, and ``importance`` /
+    ``importance_signed`` summed again over the original cells only."""
+    from engine.data.grid import unpad
+
+    if not padding or not any(padding.get("pad", (0, 0))):
+        return ds
+    out = unpad(ds, padding)
+    if "channel" in out.coords:
+        names = [str(c) for c in out.channel.values]
+        total_abs = np.array([float(np.abs(out[n]).sum()) for n in names])
+        share = total_abs / total_abs.sum() if total_abs.sum() > 0 else np.zeros_like(total_abs)
+        out["importance"] = ("channel", share, out["importance"].attrs)
+        out["importance_signed"] = ("channel", np.array([float(out[n].sum()) for n in names]),
+                                    out["importance_signed"].attrs)
+    out.attrs["unpadded"] = f"cut back from {ds.sizes[padding['dims'][0]]} x {ds.sizes[padding['dims'][1]]}"
+    return out
+
+
 def _grid_coords(coords: dict, dims: tuple[str, str], suffix: str) -> dict:
     """Coordinates of one grid for the attribution dataset: the two 1-D axes (``lat``/``lon`` or
     ``y``/``x``) and, on a non-lat/lon grid, the 2-D ``lat``/``lon``; names get ``suffix``."""
@@ -466,6 +486,7 @@ def explain_run(
     result = attribute(model, x, s, region=mask, method=method, baseline=baseline, n_steps=n_steps, layer=layer)
     ds = to_dataset(result, loaded.input_channels, loaded.static_channels, loaded.lr_coords, loaded.hr_coords,
                     times[idx])
+    ds = _unpad(ds, getattr(getattr(loaded, "pair", None), "padding", None))
     ds.attrs.update(finescale_run=run.run_id, period=str(period), n_steps=n_steps,
                     baseline="zeros (training mean)" if baseline is None else str(baseline))
     if write:

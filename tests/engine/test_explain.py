@@ -203,3 +203,22 @@ def test_ig_on_a_64x128_domain_in_batched_steps():
                         internal_batch_size=8)
     assert whole["x"].shape == (1, 3, 16, 32) and whole["static_hr"].shape == (1, 2, 64, 128)
     assert whole["x"] == pytest.approx(chunked["x"], abs=1e-5)
+
+
+def test_explain_run_cuts_attributions_back_to_the_unpadded_grid(net, tmp_path):
+    # a 30 x 29 target padded to 32 x 32 for scale 4: attributions come back on 30 x 29, like predictions
+    import types
+
+    run = RunStore(tmp_path).create(ExperimentConfig(name="x"), run_id="p")
+    loaded = _FakeLoaded(net)
+    loaded.pair = types.SimpleNamespace(padding={"dims": ("lat", "lon"), "shape": (30, 29), "pad": (2, 3)})
+    ds = explain_run(run, 0, method="saliency", loaded=loaded, write=False)
+    full = explain_run(run, 0, method="saliency", loaded=_FakeLoaded(net), write=False)
+    assert ds.sizes["lat"] == 30 and ds.sizes["lon"] == 29 and ds.static_elevation.shape == (1, 30, 29)
+    assert ds.region.shape == (30, 29) and ds.input_t2m.shape == full.input_t2m.shape
+    np.testing.assert_array_equal(ds.lat.values, full.lat.values[:30])
+    np.testing.assert_allclose(ds.static_elevation.values, full.static_elevation.values[:, :30, :29])
+    # the shares are those of the original cells only
+    cut = float(full.static_elevation[:, :30, :29].sum())
+    assert float(ds.importance_signed.sel(channel="static_elevation")) == pytest.approx(cut, rel=1e-6)
+    assert float(ds.importance.sum()) == pytest.approx(1.0)
