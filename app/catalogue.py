@@ -56,6 +56,10 @@ class CatalogueState(param.Parameterized):
         self._static = {}
         self.app.param.watch(lambda *e: self.open(), ["dataset", "variable", "choices_loaded"])
         self.app.options.param.watch(lambda *e: self.open(), ["data_downscaling", "data_lowres"])
+        if self.app.choices_loaded and self.app.dataset is not None:
+            # Made after the dataset was chosen (a notebook: load_choices, dataset, then the
+            # view): no watcher fires, so open it now.
+            self.open()
 
     # -- catalogue table ----------------------------------------------------------------
     def table(self):
@@ -156,7 +160,9 @@ class CatalogueState(param.Parameterized):
             out["lr"] = lr.load()
         else:
             s = max(int(app.scale or 1), 1)  # an emptied scale field: shown as is until fixed
-            out["lr"] = hr.coarsen(lat=s, lon=s, boundary="trim").mean()
+            from .maps import spatial_dims
+
+            out["lr"] = hr.coarsen(dict.fromkeys(spatial_dims(hr), s), boundary="trim").mean()
         out["lr"].attrs = dict(hr.attrs)
         out.update(self.static())
         return out

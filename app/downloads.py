@@ -83,13 +83,18 @@ def maps_png(panels: list[tuple[str, Any, dict]], coast=None, cols: int = 2, dpi
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     for ax, (title, da, opts) in zip(axes.ravel(), panels):
-        da = da.transpose("lat", "lon")
+        from .maps import cell_latlon, spatial_dims
+
+        dims = spatial_dims(da)
+        da = da.transpose(*dims)
+        # Every cell where it is (2-D latitude/longitude for rotated and projected grids).
+        lat, lon = cell_latlon(da)
         cmap = opts.get("cmap")
         cmap = ListedColormap(cmap) if isinstance(cmap, (list, tuple)) else cmap
         lo, hi = opts.get("clim") or (None, None)
-        mesh = ax.pcolormesh(da["lon"].values, da["lat"].values, np.asarray(da.values, dtype=float), cmap=cmap,
-                             vmin=lo, vmax=hi, shading="nearest")
-        if coast is not None:
+        mesh = ax.pcolormesh(lon, lat, np.asarray(da.values, dtype=float), cmap=cmap, vmin=lo, vmax=hi,
+                             shading="nearest")
+        if coast is not None and coast["lat"].ndim == 1:
             ax.contour(coast["lon"].values, coast["lat"].values, np.asarray(coast.transpose("lat", "lon").values),
                        levels=[0.5], colors="black", linewidths=0.8)
         units = str(da.attrs.get("units", ""))
@@ -97,8 +102,7 @@ def maps_png(panels: list[tuple[str, Any, dict]], coast=None, cols: int = 2, dpi
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("Longitude (°E)")
         ax.set_ylabel("Latitude (°N)")
-        lat = float(np.mean(da["lat"].values))
-        ax.set_aspect(1 / max(np.cos(np.deg2rad(lat)), 0.2))
+        ax.set_aspect(1 / max(np.cos(np.deg2rad(float(np.mean(lat)))), 0.2))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

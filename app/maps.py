@@ -69,14 +69,47 @@ def map_element(da, title: str, value_name: str, units: str = "", group: str | N
     import holoviews as hv
     import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
 
+    vdim = hv.Dimension(value_name, label=value_name, unit=units or None)
+    group = "".join(c for c in (group or title).title() if c.isalnum()) or "Map"
+    dims = spatial_dims(da)
+    if dims != ("lat", "lon") or da["lat"].ndim != 1:
+        # Any other grid (rotated pole, Lambert, polar stereographic, curvilinear): every cell
+        # drawn where it is, from its 2-D latitude and longitude (engine.data.grid.latlon), so
+        # the map, its hover and the coastlines share longitude/latitude axes.
+        lat2, lon2 = cell_latlon(da)
+        values = np.asarray(da.transpose(*dims).values, dtype=float)
+        element = hv.QuadMesh((lon2, lat2, values), kdims=kdims(), vdims=[vdim], group=group)
+        return element.opts(title=title, **opts)
     da = da.transpose("lat", "lon")
     lat, lon = da["lat"].values, da["lon"].values
-    vdim = hv.Dimension(value_name, label=value_name, unit=units or None)
     data = (lon, lat, np.asarray(da.values, dtype=float))
-    group = "".join(c for c in (group or title).title() if c.isalnum()) or "Map"
     kind = hv.Image if _regular(lat) and _regular(lon) else hv.QuadMesh
     element = kind(data, kdims=kdims(), vdims=[vdim], group=group)
     return element.opts(title=title, **opts)
+
+
+def spatial_dims(obj) -> tuple[str, str]:
+    """``("lat", "lon")`` or ``("y", "x")`` (:func:`engine.data.grid.spatial_dims`)."""
+    from engine.data.grid import spatial_dims as dims_of
+
+    return dims_of(obj)
+
+
+def cell_latlon(obj) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude and longitude of every cell, ``(ny, nx)`` each (:func:`engine.data.grid.latlon`)."""
+    from engine.data.grid import latlon
+
+    return latlon(obj)
+
+
+def _regular_axis(values: np.ndarray, n: int) -> np.ndarray:
+    """A 1-D axis over the span of (possibly 2-D) coordinates: a regular copy of a 2-D grid's
+    footprint, on which the land mask gives coastlines in longitude/latitude."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        return values
+    finite = values[np.isfinite(values)]
+    return np.linspace(float(finite.min()), float(finite.max()), int(min(max(n, 2), 512)))
 
 
 def coastline(land_mask):
@@ -103,6 +136,9 @@ def land_mask(lat, lon, max_points: int = 512):
     shows, and the 0.5 contour of a 1000 x 1000 mask costs more than the map itself.
     """
     lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+    if lat.ndim == 2 or lon.ndim == 2:  # a projected/rotated grid: coastlines on its lat/lon footprint
+        ny, nx = lat.shape
+        lat, lon = _regular_axis(lat, ny), _regular_axis(lon, nx)
     lat = lat[:: max(1, int(np.ceil(lat.size / max_points)))]
     lon = lon[:: max(1, int(np.ceil(lon.size / max_points)))]
     key = (lat.size, float(lat[0]), float(lat[-1]), lon.size, float(lon[0]), float(lon[-1]))

@@ -28,7 +28,54 @@ def _execute(path: Path):
     assert not errors, errors
     bundles = [o for o in outputs if o.get("output_type") in ("display_data", "execute_result")]
     assert any("application/vnd.holoviews_exec.v0+json" in o.get("data", {}) for o in bundles)
+    _check_offline_render(nb, path)
     return "".join(o.get("text", "") for o in outputs)
+
+
+def _check_offline_render(nb, path: Path) -> None:
+    """The executed notebook as HTML, opened in Chromium with every network request refused:
+    Panel/Bokeh resources are inline (pn.extension(inline=True)), so each embedded view renders
+    (plots draw canvases, tables rows) with no CDN; skipped without Chromium like the browser tests."""
+    import nbconvert
+    from playwright.sync_api import sync_playwright
+
+    from tests.app.conftest import ARTIFACTS, CHROMIUM
+    from tests.helpers import skip_or_fail_in_ci
+
+    if not Path(CHROMIUM).exists():
+        skip_or_fail_in_ci(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page_path = ARTIFACTS / f"{path.stem}.html"
+    page_path.write_text(html)
+    # Views shown by the notebook (a cell whose last line is a view): each must render content.
+    views = sum(1 for cell in nb.cells if cell.cell_type == "code"
+                and any("application/vnd.holoviews_exec.v0+json" in o.get("data", {}) for o in cell.get("outputs", [])))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        requests = []
+
+        def refuse(route):
+            requests.append(route.request.url)
+            route.abort()
+
+        page.route(lambda url: not url.startswith(("file:", "data:", "blob:")), refuse)
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(page_path.as_uri())
+        # Bokeh is inline: it defines window.Bokeh and draws every embedded document.
+        page.wait_for_function("() => window.Bokeh !== undefined && Bokeh.documents.length >= %d" % views,
+                               timeout=120_000)
+        page.wait_for_function("() => document.querySelectorAll('.bk-Canvas, canvas, .tabulator-row').length > 0",
+                               timeout=120_000)
+        rendered = page.evaluate("() => Bokeh.documents.length")
+        page.screenshot(path=str(ARTIFACTS / f"{path.stem}-offline.png"), full_page=True)
+        browser.close()
+    cdn = [u for u in requests if "cdn" in u or u.endswith((".js", ".css"))]
+    assert not cdn, f"resources fetched from the network: {cdn[:5]}"
+    assert rendered >= views, (rendered, views)
+    assert not [e for e in errors if "Bokeh" in e or "panel" in e.lower()], errors
 
 
 @pytest.mark.slow
