@@ -297,6 +297,48 @@ def _demo_alps_gcm(seed: int = 0) -> Path:
     return ensure_demo("demo_alps_gcm", seed=seed)
 
 
+#: Pressure levels [hPa] of the demo's large-scale predictors and their standard-atmosphere heights [m].
+LEVELS = {850: 1457.0, 700: 3012.0, 500: 5574.0}
+
+
+def make_levels(gcm: xr.Dataset, seed: int = 0, res: float = 1.0) -> xr.Dataset:
+    """Large-scale predictors on their own ``res``-degree grid, as a reanalysis provides them: air
+    temperature ``ta`` [K] at :data:`LEVELS` (``plev`` in Pa, as CMIP stores it), from the GCM-like
+    side's 2 m temperature with the standard lapse rate (6.5 K/km) and smooth level-dependent noise.
+    The grid's outer edges enclose the GCM-like grid's, so it covers any domain that grid covers."""
+    from engine.data.regrid import bilinear, cell_edges
+
+    ey, ex = cell_edges(gcm.lat.values), cell_edges(gcm.lon.values)
+    lat = np.arange(np.floor(ey[0] / res) * res + res / 2, ey[-1] + res / 2, res)
+    lon = np.arange(np.floor(ex[0] / res) * res + res / 2, ex[-1] + res / 2, res)
+    t2m = bilinear(gcm.t2m.astype(np.float64), lat, lon).values  # edge values beyond the GCM's centres
+    rng = np.random.default_rng(seed + 1000)
+    T = t2m.shape[0]
+    levels = []
+    for i, (p, z) in enumerate(LEVELS.items()):
+        noise = _ar1_series(rng, T, 0.8)[:, None, None] * (0.5 + 0.5 * i)
+        levels.append(t2m - 6.5e-3 * z + noise)
+    ta = np.stack(levels, axis=1).astype(np.float32)
+    ds = xr.Dataset(
+        {"ta": (("time", "plev", "lat", "lon"), ta,
+                {"units": "K", "standard_name": "air_temperature", "long_name": "air temperature on pressure levels"})},
+        coords={"time": gcm.time.values, "lat": lat, "lon": lon,
+                "plev": ("plev", np.array([100.0 * p for p in LEVELS]),
+                         {"units": "Pa", "standard_name": "air_pressure", "axis": "Z", "positive": "down"})},
+    )
+    return _finish(ds, "finescale demo: large-scale predictors on pressure levels (1 degree)", seed)
+
+
+def _demo_alps_levels(seed: int = 0) -> Path:
+    path = cache_dir("demo") / f"demo_alps_levels-v{VERSION}-seed{seed}.nc"
+    if not path.exists():
+        with xr.open_dataset(ensure_demo("demo_alps_gcm", seed=seed)) as gcm:
+            ds = make_levels(gcm.load(), seed=seed)
+        write_netcdf(ds, path)
+    return path
+
+
 #: Generators a catalogue entry may name in its ``metadata.generator``: name -> function(**args) -> path.
 #: Only these run; a catalogue can never make finescale import arbitrary code.
-GENERATORS: dict[str, Callable[..., Path]] = {"demo_alps": _demo_alps, "demo_alps_gcm": _demo_alps_gcm}
+GENERATORS: dict[str, Callable[..., Path]] = {"demo_alps": _demo_alps, "demo_alps_gcm": _demo_alps_gcm,
+                                              "demo_alps_levels": _demo_alps_levels}

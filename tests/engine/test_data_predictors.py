@@ -199,3 +199,19 @@ def test_emulation_with_level_predictors_trains_and_predicts(tmp_path, monkeypat
     assert run.status()["input_channels"] == ["ta850", "ta500"]
     ds = write_predictions(run)
     assert ds.model.sizes["time"] == 8 and bool(np.isfinite(ds.model.values).all())
+
+
+def test_bundled_predictor_entry():
+    from engine.data.catalog import entry_metadata
+    from engine.data.check import check_config
+    from engine.data.demo import LEVELS
+
+    assert entry_metadata("demo_alps_levels")["role"] == "predictor"
+    cfg = DataConfig(downscaling="mos", lowres="demo_alps_gcm", predictors=("ta",), levels={"ta": [850, 500]},
+                     predictor_entries=("demo_alps_levels",))
+    assert check_config(cfg) == []
+    pair = make_pair(cfg)
+    assert pair.lr_channels == ["t2m", "ta850", "ta500"] and pair.lr.ta850.shape == pair.lr.t2m.shape
+    # plev is stored in Pa; 850 hPa lies 1457 m up: 6.5 K/km colder than the 2 m field on average
+    diff = float(pair.lr.t2m.mean() - pair.lr.ta850.mean())
+    assert diff == pytest.approx(6.5e-3 * LEVELS[850], abs=0.5)
