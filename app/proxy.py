@@ -33,6 +33,8 @@ def setup_finescale() -> dict:
             "--prefix", "{base_url}finescale",
             "--allow-websocket-origin", "*",  # only the proxy reaches 127.0.0.1; it checks the user
             "--index", "app",
+            "--num-threads", "4",  # callbacks off the event loop (app.main)
+            "--setup", str(APP_DIR / "serve_setup.py"),  # warm-up before the first session (app.warmup)
         ],
         "absolute_url": True,
         "timeout": 120,

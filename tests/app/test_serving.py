@@ -178,3 +178,52 @@ def test_five_sessions_keep_their_own_state_while_one_trains(browser, server):
         assert not page.js_errors, page.js_errors
     for ctx in contexts:
         ctx.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_dashboard_in_a_real_jupyterlab_through_its_proxy(browser, tmp_path):
+    """A real JupyterLab server (jupyter-server-proxy installed, our entry point registered)
+    starts the dashboard on first request of <base>/finescale/ and proxies it under its prefix:
+    the page, its resources and the websocket all work in Chromium."""
+    import secrets
+
+    from playwright.sync_api import expect
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    make_run(root, name="seen-through-jupyterlab")
+    port, token = _free_port(), secrets.token_hex(16)
+    log = open(tmp_path / "jupyterlab.log", "w")
+    env = {**os.environ, "FINESCALE_RUNS": str(root), "JUPYTER_TOKEN": token}
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--port", str(port), "--ip", "127.0.0.1",
+           f"--ServerApp.root_dir={tmp_path}", "--ServerApp.open_browser=False"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=10).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "jupyterlab.log").read_text()
+                time.sleep(0.5)
+        page = new_page(browser)
+        # The token logs the browser in (a cookie); the proxy then starts and forwards the app.
+        page.goto(f"{base}/lab?token={token}")
+        page.goto(f"{base}/finescale/app")
+        expect(page.locator(".fs-catalogue")).to_be_visible(timeout=300_000)  # page + websocket proxied
+        assert page.url.startswith(f"{base}/finescale/")
+        page.locator(".bk-tab", has_text="Runs").first.click()
+        expect(page.locator(".fs-runs-table").get_by_text("seen-through-jupyterlab").first).to_be_visible(timeout=60_000)
+        shot(page, "jupyterlab-proxy")
+        assert not page.js_errors, page.js_errors
+        page.close()
+    finally:
+        stop_process(proc)
+        try:  # the dashboard jupyter-server-proxy started is in the server's process group
+            os.killpg(proc.pid, 15)
+        except ProcessLookupError:
+            pass
+        log.close()
