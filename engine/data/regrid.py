@@ -1,20 +1,32 @@
 """Regridding: between any two grids (:func:`regrid_to`, sparse weights cached per grid pair) and
 the block means of perfect prognosis (:func:`block_mean`), all NaN-aware.
 
-Methods (``data.regrid_method``, :data:`METHODS`):
+Which library computes the weights (:mod:`engine.data.regrid_libs`), and why:
 
-- ``bilinear``: bilinear in the source's native index space (through its CRS; exact for lat/lon,
-  rotated and projected sources; a curvilinear source is inverted locally, see
-  :func:`engine.data.grid.fractional_index`). Targets within the source's outer cells take the edge
-  value; targets outside are NaN.
-- ``nearest``: the source cell containing the target centre.
-- ``average``: the mean of the source cells whose centres fall in each target cell (the block mean,
-  for a source finer than the target; a target cell holding no source centre falls back to bilinear).
-- ``conservative``: exact spherical area-overlap fractions for regular lat/lon source and
-  target (cells whose edges lie midway between centres); refused for other pairs (no pip-installable library offers conservative remapping
-  between arbitrary projected grids: xESMF needs ESMF, pyresample has none).
+- ``conservative`` (regular lat/lon -> regular lat/lon): **xarray-regrid** (interval overlaps per
+  axis with its spherical correction, its longitude wrap and pole rows). Refused for other pairs:
+  no pip-installable library offers conservative remapping between arbitrary projected grids
+  (xESMF needs the ESMF library, pyresample has none).
+- ``nearest`` (any pair, curvilinear included): **pyresample**'s k-d tree on the sphere; targets
+  farther than half the diagonal of the source's largest cell are NaN.
+- ``bilinear``: **pyresample**'s bilinear resampler where the target is an ``AreaDefinition``
+  (projected grids, regular lat/lon within -180..180, uniform spacing); targets it leaves empty
+  within the source's outer cells take the edge value from this module's own weights. For other
+  targets (rotated pole, curvilinear, across the date line, non-uniform) pyresample's bilinear
+  does not apply, and this module's own weights are used: bilinear in the source's native index
+  space (through its CRS; exact for lat/lon, rotated and projected sources; a curvilinear source
+  is inverted locally, see :func:`engine.data.grid.fractional_index`), edge value within the
+  source's outer cells, NaN outside. They are tested against pyresample on pairs both can do.
+- ``average`` (own; no library offers it for arbitrary pairs): the mean of the source cells whose
+  centres fall in each target cell (the block mean, for a source finer than the target; a target
+  cell holding no source centre falls back to bilinear).
 - ``auto`` (default): ``conservative`` (lat/lon pairs) or ``average`` where the source is finer
   than the target, ``bilinear`` where it is coarser.
+
+Whatever computes them, the weights become one sparse ``(dst cells, src cells)`` matrix, computed
+once per grid pair and method and cached in memory and on disk (:func:`weights`); :func:`regrid_to`
+applies it lazily, one dask block of time steps at a time, NaN-aware (a target cell is the
+weighted mean of its valid source cells). :func:`own_weights` keeps this module's own weights.
 
 The older functions on 1-D ``lat``/``lon`` (:func:`conservative`, :func:`bilinear`, :func:`regrid`)
 remain for regular grids.
@@ -27,6 +39,7 @@ import logging
 import numpy as np
 import xarray as xr
 
+from engine.data import regrid_libs as libs
 from engine.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -117,7 +130,7 @@ def block_mean(obj, scale: int):
 # -- any grid to any grid -------------------------------------------------------------------------
 _WEIGHTS: dict = {}
 #: Bumped whenever the weights' definition changes, so that caches on disk are not reused.
-_WEIGHTS_VERSION = 2
+_WEIGHTS_VERSION = 3
 
 
 def _spacing_km(grid) -> float:
@@ -192,6 +205,35 @@ def _conservative_matrix(src, dst):
     return sparse.kron(sparse.csr_matrix(wy), sparse.csr_matrix(wx), format="csr")
 
 
+def own_weights(src, dst, method: str = "bilinear", rows: np.ndarray | None = None):
+    """This module's own ``bilinear``/``nearest``/``conservative`` weights (``(dst, src)`` sparse), for
+    the pairs the libraries do not handle and to check the libraries' weights against.
+
+    ``bilinear``: in the source's native index space (:func:`engine.data.grid.fractional_index`),
+    targets within the outer cells take the edge value; ``nearest``: the source cell containing
+    the target centre; ``conservative``: exact spherical overlaps (regular lat/lon pairs).
+    ``rows``: only these target cells (others get empty rows).
+    """
+    from scipy import sparse
+
+    from engine.data.grid import fractional_index, inside
+
+    n_dst, n_src = dst.lat.size, src.lat.size
+    if method == "conservative":
+        return _conservative_matrix(src, dst)
+    rows = np.arange(n_dst) if rows is None else np.asarray(rows, dtype=np.int64)
+    fi, fj = fractional_index(src, dst.lat.ravel()[rows], dst.lon.ravel()[rows])
+    if method == "bilinear":
+        r, c, v = _bilinear_rows(src, fi, fj)
+    else:
+        ok = inside(fi, fj, src)
+        ny, nx = src.shape
+        i = np.clip(np.rint(fi), 0, ny - 1).astype(np.int64)
+        j = (np.rint(fj).astype(np.int64) % nx) if src.periodic else np.clip(np.rint(fj), 0, nx - 1).astype(np.int64)
+        r, c, v = np.arange(rows.size)[ok], (i * nx + j)[ok], np.ones(int(ok.sum()))
+    return sparse.csr_matrix((v, (rows[r], c)), shape=(n_dst, n_src))
+
+
 def weights(src, dst, method: str = "auto"):
     """Sparse ``(dst cells, src cells)`` regridding weights, computed once per grid pair and method.
 
@@ -221,18 +263,18 @@ def weights(src, dst, method: str = "auto"):
         if not (src.kind == dst.kind == "latlon"):
             raise DataError(f"regrid method 'conservative' needs regular lat/lon source and target grids, got "
                             f"{src.kind} -> {dst.kind}; accepted for this pair: auto, average, bilinear, nearest")
-        w = _conservative_matrix(src, dst)
-    elif method in ("bilinear", "nearest"):
-        fi, fj = fractional_index(src, dst.lat.ravel(), dst.lon.ravel())
-        if method == "bilinear":
-            r, c, v = _bilinear_rows(src, fi, fj)
+        w = libs.conservative_weights(src, dst)
+    elif method == "nearest":
+        w = libs.nearest_weights(src, dst)
+    elif method == "bilinear":
+        lib = libs.bilinear_weights(src, dst)
+        if lib is None:  # a target pyresample cannot describe as an area: own weights (tested against it)
+            w = own_weights(src, dst, "bilinear")
         else:
-            ok = inside(fi, fj, src)
-            ny, nx = src.shape
-            i = np.clip(np.rint(fi), 0, ny - 1).astype(np.int64)
-            j = (np.rint(fj).astype(np.int64) % nx) if src.periodic else np.clip(np.rint(fj), 0, nx - 1).astype(np.int64)
-            r, c, v = np.arange(n_dst)[ok], (i * nx + j)[ok], np.ones(int(ok.sum()))
-        w = sparse.csr_matrix((v, (r, c)), shape=(n_dst, n_src))
+            w, missing = lib
+            if missing.any():  # targets within the source's outer cells: the edge value, as own weights give
+                own = own_weights(src, dst, "bilinear", rows=np.flatnonzero(missing))
+                w = w + own
     else:  # average: each source centre counts for the target cell it falls in
         fi, fj = fractional_index(dst, src.lat.ravel(), src.lon.ravel())
         ok = inside(fi, fj, dst)

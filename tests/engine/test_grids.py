@@ -318,3 +318,86 @@ def test_knmi_radar_perfectprog_pairs_on_the_native_grid(data_shared_dir):
     np.testing.assert_allclose(pair.lr.precip_5min.values, block, rtol=1e-5, equal_nan=True)
     land = pair.static.land_mask.values[:, :62]
     assert land.shape == (64, 62) and 0.3 < land.mean() <= 1.0  # the Netherlands: mostly land at 52N 5E
+
+
+# -- the libraries behind the weights (engine.data.regrid_libs) ---------------------------------
+def _analytic_src():
+    return standardise(synthetic.regular(lat=(40, 52), lon=(2, 20), res=0.25, ntime=2))
+
+
+@pytest.mark.parametrize("case", ["regional", "global_to_dateline", "global_to_global"])
+def test_conservative_is_xarray_regrids_scheme(case):
+    # the cached sparse weights give what xarray-regrid's own conservative call gives, NaN included
+    import xarray_regrid  # noqa: F401  (registers the .regrid accessor)
+
+    s, d = {
+        "regional": (dict(lat=(40, 52), lon=(2, 20), res=0.25), dict(lat=(41, 50), lon=(4, 18), res=1.0)),
+        "global_to_dateline": (dict(global_grid=True, res=2.0), dict(lat=(-10, 10), lon=(170, 190), res=2.5)),
+        "global_to_global": (dict(global_grid=True, res=1.0), dict(global_grid=True, res=3.0)),
+    }[case]
+    src = standardise(synthetic.regular(ntime=2, **s))
+    dst_ds = standardise(synthetic.regular(ntime=1, **d))
+    src["tas"] = src.tas.where(~((src.lat > 44) & (src.lat < 46) & (src.lon > 5) & (src.lon < 9)))
+    ours = regrid_to(src, grid.describe(dst_ds), "conservative").tas.transpose("time", "lat", "lon").values
+    lib = src.tas.regrid.conservative(xr.Dataset(coords={"lat": dst_ds.lat, "lon": dst_ds.lon}),
+                                      latitude_coord="lat").transpose("time", "lat", "lon").values
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(lib))
+    np.testing.assert_allclose(ours, lib, atol=2e-4)  # float32 fields of ~300 K
+    if case == "regional":
+        assert np.isnan(ours).any()  # target cells wholly in the NaN patch stay NaN
+
+
+def test_bilinear_is_pyresamples_onto_areas_and_own_weights_agree_with_it():
+    import warnings
+
+    from pyresample.bilinear import NumpyBilinearResampler
+
+    from engine.data import regrid_libs
+    from engine.data.regrid import own_weights
+
+    src = _analytic_src()
+    g = grid.describe(src)
+    v = src.tas.values[0].astype(np.float64)
+    for target, tol in ((synthetic.lambert(ny=20, nx=24, ntime=1), 0.05),
+                        (synthetic.regular(lat=(44, 48), lon=(8, 12), res=0.1, ntime=1), 1e-9)):
+        dst = grid.describe(standardise(target))
+        w = weights(g, dst, "bilinear")
+        ours = (w @ v.ravel()).reshape(dst.shape)
+        res = NumpyBilinearResampler(regrid_libs._swath(g), regrid_libs.area_definition(dst),
+                                     3 * regrid_libs.max_step_m(g), neighbours=32, reduce_data=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            direct = np.ma.filled(res.resample(v, fill_value=None), np.nan)[::-1]  # area rows run top down
+        np.testing.assert_allclose(ours, direct, atol=1e-9)
+        # the module's own weights (used where pyresample cannot go) agree on pairs both do: exactly
+        # between lat/lon grids, within the difference of interpolating in the source's or the
+        # target's projection otherwise (field range ~10 K on a 0.25 degree grid)
+        own = (own_weights(g, dst, "bilinear") @ v.ravel()).reshape(dst.shape)
+        assert float(np.abs(own - ours).max()) < tol
+        assert float(np.abs(ours - synthetic.analytic(dst.lat, dst.lon, 0.0)).max()) < 0.06
+    # rotated and curvilinear targets are no AreaDefinition: the module's own weights
+    for target in (synthetic.rotated_pole(ny=20, nx=24, ntime=1),
+                   synthetic.lambert(ny=20, nx=24, ntime=1, grid_mapping="missing")):
+        dst = grid.describe(standardise(target))
+        assert regrid_libs.bilinear_weights(g, dst) is None
+        assert abs(weights(g, dst, "bilinear") - own_weights(g, dst, "bilinear")).max() == 0
+
+
+def test_nearest_is_pyresamples_kd_tree_on_any_grid():
+    from pyresample.kd_tree import resample_nearest
+
+    from engine.data import regrid_libs
+
+    src = _analytic_src()
+    g = grid.describe(src)
+    v = src.tas.values[0].astype(np.float64)
+    for target in (synthetic.rotated_pole(ny=20, nx=24, ntime=1),
+                   synthetic.lambert(ny=20, nx=24, ntime=1, grid_mapping="missing"),
+                   synthetic.regular(lat=(50, 56), lon=(15, 25), res=0.5, ntime=1)):  # partly outside
+        dst = grid.describe(standardise(target))
+        out = regrid_to(src, dst, "nearest").tas.values[0]
+        radius = 0.5 * np.sqrt(2.0) * regrid_libs.max_step_m(g) * 1.01
+        direct = resample_nearest(regrid_libs._swath(g), v, regrid_libs._swath(dst), radius, fill_value=None,
+                                  reduce_data=False)
+        np.testing.assert_array_equal(out, np.ma.filled(direct, np.nan).astype(np.float32))
+    assert np.isnan(out).any() and np.isfinite(out).any()  # beyond the source: NaN
