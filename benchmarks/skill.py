@@ -46,7 +46,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ERA5_PERIODS = {"train_period": ["2019-03-01", "2019-03-21"], "val_period": ["2019-03-22", "2019-03-25"],
                 "test_period": ["2019-03-26", "2019-03-31T23:00"]}
 ERA5_BBOX = [50.2, 58.05, -10.05, 1.8]  # 32 x 48 cells: x4 divides the grid
-BASELINES = ("nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month", "quantile_map")
+BASELINES = ("nearest", "bilinear", "bicubic", "conservative", "bias_cell", "bias_month", "quantile_map")
 CASES = ("demo", "demo_mos", "era5", "mos_real")
 
 

@@ -100,7 +100,9 @@ class DataConfig:
     scale: int = 4
     predictors: tuple[str, ...] = ()
     static: tuple[str, ...] = ("elevation", "land_mask")
-    normalisation: str = "global"
+    # monthly climatology per cell: the residual then starts from a monthly mean-and-variance bias
+    # correction of the input (measured best on PerfectProg and MOS cases, benchmarks/results/skill.md)
+    normalisation: str = "monthly_pixel"
     train_period: tuple[str, str] = ("2001-01-01", "2002-12-31")
     val_period: tuple[str, str] = ("2003-01-01", "2003-06-30")
     test_period: tuple[str, str] = ("2003-07-01", "2003-12-31")
@@ -246,7 +248,7 @@ class InferenceConfig:
     block: int | None = None
     # baselines written beside the model (engine.inference.baselines): interpolations of the
     # native input and bias corrections fitted on the training period; () = none.
-    baselines: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month",
+    baselines: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "conservative", "bias_cell", "bias_month",
                                   "quantile_map")
 
 

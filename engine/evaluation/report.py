@@ -51,7 +51,7 @@ from engine.evaluation._common import MetricError, area_weights, grid_dims, lat_
 from engine.evaluation.breakdown import BREAKDOWNS, SEASONS, period_groups, region_masks
 
 COLUMNS = ["run", "model", "metric", "variable", "period", "region", "value"]
-BASELINE_NAMES = ("nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month", "quantile_map")
+BASELINE_NAMES = ("nearest", "bilinear", "bicubic", "conservative", "bias_cell", "bias_month", "quantile_map")
 HEADLINE = ("rmse", "mae", "bias", "pearson", "ssim", "psnr")
 NOT_PREDICTIONS = ("truth", "mask", "climatology")
 PRECIP_NAMES = ("pr", "tp", "precip", "precipitation", "rain", "rainfall", "rr", "prcp", "precip_5min")

@@ -12,7 +12,7 @@ network sees, and are evaluated at every target cell's position:
 Bias-corrected interpolations (the usual MOS references), fitted on the **training period only**
 on top of the bilinear interpolation, per target cell:
 
-- ``bias_mean``: the mean bias (interpolation - truth) removed;
+- ``bias_cell``: the mean bias (interpolation - truth) removed;
 - ``bias_month``: the mean bias of each calendar month removed (months missing from the
   training period use the all-period bias);
 - ``quantile_map``: empirical quantile mapping (the BCSD-style reference): the value's quantile
@@ -42,7 +42,7 @@ import xarray as xr
 from engine.config import BASELINE_NAMES
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "conservative")
-CORRECTIONS = ("bias_mean", "bias_month", "quantile_map")
+CORRECTIONS = ("bias_cell", "bias_month", "quantile_map")
 NAMES = INTERPOLATIONS + CORRECTIONS
 assert NAMES == BASELINE_NAMES, "engine.config.BASELINE_NAMES lists the baselines computed here"
 MIN_QUANTILE_VALUES = 30
@@ -52,7 +52,7 @@ DESCRIPTIONS = {
     "bilinear": "bilinear interpolation of the native low-resolution input",
     "bicubic": "bicubic interpolation of the native low-resolution input",
     "conservative": "conservative (area-weighted) remapping of the native low-resolution input",
-    "bias_mean": "bilinear interpolation minus its mean bias per cell (fitted on the training period)",
+    "bias_cell": "bilinear interpolation minus its mean bias per cell (fitted on the training period)",
     "bias_month": "bilinear interpolation minus its mean bias per cell and calendar month (training period)",
     "quantile_map": "bilinear interpolation quantile-mapped per cell onto the truth (training period; BCSD-style)",
 }
@@ -243,7 +243,7 @@ class BiasCorrection:
 
     Parameters
     ----------
-    method : "bias_mean", "bias_month" or "quantile_map"
+    method : "bias_cell", "bias_month" or "quantile_map"
 
     ``fit(interp, truth, times)`` takes (T, H, W) arrays (NaN = missing truth);
     ``apply(interp, times)`` returns the corrected (T, H, W) field.
@@ -280,7 +280,7 @@ class BiasCorrection:
 
     def apply(self, interp: np.ndarray, times) -> np.ndarray:
         interp = np.asarray(interp, dtype=np.float64)
-        if self.method == "bias_mean":
+        if self.method == "bias_cell":
             out = interp - self.bias
         elif self.method == "bias_month":
             out = interp - self.monthly[_months(times)]

@@ -70,7 +70,7 @@ def test_constant_bias_field_is_removed_exactly():
     times = pd.date_range("2001-01-01", periods=60)
     truth = rng.normal(280, 5, size=(60, 3, 4))
     bias = np.arange(12.0).reshape(3, 4) - 4  # a different constant bias in every cell
-    corr = BiasCorrection("bias_mean").fit(truth + bias, truth, times)
+    corr = BiasCorrection("bias_cell").fit(truth + bias, truth, times)
     np.testing.assert_allclose(corr.bias, bias, atol=1e-9)
     new = rng.normal(280, 5, size=(5, 3, 4))
     np.testing.assert_allclose(corr.apply(new + bias, times[:5]), new, atol=1e-4)
@@ -125,7 +125,7 @@ def test_bias_corrections_refused_before_work():
         Baselines(pair, train_period=("1990-01-01", "1990-12-31")).check()
     with pytest.raises(BaselineError, match="fewest: 20"):  # 20 days of training: before any fitting
         Baselines(pair, train_period=("2001-01-01", "2001-01-20")).check()
-    Baselines(pair, ("bias_mean",), train_period=("2001-01-01", "2001-01-20")).check()  # fine without qmap
+    Baselines(pair, ("bias_cell",), train_period=("2001-01-01", "2001-01-20")).check()  # fine without qmap
     with pytest.raises(ConfigError, match=r"training.seeds=0 is not valid"):
         ExperimentConfig().replace(training={"seeds": 0}).validate()
 
@@ -134,10 +134,10 @@ def test_best_baseline_on_validation_period():
     pair = _pp_pair(days=80)
     b = Baselines(pair, train_period=("2001-01-01", "2001-02-10"))
     best, scores = b.best(("2001-02-11", "2001-03-21"))
-    assert set(scores) == {"nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month", "quantile_map"}
+    assert set(scores) == {"nearest", "bilinear", "bicubic", "conservative", "bias_cell", "bias_month", "quantile_map"}
     assert scores[best] == min(scores.values())
     # the field is a fixed pattern plus a trend: removing the per-cell bias beats plain interpolation
-    assert scores["bias_mean"] < scores["bilinear"]
+    assert scores["bias_cell"] < scores["bilinear"]
     # PerfectProg with an integer factor: conservative from the block means is the nearest block
     assert scores["conservative"] == pytest.approx(scores["nearest"], rel=1e-5)
 
@@ -153,7 +153,7 @@ def test_predictions_and_scores_name_the_best_baseline(tiny_config, tmp_path):
     run = RunStore(tmp_path).create(cfg.validate())
     train(run)
     ds = write_predictions(run)
-    for name in ("nearest", "bilinear", "bicubic", "conservative", "bias_mean", "bias_month", "quantile_map"):
+    for name in ("nearest", "bilinear", "bicubic", "conservative", "bias_cell", "bias_month", "quantile_map"):
         assert name in ds and ds[name].dims == ("time", "lat", "lon")
         assert "native" in ds[name].attrs["description"] or "training period" in ds[name].attrs["description"]
     assert ds.attrs["best_baseline"] == "quantile_map"  # on the demo, by far (see the test above)
