@@ -277,7 +277,14 @@ def new_page(browser, width=1500, height=1800):
 
 def shot(page, name: str, locator=None) -> Path:
     """Save a screenshot to test-artifacts/ (gitignored) and return its path."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    (locator or page).screenshot(path=str(path), **({} if locator else {"full_page": True}))
+    try:
+        (locator or page).screenshot(path=str(path), timeout=120_000, **({} if locator else {"full_page": True}))
+    except PlaywrightTimeout:
+        # A screenshot is a diagnostic, not a check: on a loaded machine Chromium may wait long
+        # for the template's web font (no network here); the test's assertions stand without it.
+        print(f"screenshot {name} timed out; not saved")
     return path
