@@ -284,6 +284,9 @@ def main(argv=None) -> int:
     p.add_argument("--dir", default=None, help="folder for the stores (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the stores (reused when present)")
     p.add_argument("--out", default=None, help="write the table (Markdown) to this file")
+    p.add_argument("--predict", default=None, metavar="DAYS",
+                   help="add prediction and evaluation rows (benchmarks.scale_predict) on a 2 x --grid grid "
+                        "(1024 by default) for these test lengths in days, e.g. 365")
     # the child process
     p.add_argument("--child", choices=sorted(ROWS), help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
@@ -322,6 +325,12 @@ def main(argv=None) -> int:
         if not args.keep and args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)
     text = table(rows) + "\n\n" + "\n".join(f"- {v}" for v in verdict(rows))
+    if args.predict:  # prediction and evaluation of a period of daily fields (their own table)
+        from benchmarks import scale_predict
+
+        with tempfile.TemporaryDirectory(prefix="finescale-scale-predict-", dir=args.dir) as tmp:
+            more = scale_predict.prediction_rows(Path(tmp), 2 * args.grid, [int(d) for d in args.predict.split(",")])
+        text += "\n\n" + scale_predict.table(more) + "\n\n" + "\n".join(f"- {v}" for v in scale_predict.verdict(more))
     print("\n" + text)
     if args.out:
         cmd = "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:])

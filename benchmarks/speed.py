@@ -72,7 +72,10 @@ def framework_speed(cfg: ExperimentConfig, root: str) -> dict:
 def settings(args, device: str, default: hardware.Decision) -> list[tuple[str, dict]]:
     """(label, training overrides) of the default and of every combination."""
     precisions = ["32-true", "bf16-mixed"] + (["16-mixed"] if device == "cuda" else [])
-    threads = sorted({1, default.threads}) if device == "cpu" else [default.threads]
+    # 1 thread, the default's count and the whole allocation (the default may use fewer when
+    # other processes keep CPUs busy)
+    threads = sorted({1, default.threads, max(1, default.cpus - default.workers)}) if device == "cpu" \
+        else [default.threads]
     rows = [("default (auto)", {})]
     for precision, cl, n in itertools.product(precisions, (True, False), threads):
         label = f"{precision}, {'channels-last' if cl else 'NCHW'}, {n} thread(s)"
