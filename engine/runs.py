@@ -29,6 +29,7 @@ Example
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fcntl
 import json
 import os
@@ -230,11 +231,32 @@ class Run:
         status = self._read_status()  # a corrupt status is refused, not overwritten
         status.update(changes)
         status["updated"] = now_iso()
+        text = json.dumps(status, indent=1, default=str)
         try:
-            write_text_atomic(self.status_path, json.dumps(status, indent=1, default=str))
+            write_text_atomic(self.status_path, text)
         except OSError as exc:
-            raise _write_error(self.status_path, exc) from exc
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._write_in_place(text):
+                raise _write_error(self.status_path, exc) from exc
         return status
+
+    def _write_in_place(self, text: str) -> bool:
+        """Last resort on a full disk: overwrite status.json in place (its own blocks are reused;
+        a reader may briefly see it half-written and report "corrupt"), so that the run can still
+        say why it stopped. True when that worked."""
+        try:
+            fd = os.open(self.status_path, os.O_WRONLY)
+        except OSError:
+            return False
+        try:
+            data = text.encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     # -- events --------------------------------------------------------------------------
     def log_event(self, kind: str, **values: Any) -> None:

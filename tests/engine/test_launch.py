@@ -255,3 +255,47 @@ def test_unknown_launcher_and_unwritable_folder(tmp_path, tiny_config):
         submit(tiny_config, RunStore(tmp_path), launcher="cluster")
     with pytest.raises(LaunchError, match="not writable"):
         submit(tiny_config, RunStore("/proc/finescale-runs"), launcher="local")
+
+
+@pytest.mark.slow
+def test_disk_full_mid_run_fails_clearly_then_resume_completes(tmp_path, tiny_config, capsys):
+    """A real run on a small tmpfs that fills up after its first epoch: the worker fails naming
+    the folder and the free space, listing it ends (no endless poll), and resume completes once
+    space is freed, without losing the finished epoch."""
+    import shutil
+    import subprocess
+
+    from engine.cli import main
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8) (CI runs as root)")
+    root = tmp_path / "small"
+    root.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+    try:
+        store = RunStore(root / "runs")
+        cfg = tiny_config.replace(training={"epochs": 3, "samples_per_epoch": 256, "precision": "32-true", "patience": 10})
+        handle = submit(cfg, store, launcher="local")
+        run = handle.run
+        wait_for(lambda: run.epochs() or run.state in ("failed", "completed"), 600, "a first epoch")
+        filler = root / "filler"
+        with open(filler, "wb") as fh:  # the disk fills up (another job's output, say), leaving 8 kB
+            fh.write(b"\0" * (shutil.disk_usage(root).free - 8 * 1024))
+        assert handle.wait(timeout=600) == "failed"
+        error = handle.status()["error"]
+        assert f"no space left on the device of the run folder '{run.path}'" in error, error
+        assert "MiB) free" in error and "resume the run" in error
+        kept = [e["epoch"] for e in run.epochs()]
+        assert kept and kept[0] == 0
+        assert main(["--runs", str(store.root), "runs"]) == 0
+        assert " failed " in capsys.readouterr().out
+        filler.unlink()
+        handle = resume(run, store)
+        assert handle.wait(timeout=600) == "completed", handle.status().get("traceback")
+        assert [e["epoch"] for e in run.epochs()] == [0, 1, 2]
+        assert load_checkpoint(run.checkpoint("last"))["epoch"] == 2
+        assert not list(run.path.rglob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
