@@ -376,9 +376,13 @@ def grid_coords(grid: Grid, crs_attrs: dict | None = None) -> dict:
     if grid.kind == "latlon":
         return {"lat": ("lat", grid.y, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
                 "lon": ("lon", grid.x, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"})}
+    # projected axes keep their unit, so that describe() of the result reads km as km (without it a
+    # regridded MOS input on a km grid was placed as if in metres, thousands of km away)
+    unit = {1.0: "m", 1000.0: "km"}.get(float(grid.metres_per_unit)) if grid.kind == "projected" else None
+    axis_attrs = [{"axis": a, **({"units": unit} if unit else {})} for a in ("Y", "X")]
     coords = {
-        "y": ("y", grid.y, {"axis": "Y"}),
-        "x": ("x", grid.x, {"axis": "X"}),
+        "y": ("y", grid.y, axis_attrs[0]),
+        "x": ("x", grid.x, axis_attrs[1]),
         "lat": (("y", "x"), grid.lat, {"standard_name": "latitude", "units": "degrees_north"}),
         "lon": (("y", "x"), grid.lon, {"standard_name": "longitude", "units": "degrees_east"}),
     }
