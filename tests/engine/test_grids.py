@@ -401,3 +401,14 @@ def test_nearest_is_pyresamples_kd_tree_on_any_grid():
                                   reduce_data=False)
         np.testing.assert_array_equal(out, np.ma.filled(direct, np.nan).astype(np.float32))
     assert np.isnan(out).any() and np.isfinite(out).any()  # beyond the source: NaN
+
+
+def test_a_field_regridded_onto_a_km_grid_is_described_where_it_is():
+    # the regridded input of MOS is described again (predictor entries are regridded onto it):
+    # its x/y must stay in km, not be read as metres thousands of km away
+    dst = grid.describe(standardise(synthetic.lambert(ny=12, nx=16, ntime=1)))
+    out = regrid_to(_analytic_src(), dst, "bilinear")
+    again = grid.describe(out)
+    assert again.kind == "projected" and again.metres_per_unit == 1000.0 and out.x.attrs["units"] == "km"
+    np.testing.assert_allclose(again.lat, dst.lat, atol=1e-9)
+    np.testing.assert_allclose(again.lon, dst.lon, atol=1e-9)
