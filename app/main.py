@@ -78,19 +78,24 @@ template = pn.template.FastListTemplate(
 )
 
 
-def _notify(run_id: str, new_state: str) -> None:
-    """A toast when a run of the store finishes or fails (seen from any tab)."""
-    if pn.state.notifications is None:
-        return
-    if new_state == "completed":
-        pn.state.notifications.success(f"Run {run_id} completed.", duration=8000)
-    elif new_state == "failed":
-        pn.state.notifications.error(f"Run {run_id} failed — see the Runs tab.", duration=0)
+def _notifier(area):
+    """A toast in this session's notification area when a run of the store finishes or fails
+    (seen from any tab). The area is taken while the session is current: polls run in threads."""
+
+    def notify(run_id: str, new_state: str) -> None:
+        if area is None:
+            return
+        if new_state == "completed":
+            area.success(f"Run {run_id} completed.", duration=8000)
+        elif new_state == "failed":
+            area.error(f"Run {run_id} failed — see the Runs tab.", duration=0)
+
+    return notify
 
 
 def _start() -> None:
     state.start()
-    state.on_run_state = _notify
+    state.on_run_state = _notifier(pn.state.notifications)
     url.bind(state, tabs)
     url.bind_compare(compare.cmp)
     # Training runs in another process; the page only reads the run store, so it follows runs
