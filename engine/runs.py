@@ -345,6 +345,8 @@ class Run:
             return True
         if self.lock_path.exists():
             return False  # a worker took the lock, and nobody holds it now
+        if status.get("launcher") != "local":
+            return None  # a run from before locks; its launcher (squeue ...) knows, not a pid
         return is_run_worker(status.get("job_id"), status.get("job_start"), self.path, status.get("job_token"))
 
     def check_worker(self) -> dict[str, Any]:

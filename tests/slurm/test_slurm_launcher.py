@@ -163,3 +163,24 @@ def test_unwritable_run_folder_refused(slurm_config):
     with pytest.raises(LaunchError, match="not writable"):
         submit(slurm_config, RunStore("/proc/finescale-runs"))  # not even root can write there
     assert _jobs_known() == before
+
+
+def test_shell_setup_comes_only_from_the_site_file(tmp_path, slurm_config, monkeypatch):
+    """The site launcher file's setup lines run in the real batch job; the same line in a run
+    configuration is refused before anything is queued or written."""
+    site = tmp_path / "launcher.yaml"
+    site.write_text("setup:\n  - export FINESCALE_SITE_MARK=from-site\n  - echo site-setup-ran-$FINESCALE_SITE_MARK\n")
+    site.chmod(0o644)
+    monkeypatch.setenv("FINESCALE_SITE_CONFIG", str(site))
+    monkeypatch.setenv("FINESCALE_TRAIN_FN", "tests.slurm.jobs:noop")
+    handle = submit(slurm_config, RunStore(tmp_path / "runs"))
+    assert handle.wait(timeout=120) == "completed", handle.status().get("error")
+    assert "site-setup-ran-from-site" in handle.logs()
+    before = _jobs_known()
+    evil = slurm_config.replace(launch={"extra": {"setup": ["touch /tmp/pwned"],
+                                                  "comment": "x\n#SBATCH --wrap=touch /tmp/pwned"}})
+    with pytest.raises(ConfigError, match="site launcher configuration"):
+        submit(evil, RunStore(tmp_path / "evil"))
+    assert _jobs_known() == before and not (tmp_path / "evil").exists()
+    assert not list((tmp_path / "runs").rglob("*.sh")) or all(
+        "pwned" not in p.read_text() for p in (tmp_path / "runs").rglob("*.sh"))
