@@ -98,6 +98,10 @@ def test_bring_your_own_data_notebook_runs(run_root, tmp_path, monkeypatch):
     assert "my_t2m" in text and "my_t2m_zarr" in text and "land share" in text
     assert (tmp_path / "byod" / "my_static.nc").exists()
     assert "form error: none" in text
+    # a Lambert-conformal file, and MOS (tg [degC] from tas [K], slp predictors on their own grid)
+    # trained and predicted on the observations' projected grid
+    assert "Grid(kind='projected'" in text and "input channels ['tg', 'psl']" in text
+    assert "MOS prediction on the target grid: projected {'time': 16, 'y': 34, 'x': 40} degC" in text
 
 
 @pytest.mark.slow
