@@ -77,6 +77,26 @@ def _masked_hr(policy):
     return check
 
 
+def mos_units(units):
+    """A MOS pair whose input is in ``units`` (None: no units attribute), the same field as the
+    target's input in K."""
+    def run(env):
+        hr = grid_ds(smooth())
+        values = smooth(6, 6, 6, seed=1) - (273.15 if units == "degC" else 0.0)
+        lr = grid_ds(values, lat0=44.5, lon0=6.5, res=0.5)
+        if units is None:
+            del lr.t2m.attrs["units"]
+        else:
+            lr.t2m.attrs["units"] = units
+        return make_pair(DataConfig(downscaling="mos", lowres="gcm", scale=2, static=()), highres=hr, lowres=lr)
+    return run
+
+
+def _same_as_kelvin(pair):
+    kelvin = mos_units("K")(None)
+    return pair.lr.t2m.attrs["units"] == "K" and np.allclose(pair.lr.t2m.values, kelvin.lr.t2m.values, atol=1e-3)
+
+
 T_DUP = pd.DatetimeIndex(["2001-01-01", "2001-01-02", "2001-01-02", "2001-01-03"])
 T_BACK = pd.DatetimeIndex(["2001-01-01", "2001-01-03", "2001-01-02", "2001-01-04"])
 ALL_NAN = np.full((3, 4, 4), np.nan, np.float32)
@@ -94,6 +114,10 @@ CASES = [
     Case("dims-unknown", "message", pp(smooth(4, 4, 4), dims=("time", "foo", "bar")), ("foo", "bar")),
     Case("scale-not-dividing-pads", "result", lambda env: make_pair(DataConfig(scale=3, static=()), highres=grid_ds(smooth(2, 7, 8))),
          check=lambda p: p.lr.t2m.shape[1:] == (3, 3)),
+    Case("units-celsius-input", "result", mos_units("degC"), check=_same_as_kelvin),
+    Case("units-missing", "message", mos_units(None), ("'t2m'", "'gcm'", "no units attribute", "accepted:")),
+    Case("units-length-for-temperature", "message", mos_units("furlongs"), ("'furlongs'", "cannot be converted to 'K'",
+                                                                          "accepted: units of [temperature]")),
     Case("netcdf-truncated", "message", through_catalogue(_truncated), ("f.nc", "truncated")),
     Case("netcdf-random-bytes", "message", through_catalogue(_random), ("entry 'mine'", "f.nc")),
     Case("netcdf-empty", "message", through_catalogue(_empty), ("entry 'mine'", "f.nc")),
