@@ -412,3 +412,15 @@ def test_a_field_regridded_onto_a_km_grid_is_described_where_it_is():
     assert again.kind == "projected" and again.metres_per_unit == 1000.0 and out.x.attrs["units"] == "km"
     np.testing.assert_allclose(again.lat, dst.lat, atol=1e-9)
     np.testing.assert_allclose(again.lon, dst.lon, atol=1e-9)
+
+
+def test_library_weights_are_applied_lazily_per_block():
+    import dask
+
+    src = standardise(synthetic.regular(lat=(40, 52), lon=(2, 20), res=0.25, ntime=6)).chunk({"time": 2})
+    dst = grid.describe(standardise(synthetic.lambert(ny=12, nx=16, ntime=1)))
+    for method in ("bilinear", "nearest"):  # pyresample's weights onto a Lambert target
+        lazy = regrid_to(src, dst, method)
+        assert isinstance(lazy.tas.data, dask.array.Array), type(lazy.tas.data)
+        assert lazy.tas.data.numblocks[0] == 3, lazy.tas.data.numblocks
+        np.testing.assert_array_equal(lazy.tas.values, regrid_to(src.compute(), dst, method).tas.values)
