@@ -66,7 +66,8 @@ def markdown(table, checks, timings, args, total) -> str:
              f"({platform.processor() or platform.machine()}), shared CPU; total {total / 60:.1f} min.", "",
              f"Domain {args.domain}; stand-in with {args.train_years} training year(s) per period and "
              f"{args.test_years} test years per period (file names keep the real periods); "
-             f"DeepESD {args.epochs_deepesd} epochs, {args.zoo} {args.epochs_zoo} epochs, one network per variable.", "",
+             f"DeepESD {args.epochs_deepesd} epochs, {args.zoo} {args.epochs_zoo} epochs of {args.samples_per_epoch} random "
+             "training days, one network per variable.", "",
              "## Targets", ""]
     for text, ok, detail in checks:
         lines.append(f"- [{'x' if ok else ' '}] {text} {('(' + detail + ')') if detail else ''}")
@@ -88,8 +89,10 @@ def main(argv=None) -> int:
     p.add_argument("--zoo", default="resnet", help="zoo model preset or backbone:upsampling")
     p.add_argument("--train-years", type=int, default=1)
     p.add_argument("--test-years", type=int, default=2)
-    p.add_argument("--epochs-deepesd", type=int, default=8)
-    p.add_argument("--epochs-zoo", type=int, default=3)
+    p.add_argument("--epochs-deepesd", type=int, default=6)
+    p.add_argument("--epochs-zoo", type=int, default=4)
+    p.add_argument("--samples-per-epoch", type=int, default=256,
+                   help="random training days per epoch (the same budget for both experiments)")
     p.add_argument("--work", default=None, help="folder for the stand-in and runs (default: a temporary one)")
     p.add_argument("--out", default=str(RESULTS / "mlbench.md"))
     p.add_argument("--reuse", action="store_true", help="reuse a stand-in already in --work (no timing of its generation)")
@@ -109,7 +112,8 @@ def main(argv=None) -> int:
         for model, epochs in (("deepesd", args.epochs_deepesd), (args.zoo, args.epochs_zoo)):
             for exp in EXPERIMENTS:
                 t = time.perf_counter()
-                cfg = MLBenchConfig(domain=args.domain, experiment=exp, model=model, epochs=epochs, root=str(root))
+                cfg = MLBenchConfig(domain=args.domain, experiment=exp, model=model, epochs=epochs, root=str(root),
+                                    samples_per_epoch=args.samples_per_epoch)
                 runs.append(train(cfg, work / "runs", log=lambda s: print(s, flush=True)))
                 timings[f"train + predict {model} {exp}"] = time.perf_counter() - t
         t = time.perf_counter()

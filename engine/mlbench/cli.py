@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
     if args.standin:
         root = str(ensure_standin(args.domain))
     cfg = MLBenchConfig(domain=args.domain, experiment=args.experiment, model=args.model, epochs=args.epochs,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, orography=not args.no_orography,
+                        batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, lr=args.lr, seed=args.seed, orography=not args.no_orography,
                         root=root, threads=args.threads).validate()
     run = train(cfg, args.runs)
     print(run)
@@ -116,8 +116,9 @@ def add_parser(sub) -> None:
     q.add_argument("--experiment", required=True)
     q.add_argument("--model", default="deepesd")
     q.add_argument("--epochs", type=int, default=20)
-    q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4 for deepesd, else 1e-3)")
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--samples-per-epoch", type=int, default=None, help="random training days per epoch (default: all)")
+    q.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-3 for deepesd, else 2e-3)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--no-orography", action="store_true", help="train without the static orography")

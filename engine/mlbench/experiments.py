@@ -38,14 +38,17 @@ from engine.mlbench.protocol import (
 )
 
 # Named models: the benchmark's reference and zoo models that fit 16 x 16 -> 128 x 128 (x8).
-# DeepESD's single-filter last convolution feeds a ReLU: at lr 1e-3 Adam switched off >99 % of it in
-# the first epoch on the stand-in (measured), so its default rate is lower (the benchmark's own
-# script uses 1e-4).
-DEFAULT_LR = {"deepesd": 3e-4}
+# DeepESD's single-filter last convolution feeds its activation: with ReLU, Adam at lr 1e-3 switched
+# off >99 % of it in the first epoch on the stand-in, and at 3e-4 it needed ~4x the epochs; with GELU
+# (no dead units) at 3e-3 it reached 1.5 K training RMSE in 3 epochs where ReLU at 3e-4 had 5.7 K
+# (measured on the ALPS stand-in). The preset therefore uses GELU; "deepesd-relu" is the benchmark
+# script's exact activation.
+DEFAULT_LR = {"deepesd": 3e-3, "deepesd-relu": 3e-4}
 MODEL_PRESETS = {
-    "deepesd": {"backbone": "deepesd", "upsampling": "pin"},
-    "resnet": {"backbone": "resnet", "upsampling": "spc", "filters": 16, "blocks": 2, "residual": False},
-    "convnet": {"backbone": "convnet", "upsampling": "spc", "filters": 16, "blocks": 2, "residual": False},
+    "deepesd": {"backbone": "deepesd", "upsampling": "pin", "activation": "gelu"},
+    "deepesd-relu": {"backbone": "deepesd", "upsampling": "pin", "activation": "relu"},
+    "resnet": {"backbone": "resnet", "upsampling": "spc", "filters": 8, "blocks": 2, "residual": False},
+    "convnet": {"backbone": "convnet", "upsampling": "spc", "filters": 8, "blocks": 2, "residual": False},
 }
 
 
@@ -63,7 +66,8 @@ class MLBenchConfig:
     variables: tuple[str, ...] = VARIABLES
     orography: bool = True
     epochs: int = 20
-    batch_size: int = 32
+    batch_size: int = 16
+    samples_per_epoch: int | None = None  # None: every training day once per epoch
     lr: float | None = None  # None: DEFAULT_LR of the model, else 1e-3
     loss: str = "mse"
     seed: int = 0
@@ -113,7 +117,7 @@ class MLBenchConfig:
 
     @property
     def learning_rate(self) -> float:
-        return float(self.lr) if self.lr is not None else DEFAULT_LR.get(self.model, 1e-3)
+        return float(self.lr) if self.lr is not None else DEFAULT_LR.get(self.model, 2e-3)
 
     @property
     def run_name(self) -> str:
@@ -162,10 +166,15 @@ def load_training(cfg: MLBenchConfig) -> dict:
 
 
 def fit_normalisation(x: np.ndarray, y: dict) -> dict:
+    """Per-cell mean and standard deviation over the training days, of every predictor channel and
+    of each target (a network then learns anomalies; with one global scale, DeepESD spent its first
+    epochs on the time-mean map)."""
     mean, std = x.mean(0), x.std(0)
     stats = {"x_mean": mean, "x_std": np.where(std > 0, std, 1.0).astype(np.float32)}
     for v, a in y.items():
-        stats[f"{v}_mean"], stats[f"{v}_std"] = np.float32(a.mean()), np.float32(max(a.std(), 1e-6))
+        sd = a.std(0)
+        stats[f"{v}_mean"] = a.mean(0).astype(np.float32)
+        stats[f"{v}_std"] = np.where(sd > 1e-6, sd, max(float(sd.max()), 1e-6)).astype(np.float32)
     return stats
 
 
@@ -216,7 +225,10 @@ def train(cfg: MLBenchConfig, runs_root: str | Path | None = None, log=print) ->
         for epoch in range(cfg.epochs):
             net.train()
             total, n = 0.0, 0
-            for idx in torch.randperm(xn.shape[0], generator=gen).split(cfg.batch_size):
+            order = torch.randperm(xn.shape[0], generator=gen)
+            if cfg.samples_per_epoch:
+                order = torch.cat([order, torch.randperm(xn.shape[0], generator=gen)])[: cfg.samples_per_epoch]
+            for idx in order.split(cfg.batch_size):
                 s = None if static is None else static.expand(len(idx), -1, -1, -1)
                 loss = loss_fn(net(xn[idx], s), y[idx], mask.expand(len(idx), -1, -1, -1))
                 opt.zero_grad()

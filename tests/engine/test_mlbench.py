@@ -46,7 +46,7 @@ def test_unknown_names_list_the_accepted_ones():
         get_domain("EU")
     with pytest.raises(MLBenchError, match="accepted: ESD_pseudo_reality, Emulator_hist_future"):
         get_experiment("ESD")
-    with pytest.raises(MLBenchError, match="unknown ML-Bench model 'vgg'; accepted: deepesd, resnet"):
+    with pytest.raises(MLBenchError, match="unknown ML-Bench model 'vgg'; accepted: deepesd, deepesd-relu, resnet"):
         MLBenchConfig(model="vgg").validate()
     with pytest.raises(MLBenchError, match="unknown backbone 'vgg'"):
         MLBenchConfig(model="vgg:spc").validate()
@@ -223,6 +223,7 @@ def test_predictors_with_a_missing_level_or_on_another_grid(alps, alps_run, tmp_
 
 # -- the command line ------------------------------------------------------------------------------
 
+@pytest.mark.slow  # trains and scores a second run
 @needs_templates
 def test_command_line_train_and_score(alps, tmp_path, capsys):
     from engine.cli import main
@@ -243,6 +244,7 @@ def test_command_line_train_and_score(alps, tmp_path, capsys):
 
 # -- scoring ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~1 min alone: 17 diagnostics x 2 variables x 24 rows
 @needs_templates
 def test_scorecard_rows_columns_and_baselines(alps_run):
     from engine.mlbench.scoring import scorecard
