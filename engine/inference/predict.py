@@ -361,10 +361,8 @@ def write_predictions(run: Run, period: str | tuple[str, str] = "test", path=Non
     fmt = format or run.config.inference.format
     target = Path(path) if path is not None else run.predictions_path
     if loaded is None and run.config.training.seeds > 1:  # its seeds as a deep ensemble (engine.training.seeds)
-        from engine.training.seeds import predict_members
-        ds = predict_members(run, period, **kwargs)
-        write_netcdf(ds, _checked_output(target, "netcdf"))
-        return ds
+        from engine.training.seeds import write_members
+        return write_members(run, _checked_output(target, "netcdf"), period, **kwargs)
     writer_path = _checked_output(target, fmt)
     loaded = load_run(run) if loaded is None else loaded
     options = _options(**{**dict(batch_size=8, baselines=None, members=None, tile=None, overlap=None, seed=0,

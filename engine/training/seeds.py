@@ -105,6 +105,21 @@ def predict_members(run: Run, period="test", **kwargs):
     return ds
 
 
+def write_members(run: Run, path, period="test", **kwargs):
+    """Predict the members (:func:`predict_members`) and write them as NetCDF atomically, in the
+    chunks the block-wise writer uses (one time step, every member), so lazy evaluation reads the
+    ``member`` dimension whole; returns the predictions opened lazily."""
+    import xarray as xr
+
+    from engine.files import atomic_path
+    from engine.inference.output import _encoding
+
+    ds = predict_members(run, period, **kwargs)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds, "netcdf"))
+    return xr.open_dataset(path, engine="netcdf4", chunks={}, cache=False)
+
+
 def _f(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
