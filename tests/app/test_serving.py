@@ -195,9 +195,12 @@ def test_the_dashboard_in_a_real_jupyterlab_through_its_proxy(browser, tmp_path)
     make_run(root, name="seen-through-jupyterlab")
     port, token = _free_port(), secrets.token_hex(16)
     log = open(tmp_path / "jupyterlab.log", "w")
-    env = {**os.environ, "FINESCALE_RUNS": str(root), "JUPYTER_TOKEN": token}
+    env = {**os.environ, "FINESCALE_RUNS": str(root), "JUPYTER_TOKEN": token,
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime")}  # its cookie secret stays here
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--port", str(port), "--ip", "127.0.0.1",
            f"--ServerApp.root_dir={tmp_path}", "--ServerApp.open_browser=False"]
+    if os.geteuid() == 0:  # CI containers run as root; JupyterLab refuses that unless told
+        cmd.append("--allow-root")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
