@@ -219,6 +219,58 @@ def to_device(batch: dict[str, torch.Tensor], device, channels_last: bool) -> di
     return out
 
 
+def prefetched(iterable: Iterable, depth: int = 2) -> Iterator:
+    """``iterable``'s items in order, the next ``depth`` produced by a background thread while the
+    caller works on the current one. The iterator is made and its first item taken in the calling
+    thread (a shuffling sampler draws its permutation from torch's generator there, as without
+    prefetching); an error in the producer is raised here, at the item where it happened."""
+    import queue
+    import threading
+
+    iterator = iter(iterable)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((done, None))
+        except BaseException as exc:  # handed to the consumer
+            items.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="finescale-prefetch", daemon=True)
+    thread.start()
+    try:
+        yield first
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:  # the consumer stopped early (early stopping, an error): release the producer
+        stop.set()
+        while thread.is_alive():
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.1)
+
+
 def save_checkpoint(path, state: dict[str, Any]) -> None:
     """torch.save through a temporary file and a rename (atomic)."""
     from engine.files import atomic_path
@@ -326,7 +378,10 @@ class EpochLoop:
         last_event = tick = self._started
         n_batches = max(1, len(loader))
         self._first_batch: float | None = None
-        for step, batch in enumerate(loader):
+        # In-process loading (no DataLoader workers) overlaps the step in a thread: the network's
+        # kernels release the GIL, so the next batch is assembled while this one trains.
+        batches = loader if getattr(loader, "num_workers", 0) else prefetched(loader)
+        for step, batch in enumerate(batches):
             self._wait += time.perf_counter() - tick
             if step == 0:  # worker start and the first block read: what a user waits before training
                 self._first_batch = time.perf_counter() - self._started
