@@ -280,6 +280,13 @@ def compute_index(da: xr.DataArray, name: str, season: str | None = None, **opti
     """
     if name not in INDICES:
         raise MetricError(f"unknown index {name!r}; known indices: {', '.join(INDICES)}")
-    fn = INDICES[name][0]
-    out = fn(da, season=season, **options)
-    return out.rename(name)
+    fn, meant_for, _ = INDICES[name]
+    try:
+        out = fn(da, season=season, **options)
+    except Exception as exc:
+        if type(exc).__name__ != "ValidationError":  # xclim's units check
+            raise
+        raise MetricError(f"index {name!r} (meant for {', '.join(meant_for or ('any variable',))}) cannot use "
+                          f"{da.name or 'this variable'}: {exc}") from None
+    # keep the input's dim order (xclim's resampling may return (lon, lat) for (time, lat, lon))
+    return out.transpose(*[d for d in da.dims if d in out.dims], ...).rename(name)

@@ -70,8 +70,8 @@ def cmd_train(args) -> int:
     if args.standin:
         root = str(ensure_standin(args.domain))
     cfg = MLBenchConfig(domain=args.domain, experiment=args.experiment, model=args.model, epochs=args.epochs,
-                        batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, lr=args.lr, seed=args.seed, orography=not args.no_orography,
-                        root=root, threads=args.threads).validate()
+                        batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, lr=args.lr,
+                        seed=args.seed, orography=not args.no_orography, root=root, threads=args.threads).validate()
     run = train(cfg, args.runs)
     print(run)
     return 0

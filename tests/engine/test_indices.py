@@ -190,6 +190,8 @@ def test_bad_input_is_named():
     assert float(compute_index(tx.assign_attrs(units=""), "txx", units="K")[0]) == 290.0
     with pytest.raises(MetricError, match="'time' dimension"):
         compute_index(tx.isel(time=0), "mean")
+    with pytest.raises(MetricError, match="index 'txx' \\(meant for tasmax\\) cannot use .*temperature"):
+        compute_index(tx.assign_attrs(units="mm/day"), "txx")
     with pytest.raises(MetricError, match="q=1.5"):
         compute_index(tx, "quantile", q=1.5)
 
