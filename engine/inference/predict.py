@@ -113,6 +113,21 @@ def load_run(run: Run, which: str = "best") -> LoadedRun:
     return LoadedRun(run, cfg, model, pair, normaliser, list(state["input_channels"]), list(state["static_channels"]))
 
 
+#: Bytes the network's activations of one prediction batch may take (auto batch size).
+BATCH_BYTES = 512 * 2**20
+
+
+def auto_batch(loaded: LoadedRun, tile: int | None = None, largest: int = 8) -> int:
+    """Fields per forward pass: up to ``largest``, fewer on large domains so that the activations
+    (about four HR-sized maps per filter) stay within :data:`BATCH_BYTES`; tiled prediction bounds
+    them by the tile batch instead."""
+    if tile is not None:
+        return largest
+    cells = int(np.prod(loaded.pair.hr.shape[1:]))
+    per_field = 4 * cells * 4 * max(1, int(loaded.config.model.filters))
+    return max(1, min(largest, BATCH_BYTES // per_field))
+
+
 def period_positions(loaded: LoadedRun, period: str | tuple[str, str]) -> np.ndarray:
     """Positions in ``loaded.pair.times`` of the time steps of ``period`` (no data read)."""
     from engine.data.splits import period_mask
@@ -155,14 +170,15 @@ def _output_coords(hr: xr.DataArray, times) -> dict[str, Any]:
 class _Predictor:
     """One prediction of one period, block by block (see :func:`iter_blocks`)."""
 
-    def __init__(self, loaded: LoadedRun, period, batch_size: int, baselines, members, tile, overlap, seed,
+    def __init__(self, loaded: LoadedRun, period, batch_size: int | None, baselines, members, tile, overlap, seed,
                  sampler, steps, block):
         from engine.inference.baselines import for_config
         from engine.inference.ensembles import make_forward
 
-        self.loaded, self.batch_size = loaded, int(batch_size)
+        self.loaded = loaded
         cfg = self.cfg = loaded.config
         inf = cfg.inference
+        self.batch_size = int(batch_size) if batch_size is not None else auto_batch(loaded, inf.tile)
         self.forward = make_forward(loaded.model, inf.members if members is None else members, scale=loaded.pair.scale,
                                     tile=inf.tile if tile is None else tile,
                                     overlap=inf.overlap if overlap is None else overlap, tile_batch=inf.tile_batch,
@@ -272,7 +288,7 @@ def _options(batch_size, baselines, members, tile, overlap, seed, sampler, steps
                 sampler=sampler, steps=steps, block=block)
 
 
-def iter_blocks(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_size: int = 8,
+def iter_blocks(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_size: int | None = None,
                 baselines: tuple[str, ...] | None = None, members: int | None = None, tile: int | None = None,
                 overlap: int | None = None, seed: int = 0, sampler: str | None = None, steps: int | None = None,
                 block: int | None = None, first_step: int = 0) -> Iterator[tuple[int, xr.Dataset]]:
@@ -289,7 +305,7 @@ def iter_blocks(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch
 
 
 @torch.no_grad()
-def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_size: int = 8,
+def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_size: int | None = None,
             baselines: tuple[str, ...] | None = None, members: int | None = None, tile: int | None = None,
             overlap: int | None = None, seed: int = 0, sampler: str | None = None,
             steps: int | None = None, block: int | None = None) -> xr.Dataset:
@@ -302,7 +318,8 @@ def predict(loaded: LoadedRun, period: str | tuple[str, str] = "test", batch_siz
     ``inference.*``) predict in blended tiles (:mod:`engine.inference.stitching`); ``sampler`` /
     ``steps`` override a diffusion run's defaults. The period is computed in time blocks
     (``block`` steps, default ``inference.block``); for periods too long to hold, write them
-    with :func:`write_predictions`, which keeps only one block in memory.
+    with :func:`write_predictions`, which keeps only one block in memory. ``batch_size`` None:
+    up to 8 fields per forward pass, fewer on large domains (:func:`auto_batch`).
     """
     p = _Predictor(loaded, period, **_options(batch_size, baselines, members, tile, overlap, seed, sampler, steps,
                                               block))
@@ -365,7 +382,7 @@ def write_predictions(run: Run, period: str | tuple[str, str] = "test", path=Non
         return write_members(run, _checked_output(target, "netcdf"), period, **kwargs)
     writer_path = _checked_output(target, fmt)
     loaded = load_run(run) if loaded is None else loaded
-    options = _options(**{**dict(batch_size=8, baselines=None, members=None, tile=None, overlap=None, seed=0,
+    options = _options(**{**dict(batch_size=None, baselines=None, members=None, tile=None, overlap=None, seed=0,
                                  sampler=None, steps=None, block=None), **kwargs})
     p = _Predictor(loaded, period, **options)
     signature = json.dumps({"run": run.run_id, "period": list(loaded.period(period)), "steps": len(p.positions),
