@@ -54,6 +54,7 @@ class CatalogueState(param.Parameterized):
         self._lowres = None
         self._key = None
         self._static = {}
+        self._fields_memo = None  # (key, fields) of the last time read
         self.app.param.watch(lambda *e: self.open(), ["dataset", "variable", "choices_loaded"])
         self.app.options.param.watch(lambda *e: self.open(), ["data_downscaling", "data_lowres"])
         if self.app.choices_loaded and self.app.dataset is not None:
@@ -148,6 +149,15 @@ class CatalogueState(param.Parameterized):
         if ds is None or app.variable not in ds:
             return {}
         i = self.time_index if time_index is None else time_index
+        # The HR and LR maps each ask for the same time: read it once.
+        memo = (self._key, app.scale, i)
+        if self._fields_memo is not None and self._fields_memo[0] == memo:
+            return dict(self._fields_memo[1])
+        out = self._read_fields(ds, app, i)
+        self._fields_memo = (memo, out)
+        return dict(out)
+
+    def _read_fields(self, ds, app, i: int) -> dict:
         da = ds[app.variable]
         if "time" in da.dims:
             da = da.isel(time=min(i, da.sizes["time"] - 1))
