@@ -597,6 +597,8 @@ def _section_from_dict(section: str, section_cls: type, raw: Mapping[str, Any]):
         raise ConfigError(
             f"unknown field(s) {sorted(unknown)} in section {section!r}; accepted: {', '.join(names)}"
         )
+    if section == "launch" and isinstance(raw.get("extra"), Mapping):
+        _refuse_shell_in_extra(raw["extra"])
     kwargs = {}
     hints = _type_hints(section_cls)
     for key, value in raw.items():
@@ -635,6 +637,24 @@ def _check_ssim_size(loss: str, patch_size: int | None, known) -> None:
             f"training.loss={loss!r} uses {', '.join(ssim_terms)} (SSIM, an {SSIM_MIN_SIZE} x {SSIM_MIN_SIZE} window) "
             f"but data.patch_size={patch_size} gives {patch_size} x {patch_size} fields; accepted: data.patch_size >= "
             f"{SSIM_MIN_SIZE}, or a loss without SSIM (mae, mse)")
+
+
+#: ``launch.extra`` keys that would put shell into a batch script: only the site launcher file on
+#: the server may set them (engine.launch.sbatch); a configuration holding one is refused as read.
+SITE_ONLY_LAUNCH_KEYS = ("setup", "teardown", "srun_args", "use_srun", "stderr_to_stdout")
+
+
+def _refuse_shell_in_extra(extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if str(key).lstrip("-").replace("-", "_") in SITE_ONLY_LAUNCH_KEYS:
+            raise ConfigError(
+                f"launch.extra.{key} is not accepted in a run configuration: shell setup and srun arguments come "
+                "only from the site launcher configuration on the server ($FINESCALE_SITE_CONFIG, default "
+                "/etc/finescale/launcher.yaml); accepted in launch.extra: allow-listed sbatch options "
+                "(engine.launch.sbatch.OPTIONS)")
+        if isinstance(value, str) and any(ch in value for ch in "\n\r\0"):
+            raise ConfigError(f"launch.extra.{key}={value!r} is not valid: it holds a newline or NUL character, "
+                              "which would break out of its line in the batch script")
 
 
 # -- strict values ---------------------------------------------------------------------------

@@ -38,14 +38,14 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from engine.config import ConfigError
+from engine.config import SITE_ONLY_LAUNCH_KEYS, ConfigError
 
 SITE_CONFIG_ENV = "FINESCALE_SITE_CONFIG"
 DEFAULT_SITE_CONFIG = Path("/etc/finescale/launcher.yaml")
 #: Keys of the site file; all optional.
 SITE_KEYS = ("setup", "teardown", "srun_args", "sbatch")
 #: Options only the site file may set (they are shell, or change how srun runs the job).
-SITE_ONLY = ("setup", "teardown", "srun_args", "use_srun", "stderr_to_stdout")
+SITE_ONLY = SITE_ONLY_LAUNCH_KEYS
 
 _NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 _HOSTLIST = re.compile(r"[A-Za-z0-9_.,\[\]-]{1,256}")

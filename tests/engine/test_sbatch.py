@@ -39,11 +39,13 @@ PAYLOADS = [
 
 @pytest.mark.parametrize("extra, match", PAYLOADS, ids=[str(sorted(p[0]))[:40] + str(i) for i, p in enumerate(PAYLOADS)])
 def test_injection_payloads_are_refused_and_nothing_is_written(tmp_path, tiny_config, extra, match):
-    cfg = tiny_config.replace(launch={"launcher": "slurm", "extra": extra})
-    with pytest.raises(ConfigError, match=match):
-        cfg.validate()
+    with pytest.raises(ConfigError, match=match):  # refused as read (shell keys, newlines) or validated
+        tiny_config.replace(launch={"launcher": "slurm", "extra": extra}).validate()
     # The same payload in a run folder written behind validation's back (an old run, a hand edit):
     # the launcher refuses it before a script or a status change exists.
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_config, launch=dataclasses.replace(tiny_config.launch, launcher="slurm", extra=extra))
     store = RunStore(tmp_path / "runs")
     run = store.create(cfg)
     before = run.status_path.read_text()
