@@ -599,6 +599,13 @@ def _section_from_dict(section: str, section_cls: type, raw: Mapping[str, Any]):
         )
     if section == "launch" and isinstance(raw.get("extra"), Mapping):
         _refuse_shell_in_extra(raw["extra"])
+    if section == "model" and raw.get("regression_run") is not None:
+        from engine.confine import PathNotAllowed, check_run_id
+
+        try:  # a run id, never a path: refused as read (an upload holding a path is not loaded)
+            check_run_id(raw["regression_run"], "model.regression_run")
+        except PathNotAllowed as exc:
+            raise ConfigError(str(exc)) from None
     kwargs = {}
     hints = _type_hints(section_cls)
     for key, value in raw.items():
