@@ -218,7 +218,7 @@ class TrainingConfig:
     device: str = "auto"
     gan_pixel_weight: float = 100.0
     # Less seed variance (engine.training.ema, engine.training.seeds): an exponential moving average
-    # of the weights (decay per step, warmed up; 0 = off) is validated and saved; early stopping
+    # of the weights (decay per step, warmed up; 0 = off; supervised trainer) is validated and saved; early stopping
     # counts an epoch as better only when the EMA's validation loss drops by more than
     # ``min_delta``; ``seeds`` > 1 trains that many members (seed, seed+1, ...) as a deep ensemble.
     ema_decay: float = 0.999
