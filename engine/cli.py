@@ -202,9 +202,16 @@ def cmd_compare(args) -> int:
     from engine.evaluation.report import compare_runs
 
     store = RunStore(args.runs)
-    table = compare_runs([store.resolve(r) for r in args.run])
+    runs = [store.resolve(r) for r in args.run]
+    table = compare_runs(runs)
+    # name each run's reference: its best baseline on the validation period
+    refs = {r.run_id: ((r.status().get("scores") or {}).get("reference") or {}).get("name") for r in runs}
+    marked = [refs.get(run) == model for run, model in zip(table["run"], table["model"])]
+    table["model"] = [f"{m} *" if flag else m for m, flag in zip(table["model"], marked)]
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 200):
         print(table.to_string())
+    if any(marked):
+        print("* the run's best baseline on the validation period (the reference of its headline ratio)")
     return 0
 
 

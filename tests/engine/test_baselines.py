@@ -142,8 +142,8 @@ def test_best_baseline_on_validation_period():
     assert scores["conservative"] == pytest.approx(scores["nearest"], rel=1e-5)
 
 
-def test_predictions_and_scores_name_the_best_baseline(tiny_config, tmp_path):
-    from engine.cli import _format_scores
+def test_predictions_and_scores_name_the_best_baseline(tiny_config, tmp_path, capsys):
+    from engine.cli import _format_scores, main
     from engine.evaluation.report import evaluate_run
     from engine.inference import write_predictions
     from engine.runs import RunStore
@@ -163,3 +163,5 @@ def test_predictions_and_scores_name_the_best_baseline(tiny_config, tmp_path):
     model, base = run.status()["scores"]["model"]["rmse"], run.status()["scores"][ref["name"]]["rmse"]
     assert ref["ratio"] == pytest.approx(model / base)
     assert f"best baseline {ref['name']}" in _format_scores(run.status())
+    assert main(["--runs", str(tmp_path), "compare", run.run_id]) == 0
+    assert f"{ref['name']} *" in capsys.readouterr().out
