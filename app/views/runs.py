@@ -8,9 +8,9 @@ from bokeh.models.widgets.tables import NumberFormatter
 import param
 from panel.viewable import Viewer
 
-from ..state import RUN_COLUMNS, AppState, _epoch_label
+from engine.runs import FINAL_STATES as _FINAL  # died and corrupt runs are final too
 
-_FINAL = ("completed", "failed", "cancelled")
+from ..state import RUN_COLUMNS, AppState, _epoch_label
 
 
 def _duration(seconds: float) -> str:
@@ -104,7 +104,7 @@ class RunsView(Viewer):
         state = status.get("state", "pending")
         self._cancel.disabled = state in _FINAL
         self._progress.value = int(round(100 * float(status.get("progress") or 0.0)))
-        self._progress.bar_color = {"failed": "danger", "cancelled": "warning", "completed": "success"}.get(state, "primary")
+        self._progress.bar_color = {"failed": "danger", "died": "danger", "corrupt": "danger", "cancelled": "warning", "completed": "success"}.get(state, "primary")
         parts = [f"**{s.selected_run}** — state **{state}**"]
         label = _epoch_label(status)
         if label:
