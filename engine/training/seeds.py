@@ -42,8 +42,10 @@ class MemberRun(Run):
     def update_status(self, **changes: Any) -> dict[str, Any]:
         out = super().update_status(**changes)
         if "progress" in changes:
+            # the epoch counters too, so that listings show where the ensemble is
+            shared = {k: changes[k] for k in ("epoch", "best_epoch", "best_val_loss", "epochs") if k in changes}
             self.parent.update_status(progress=(self.index + float(changes["progress"] or 0.0)) / self.count,
-                                      member=self.index)
+                                      member=self.index, **shared)
         return out
 
 
