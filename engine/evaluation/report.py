@@ -51,6 +51,9 @@ from engine.evaluation._common import MetricError, area_weights, grid_dims, lat_
 from engine.evaluation.breakdown import BREAKDOWNS, SEASONS, period_groups, region_masks
 
 COLUMNS = ["run", "model", "metric", "variable", "period", "region", "value"]
+#: Bytes the block loop's arrays may take when ``block`` is None (measured 5 GiB peak at 1024^2
+#: with 32-step blocks).
+EVAL_BYTES = 2**30
 BASELINE_NAMES = ("nearest", "bilinear", "bicubic", "conservative", "bias_cell", "bias_month", "quantile_map")
 HEADLINE = ("rmse", "mae", "bias", "pearson", "ssim", "psnr")
 NOT_PREDICTIONS = ("truth", "mask", "climatology")
@@ -243,7 +246,7 @@ def evaluate_dataset(
     spectra: bool = True,
     distribution: bool = True,
     spearman: bool = True,
-    block: int = 32,
+    block: int | None = None,
 ) -> Evaluation:
     """Score every prediction in ``ds`` against ``ds.truth``.
 
@@ -262,7 +265,7 @@ def evaluate_dataset(
     reference : baseline for the skill scores (``mse_skill``, ``mae_skill``)
     spectra, distribution, spearman : switch off the costlier parts
     block : time steps read and processed at a time (bounds memory: about 30 arrays of
-        block x H x W float64)
+        block x H x W float64); None: up to 32, fewer on large grids (:data:`EVAL_BYTES`)
 
     Returns
     -------
@@ -288,6 +291,8 @@ def evaluate_dataset(
     lat = np.asarray(ds["lat"].values, dtype=float)
     lon = np.asarray(ds["lon"].values, dtype=float)
     T, H, W = truth.shape
+    if block is None:  # about 30 float64 arrays of block x H x W live at once
+        block = max(1, min(32, EVAL_BYTES // (H * W * 8 * 32)))
     rmask = region_masks(regions, lat, lon)
     region_names = [str(r) for r in rmask.region.values]
     nr = len(region_names)
@@ -559,17 +564,17 @@ def _resolve(run):
     return RunStore().resolve(run)
 
 
-def _open_predictions(run, block: int = 32) -> xr.Dataset:
-    """The run's predictions, opened lazily with dask (time chunks of ``block`` steps): nothing is
-    loaded until a block is read. ``predictions.zarr`` (``inference.format: zarr``) when there is
+def _open_predictions(run, block: int | None = None) -> xr.Dataset:
+    """The run's predictions, opened lazily with dask (time chunks of ``block`` steps; None: the
+    file's own, one step each as written): nothing is loaded until a block is read. ``predictions.zarr`` (``inference.format: zarr``) when there is
     no ``predictions.nc``."""
     path = Path(run.predictions_path)
     zarr_path = path.with_suffix(".zarr")
     if not path.exists() and zarr_path.is_dir():
-        return xr.open_zarr(zarr_path, chunks={"time": block})
+        return xr.open_zarr(zarr_path, chunks={"time": block} if block else {})
     if not path.exists():
         raise MetricError(f"run {run.run_id!r} has no predictions.nc at {path}; write predictions first")
-    return xr.open_dataset(path, chunks={"time": block})
+    return xr.open_dataset(path, chunks={"time": block} if block else {})
 
 
 def _test_period(run, ds: xr.Dataset) -> xr.Dataset:
@@ -612,7 +617,7 @@ def evaluate_run(run, regions: Any = None, climatology: xr.DataArray | None = No
     from engine.runs import atomic_path
 
     run = _resolve(run)
-    with _open_predictions(run, options.get("block", 32)) as ds:
+    with _open_predictions(run, options.get("block")) as ds:
         ds = _test_period(run, ds)
         # Skill scores and the headline ratio are against the best baseline on the validation
         # period (chosen at prediction time, engine.inference.baselines), not the weakest.
