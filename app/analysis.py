@@ -342,10 +342,39 @@ class CompareState(param.Parameterized):
             if ds is None or variable not in ds or "time" not in ds.dims:
                 continue
             da = ds[variable].mean("member") if "member" in ds[variable].dims else ds[variable]
-            s = da.sel(lat=lat, lon=lon, method="nearest")
-            rows.append(pd.DataFrame({"time": pd.to_datetime(ds["time"].values), "source": label,
+            s = _nearest_cell(da, lat, lon)
+            rows.append(pd.DataFrame({"time": _plot_times(ds["time"].values), "source": label,
                                       "value": np.asarray(s.values, dtype=float)}))
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["time", "source", "value"])
+
+
+def _nearest_cell(da, lat: float, lon: float):
+    """``da`` at the grid cell nearest ``(lat, lon)`` on any grid (lat/lon, rotated, projected)."""
+    from engine.data.grid import describe, fractional_index
+
+    grid = describe(da)
+    fi, fj = fractional_index(grid, np.array([lat]), np.array([lon]))
+    i = int(np.clip(np.rint(fi[0]), 0, grid.shape[0] - 1)) if np.isfinite(fi[0]) else 0
+    j = int(np.clip(np.rint(fj[0]), 0, grid.shape[1] - 1)) if np.isfinite(fj[0]) else 0
+    return da.isel({grid.dims[0]: i, grid.dims[1]: j})
+
+
+def _plot_times(times):
+    """Times a bokeh axis can draw: datetime64 as they are; cftime (noleap, 360_day ...) as the
+    datetime64 of the same year, month, day and time (a 360_day 30 February falls back onto the
+    last real day of February, so the curve keeps one point per step)."""
+    import pandas as pd
+
+    from engine.data.timeaxis import time_index
+
+    index = time_index(times)
+    if isinstance(index, pd.DatetimeIndex):
+        return index
+    out = []
+    for t in index:
+        day = min(t.day, pd.Timestamp(year=t.year, month=t.month, day=1).days_in_month)
+        out.append(pd.Timestamp(year=t.year, month=t.month, day=day, hour=t.hour, minute=t.minute, second=t.second))
+    return pd.DatetimeIndex(out)
 
 
 class EnsembleState(param.Parameterized):

@@ -42,13 +42,28 @@ def _regular(values: np.ndarray) -> bool:
     return bool(np.allclose(step, step[0], rtol=1e-3, atol=0))
 
 
+def _geo():
+    """geoviews with its bokeh plotting loaded (imported lazily: app.warmup preloads it)."""
+    import geoviews as gv
+    import geoviews.plotting.bokeh  # noqa: F401  (.opts(projection=...) needs the geo plots)
+    import holoviews.plotting.bokeh  # noqa: F401
+
+    return gv
+
+
 def map_element(da, title: str, value_name: str, units: str = "", group: str | None = None, **opts):
-    """A holoviews ``Image`` (regular grid) or ``QuadMesh`` (irregular) of a ``(lat, lon)`` array.
+    """A geoviews ``Image`` (regular in its CRS) or ``QuadMesh`` of a 2-D field, in the data's CRS.
+
+    The map is drawn in the data's own CRS (:func:`app.projection.map_crs`): a rotated-pole or
+    Lambert grid as the rectangle it is in its native ``x``/``y``, a lat/lon grid in
+    longitude/latitude, a curvilinear grid (no CRS) from its 2-D longitude/latitude. The hover
+    shows the value with its units and, on rotated and projected grids, each cell's latitude
+    and longitude (extra value dimensions).
 
     Parameters
     ----------
     da : xarray.DataArray
-        ``(lat, lon)`` field; NaN where masked.
+        2-D field on a standardised grid (``(lat, lon)`` or ``(y, x)``); NaN where masked.
     title : str
         Plot title (it may change from frame to frame: the date of the shown time).
     group : str, optional
@@ -67,25 +82,64 @@ def map_element(da, title: str, value_name: str, units: str = "", group: str | N
     >>> map_element(ds.truth.isel(time=0), "Truth", "t2m", "K", cmap="RdYlBu_r")   # doctest: +SKIP
     """
     import holoviews as hv
-    import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
 
+    from .projection import grid_of, map_crs, native_xy
+
+    gv = _geo()
     vdim = hv.Dimension(value_name, label=value_name, unit=units or None)
     group = "".join(c for c in (group or title).title() if c.isalnum()) or "Map"
-    dims = spatial_dims(da)
-    if dims != ("lat", "lon") or da["lat"].ndim != 1:
-        # Any other grid (rotated pole, Lambert, polar stereographic, curvilinear): every cell
-        # drawn where it is, from its 2-D latitude and longitude (engine.data.grid.latlon), so
-        # the map, its hover and the coastlines share longitude/latitude axes.
-        lat2, lon2 = cell_latlon(da)
-        values = np.asarray(da.transpose(*dims).values, dtype=float)
-        element = hv.QuadMesh((lon2, lat2, values), kdims=kdims(), vdims=[vdim], group=group)
-        return element.opts(title=title, **opts)
-    da = da.transpose("lat", "lon")
-    lat, lon = da["lat"].values, da["lon"].values
-    data = (lon, lat, np.asarray(da.values, dtype=float))
-    kind = hv.Image if _regular(lat) and _regular(lon) else hv.QuadMesh
-    element = kind(data, kdims=kdims(), vdims=[vdim], group=group)
-    return element.opts(title=title, **opts)
+    grid = grid_of(da)
+    crs = map_crs(grid)
+    values = np.asarray(da.transpose(*grid.dims).values, dtype=float)
+    if grid.kind == "latlon":
+        lat, lon = grid.y, grid.x
+        kind = gv.Image if _regular(lat) and _regular(lon) else gv.QuadMesh
+        element = kind((lon, lat, values), kdims=kdims(), vdims=[vdim], group=group, crs=crs)
+    elif grid.kind == "curvilinear":
+        # No CRS: every cell drawn where it is from its 2-D longitude/latitude.
+        element = gv.QuadMesh((grid.lon, grid.lat, values), kdims=kdims(), vdims=[vdim], group=group, crs=crs)
+    else:
+        x, y = native_xy(grid)
+        extra = [hv.Dimension("cell_lat", label="Latitude", unit="°N"),
+                 hv.Dimension("cell_lon", label="Longitude", unit="°E")]
+        kind = gv.Image if _regular(x) and _regular(y) else gv.QuadMesh
+        element = kind((x, y, values, grid.lat, grid.lon), kdims=native_kdims(grid), vdims=[vdim, *extra],
+                       group=group, crs=crs)
+    # Options keyed by type and group: a Layout's options (shared_axes) merge its maps' option
+    # trees into one, where options keyed by the type alone would all become the last map's.
+    return element.opts({f"{type(element).__name__}.{group}": dict(title=title, projection=crs, **opts)})
+
+
+def native_kdims(grid):
+    """Key dimensions of a rotated or projected map: ``x``/``y`` in the CRS's units."""
+    import holoviews as hv
+
+    unit = "°" if grid.kind == "rotated" else "m"
+    return [hv.Dimension("x", label="x", unit=unit), hv.Dimension("y", label="y", unit=unit)]
+
+
+def map_crs_of(da):
+    """The cartopy CRS the maps of ``da`` are drawn in (:func:`app.projection.map_crs`)."""
+    from .projection import grid_of, map_crs
+
+    return map_crs(grid_of(da))
+
+
+def tap_latlon(da, x, y) -> tuple[float, float]:
+    """``(lat, lon)`` of a tap at ``x``, ``y`` on a map of ``da`` (taps come in the map's CRS)."""
+    from .projection import to_latlon
+
+    lat, lon = to_latlon(map_crs_of(da), x, y)
+    return float(lat[0]), float(lon[0])
+
+
+def marker(point, **opts):
+    """A picked point ``(lat, lon)`` as a cross, projected into any map (empty without a point)."""
+    from .projection import latlon_crs
+
+    gv = _geo()
+    data = [] if point is None else [(point[1], point[0])]
+    return gv.Points(data, kdims=kdims(), crs=latlon_crs()).opts(**opts)
 
 
 def spatial_dims(obj) -> tuple[str, str]:
@@ -113,19 +167,23 @@ def _regular_axis(values: np.ndarray, n: int) -> np.ndarray:
 
 
 def coastline(land_mask):
-    """The 0.5 contour of a ``(lat, lon)`` land mask as black paths (an empty overlay if None)."""
+    """The 0.5 contour of a ``(lat, lon)`` land mask as black paths in longitude/latitude,
+    projected by geoviews into whatever CRS the map is drawn in (an empty element if None)."""
     import holoviews as hv
-    import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
     from holoviews.operation import contours
 
+    from .projection import latlon_crs
+
+    gv = _geo()
     if land_mask is None:
-        return hv.Contours([], kdims=kdims())
+        return gv.Contours([], kdims=kdims(), crs=latlon_crs())
     image = hv.Image((land_mask["lon"].values, land_mask["lat"].values,
                       np.asarray(land_mask.transpose("lat", "lon").values, dtype=float)),
                      kdims=kdims(), vdims=["land_mask"])
     lines = contours(image, levels=[0.5], filled=False)
-    return lines.opts(color="black", line_width=1.2, cmap=["black"], colorbar=False, show_legend=False,
-                      tools=[])
+    paths = [p.array([0, 1]) for p in lines.split() if len(p)] if len(lines) else []
+    return gv.Contours(paths, kdims=kdims(), crs=latlon_crs()).opts(
+        color="black", line_width=1.2, show_legend=False, tools=[])
 
 
 def land_mask(lat, lon, max_points: int = 512):
@@ -193,14 +251,21 @@ def maybe_rasterize(element, npixels: int, **opts):
 
 
 def region_box(region):
-    """The picked region ``(lat_min, lat_max, lon_min, lon_max)`` as a dashed rectangle (an
+    """The picked region ``(lat_min, lat_max, lon_min, lon_max)`` as a dashed box in
+    longitude/latitude, its edges sampled so that it bends as it should on a projected map (an
     empty element without a region, so that it never widens the map's axes)."""
-    import holoviews as hv
+    from .projection import latlon_crs
 
-    dims = [*kdims(), "lon1", "lat1"]
-    boxes = [] if region is None else [(region[2], region[0], region[3], region[1])]
-    return hv.Rectangles(boxes, kdims=dims).opts(fill_alpha=0, line_color="magenta", line_width=2,
-                                                 line_dash="dashed", tools=[])
+    gv = _geo()
+    paths = []
+    if region is not None:
+        la0, la1, lo0, lo1 = (float(v) for v in region)
+        t = np.linspace(0.0, 1.0, 33)
+        lon = np.concatenate([lo0 + (lo1 - lo0) * t, np.full_like(t, lo1), lo1 - (lo1 - lo0) * t, np.full_like(t, lo0)])
+        lat = np.concatenate([np.full_like(t, la0), la0 + (la1 - la0) * t, np.full_like(t, la1), la1 - (la1 - la0) * t])
+        paths = [np.c_[lon, lat]]
+    return gv.Path(paths, kdims=kdims(), crs=latlon_crs()).opts(color="magenta", line_width=2,
+                                                                  line_dash="dashed", tools=[])
 
 
 def dated(title: str, label: str | None) -> str:

@@ -14,7 +14,8 @@ from panel.viewable import Viewer
 from ..analysis import CompareState
 from ..colours import kind_of_array
 from ..colours import options as colour_options
-from ..maps import aspect_of, coastline, dated, land_mask, map_element, maybe_rasterize, region_box, robust_clim
+from ..maps import (aspect_of, coastline, dated, land_mask, map_element, marker as point_marker, maybe_rasterize,
+                    region_box, robust_clim, tap_latlon)
 from ..state import AppState
 
 
@@ -52,7 +53,9 @@ class CompareView(Viewer):
 
     def _on_tap(self, x=None, y=None):
         if x is not None and y is not None:
-            self.cmp.point = (float(y), float(x))
+            # Taps come in the map's CRS (native x/y on a projected grid): the point is lat/lon.
+            truth = self.cmp.truth()
+            self.cmp.point = tap_latlon(truth, x, y) if truth is not None else (float(y), float(x))
 
     def maps(self):
         """Truth, baselines and runs at the selected time, their errors and RMSE (a Layout)."""
@@ -73,8 +76,7 @@ class CompareView(Viewer):
         coast = coastline(land_mask(lat, lon))
         npix = truth.size
         marker = hv.DynamicMap(
-            lambda point: hv.Points([] if point is None else [(point[1], point[0])], kdims=["lon", "lat"]).opts(
-                color="black", marker="x", size=12, line_width=3),
+            lambda point: point_marker(point, color="black", marker="x", size=12, line_width=3),
             streams=dict(point=cmp.param.point))
         region = hv.DynamicMap(lambda region: region_box(region), streams=dict(region=self.state.param.region))
         self._taps = []

@@ -14,7 +14,7 @@ from panel.viewable import Viewer
 from ..catalogue import CatalogueState
 from ..colours import kind_of_array
 from ..colours import options as colour_options
-from ..maps import aspect_of, coastline, dated, land_mask, map_element, maybe_rasterize, region_box
+from ..maps import aspect_of, coastline, dated, land_mask, map_crs_of, map_element, maybe_rasterize, region_box
 from ..state import AppState
 
 
@@ -123,7 +123,10 @@ class DataView(Viewer):
                                streams=dict(time_index=data.param.time_index))
         hr_map = maybe_rasterize(hr_map, npix, **common).opts(tools=["hover", "box_select"], active_tools=["box_select"])
         self._bounds = hv.streams.BoundsXY(source=hr_map, bounds=None)
-        self._bounds.add_subscriber(lambda bounds: data.set_region_from_bounds(bounds))
+        from ..projection import bounds_to_latlon
+
+        crs = map_crs_of(hr)  # a box drawn in the map's CRS, as the lon/lat box around it
+        self._bounds.add_subscriber(lambda bounds: data.set_region_from_bounds(bounds_to_latlon(crs, bounds)))
         panels = [hr_map * coast * region, lr_map * coast * region]
         for name, field in data.static().items():
             cmap = "terrain" if name == "elevation" else "Greens"

@@ -9,7 +9,7 @@ import param
 from panel.viewable import Viewer
 
 from ..analysis import ExplainState
-from ..maps import aspect_of, coastline, land_mask, map_element, region_box, robust_clim
+from ..maps import aspect_of, coastline, land_mask, map_crs_of, map_element, marker as point_marker, region_box, robust_clim, tap_latlon
 from ..state import AppState
 
 
@@ -61,12 +61,21 @@ class ExplainView(Viewer):
 
     def _on_tap(self, x=None, y=None):
         if x is not None and y is not None:
-            self.xp.point = (float(y), float(x))
+            # Taps come in the map's CRS (native x/y on a projected grid): the point is lat/lon.
+            pred = self.xp.prediction()
+            self.xp.point = tap_latlon(pred, x, y) if pred is not None else (float(y), float(x))
             self.xp.target = "pixel"
 
     def _on_bounds(self, bounds=None):
         if bounds is None:
             return
+        pred = self.xp.prediction()
+        if pred is not None:  # a box drawn in the map's CRS, as the lon/lat box around it
+            from ..projection import bounds_to_latlon
+
+            bounds = bounds_to_latlon(map_crs_of(pred), bounds)
+            if bounds is None:
+                return
         x0, y0, x1, y1 = bounds
         if x1 > x0 and y1 > y0:
             self.state.region = (float(y0), float(y1), float(x0), float(x1))
@@ -96,8 +105,7 @@ class ExplainView(Viewer):
         self._bounds = hv.streams.BoundsXY(source=dmap, bounds=None)
         self._bounds.add_subscriber(self._on_bounds)
         marker = hv.DynamicMap(
-            lambda point: hv.Points([] if point is None else [(point[1], point[0])], kdims=["lon", "lat"]).opts(
-                color="black", marker="x", size=14, line_width=3),
+            lambda point: point_marker(point, color="black", marker="x", size=14, line_width=3),
             streams=dict(point=xp.param.point))
         region = hv.DynamicMap(lambda region: region_box(region), streams=dict(region=self.state.param.region))
         return dmap * coastline(land_mask(lat, lon)) * marker * region

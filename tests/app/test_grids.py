@@ -1,6 +1,6 @@
 """Maps of data on any grid: a rotated-pole run (dims y, x in rotated degrees, 2-D latitude and
-longitude, the CRS kept, as engine.data.grid describes it) is drawn with every cell where it is,
-in longitude/latitude with the value and its units on hover, and coastlines from the land mask."""
+longitude, the CRS kept, as engine.data.grid describes it) is drawn in its own rotated CRS with the
+value, its units and the cell's latitude/longitude on hover, and coastlines from the land mask."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def rotated_run(run_root):
     return run, write_rotated_predictions(run)
 
 
-def test_a_rotated_pole_run_is_drawn_at_its_cells_latitudes_and_longitudes(rotated_run):
+def test_a_rotated_pole_run_is_drawn_in_its_rotated_crs_with_lat_lon_on_hover(rotated_run):
+    import cartopy.crs as ccrs
+
     (run, (lat2, lon2, truth)) = rotated_run
     state = AppState()
     state.poll()
@@ -61,18 +63,25 @@ def test_a_rotated_pole_run_is_drawn_at_its_cells_latitudes_and_longitudes(rotat
     assert state.predictions is not None and "y" in state.predictions.dims
     layout = ResultsView(state=state).maps()
     image = layout[0][()].get(0)
-    assert isinstance(image, hv.QuadMesh)
-    assert [d.name for d in image.kdims] == ["lon", "lat"]
-    assert image.vdims[0].unit == "K"  # the hover shows value and units beside lon/lat
-    # Cell (3, 5) is drawn at its own latitude/longitude with its own value.
-    xs, ys, zs = (np.asarray(image.dimension_values(i, flat=False)) for i in range(3))
+    # Drawn in the file's own rotated pole: a rectangle in rotated degrees.
+    assert isinstance(image, hv.Image) and isinstance(image.crs, ccrs.RotatedPole)
+    assert image.crs.proj4_params["o_lat_p"] == pytest.approx(POLE["grid_north_pole_latitude"])
+    assert [d.name for d in image.kdims] == ["x", "y"]
+    assert image.vdims[0].unit == "K"  # the hover shows value and units, and the cell's lat/lon
+    assert [d.name for d in image.vdims[1:]] == ["cell_lat", "cell_lon"]
+    xs, ys = (np.asarray(image.dimension_values(i, expanded=False)) for i in range(2))
+    zs, la, lo = (np.asarray(image.dimension_values(d, flat=False)) for d in image.vdims)
     j, i = 3, 5
-    assert xs[j, i] == pytest.approx(lon2[j, i]) and ys[j, i] == pytest.approx(lat2[j, i])
-    assert zs[j, i] == pytest.approx(truth[0, j, i])
+    # Cell (3, 5) carries its own value with its own latitude and longitude.
+    assert la[zs == truth[0, j, i]][0] == pytest.approx(lat2[j, i])
+    assert lo[zs == truth[0, j, i]][0] == pytest.approx(lon2[j, i])
+    assert xs.min() == pytest.approx(state.predictions["x"].values.min())
+    assert ys.max() == pytest.approx(state.predictions["y"].values.max())
     # Rotated grid lines are not parallels: the footprint is not a lat/lon rectangle.
     assert np.ptp(lat2[0]) > 0.1
     coast = layout[0][()].get(1)
     assert isinstance(coast, hv.Contours) and len(coast.split()) >= 1  # the Alps' coast: Ligurian sea
+    assert isinstance(coast.crs, ccrs.PlateCarree)  # projected into the rotated map by geoviews
     root = ResultsView(state=state).__panel__().get_root()
     assert root is not None
 
