@@ -27,6 +27,10 @@ def warm(catalog: str | None = None) -> None:
     try:
         import holoviews.plotting.bokeh  # noqa: F401  (the plotting backend, imported once)
 
+        from .maps import _geo
+
+        _geo()  # geoviews and cartopy (maps in the data's own CRS): seconds, once per server
+
         from engine import registry
         from engine.config import DataConfig
         from engine.data import catalog as cat

@@ -9,7 +9,8 @@ import param
 from panel.viewable import Viewer
 
 from ..analysis import ExplainState
-from ..maps import aspect_of, coastline, land_mask, map_crs_of, map_element, marker as point_marker, region_box, robust_clim, tap_latlon
+from ..maps import (aspect_of, coastline, land_mask, map_crs_of, map_element, marker as point_marker, region_box,
+                    robust_clim, tap_latlon)
 from ..state import AppState
 
 
