@@ -1,4 +1,10 @@
-"""Map building blocks shared by the views: holoviews images, offline coastlines, colour limits.
+"""Map building blocks shared by the views: geoviews maps in the data's own CRS (rotated pole,
+Lambert, polar stereographic, lat/lon: :mod:`app.projection`), offline coastlines, colour limits.
+
+Elements given in longitude/latitude (coastlines, the picked point, the region box) carry a
+PlateCarree CRS and geoviews projects them into the map's CRS; taps and drawn boxes come back in
+the map's CRS and :func:`tap_latlon` / :func:`app.projection.bounds_to_latlon` turn them into
+latitude/longitude.
 
 Coastlines are drawn offline: they are the 0.5 contour of the real land mask on the map's grid
 (:func:`engine.data.static.static_fields`), so no cartopy shapefile or map tile is ever
