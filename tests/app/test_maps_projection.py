@@ -116,3 +116,74 @@ def test_a_large_projected_map_is_rasterized_in_its_crs():
     raster = maps.maybe_rasterize(hv.DynamicMap(lambda: element), maps.RASTERIZE_ABOVE + 1)
     frame = raster[()]
     assert _cf_params(frame.crs) == _cf_params(element.crs)
+
+
+# -- in real Chromium: the hover of a Lambert run's map -----------------------------------------
+def write_lambert_predictions(run, nt: int = 2) -> None:
+    """predictions.nc of a run on a Lambert conformal grid (km, 2-D lat/lon, the CRS kept)."""
+    ds = standardise(synthetic.lambert(ntime=nt))
+    name = next(v for v in ds.data_vars if ds[v].ndim >= 3)
+    truth = ds[name].astype("float64")
+    attrs = {"units": "K", "long_name": "2 metre temperature", "standard_name": "air_temperature"}
+    out = ds.drop_vars(list(ds.data_vars)).assign(
+        truth=truth.assign_attrs(attrs), model=(truth + 0.1).assign_attrs(attrs), bicubic=(truth - 0.2).assign_attrs(attrs))
+    out.attrs = {"Conventions": "CF-1.8", "variable": "t2m", "finescale_run": run.run_id}
+    out.to_netcdf(run.predictions_path)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_hovering_a_lambert_map_in_chromium_shows_the_cells_lat_lon(browser, tmp_path):
+    import re
+
+    import xarray as xr
+    from playwright.sync_api import expect
+
+    from .conftest import Served, make_run, new_page, shot
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    run = make_run(root, name="lambert", results=False)
+    write_lambert_predictions(run)
+    with xr.open_dataset(run.predictions_path) as ds:
+        grid = grid_of(ds)
+    served = Served(root, tmp_path / "serve.log")
+    page = new_page(browser)
+    try:
+        page.goto(f"{served.url}?tab=Runs&run={run.run_id}")
+        maps_pane = page.locator(".fs-maps")
+        expect(maps_pane).to_be_visible(timeout=180_000)
+        canvas = maps_pane.locator("canvas").first
+        expect(canvas).to_be_visible(timeout=60_000)
+        box = canvas.bounding_box()
+        tooltip = page.locator(".bk-Tooltip", has_text="Latitude").first
+        # Move over the middle of the first map until bokeh shows its tooltip (state, not time).
+        for dx in (0.45, 0.5, 0.55):
+            page.mouse.move(box["x"] + box["width"] * dx, box["y"] + box["height"] * 0.5)
+            if tooltip.count() and tooltip.is_visible():
+                break
+        expect(tooltip).to_be_visible(timeout=60_000)
+        # Bokeh draws the tooltip's rows inside its shadow root: read the text from there.
+        text = tooltip.evaluate("e => [e.shadowRoot ? e.shadowRoot.textContent : '', e.textContent].join(' ')")
+        shot(page, "maps-lambert-hover")
+
+        def number(label):
+            match = re.search(re.escape(label) + r"[^:\d-]*:?\s*(-?[\d.,]+(?:e[-+]?\d+)?)", text)
+            assert match, (label, text)
+            return float(match.group(1).replace(",", ""))
+
+        x, y, lat, lon = number("x (m)"), number("y (m)"), number("Latitude"), number("Longitude")
+        # The hovered point is in Lambert metres (shown to 4 digits); the cell under it is the one
+        # whose centre is nearest, and the tooltip shows that cell's own latitude/longitude.
+        cx, cy = grid.x * grid.metres_per_unit, grid.y * grid.metres_per_unit
+        slack = 0.5 * np.diff(cx).mean() + 10 ** (np.floor(np.log10(abs(x))) - 3)  # half a cell + rounding
+        near = [(j, i) for j in range(cy.size) for i in range(cx.size)
+                if abs(cx[i] - x) <= slack and abs(cy[j] - y) <= slack]
+        assert near, (x, y, text)
+        assert any(abs(lat - grid.lat[j, i]) < 2e-3 and abs(lon - grid.lon[j, i]) < 2e-3 for j, i in near), (text, near)
+        # ... and not the lat/lon of some other cell: the footprint spans degrees.
+        assert np.ptp(grid.lat) > 1.0
+        assert not page.js_errors, page.js_errors
+    finally:
+        page.close()
+        served.close()
