@@ -113,6 +113,9 @@ def map_element(da, title: str, value_name: str, units: str = "", group: str | N
                        group=group, crs=crs)
     # Options keyed by type and group: a Layout's options (shared_axes) merge its maps' option
     # trees into one, where options keyed by the type alone would all become the last map's.
+    # Tools stay keyed by type, so that a view's later .opts(tools=...) on the map replaces them.
+    tools = {k: opts.pop(k) for k in ("tools", "active_tools") if k in opts}
+    element = element.opts(**tools) if tools else element
     return element.opts({f"{type(element).__name__}.{group}": dict(title=title, projection=crs, **opts)})
 
 
