@@ -187,3 +187,19 @@ def test_hovering_a_lambert_map_in_chromium_shows_the_cells_lat_lon(browser, tmp
     finally:
         page.close()
         served.close()
+
+
+def test_the_compare_series_reads_cftime_calendars_and_any_grid():
+    import xarray as xr
+
+    from app.analysis import _nearest_cell, _plot_times
+
+    times = xr.date_range("2001-02-28", periods=3, freq="D", calendar="360_day", use_cftime=True).values
+    got = _plot_times(times)  # 360_day's 29 and 30 February fall on the last real day of February
+    assert [str(t.date()) for t in got] == ["2001-02-28", "2001-02-28", "2001-02-28"]
+    noleap = xr.date_range("2001-02-28", periods=2, freq="D", calendar="noleap", use_cftime=True).values
+    assert [str(t.date()) for t in _plot_times(noleap)] == ["2001-02-28", "2001-03-01"]
+    da = field("lambert")
+    grid = grid_of(da)
+    cell = _nearest_cell(da, float(grid.lat[3, 5]), float(grid.lon[3, 5]))
+    assert float(cell) == pytest.approx(float(da.transpose(*grid.dims).values[3, 5]))
