@@ -22,6 +22,7 @@ Sketch of a trainer::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -33,6 +34,7 @@ import torch
 
 from engine.config import ExperimentConfig
 from engine.runs import Run, now_iso, write_text_atomic
+from engine.training.ddp_sync import blocks_read, compare_checksums, gather_blocks, weight_checksum
 
 STEP_EVENT_SECONDS = 2.0
 
@@ -326,6 +328,8 @@ class EpochLoop:
         self.summary: dict[str, Any] = {}
         self.stopped_early = False
         self._names: list[str] = []
+        self._objects: dict[str, Any] = {}
+        self._blocks: list[int] | None = None  # the time blocks this rank read in its first epoch
 
     # -- before the first epoch ---------------------------------------------------------------
     def resume(self, objects: dict[str, Any], enabled: bool = True) -> tuple[int, dict[str, Any] | None]:
@@ -378,6 +382,8 @@ class EpochLoop:
         last_event = tick = self._started
         n_batches = max(1, len(loader))
         self._first_batch: float | None = None
+        if self._blocks is None and self.fabric.world_size > 1:
+            self._blocks = blocks_read(loader, epoch)
         # In-process loading (no DataLoader workers) overlaps the step in a thread: the network's
         # kernels release the GIL, so the next batch is assembled while this one trains.
         batches = loader if getattr(loader, "num_workers", 0) else prefetched(loader)
@@ -409,6 +415,7 @@ class EpochLoop:
         """Reduce the epoch's losses over ranks, update early stopping, write the epoch event and
         the checkpoints (``objects``' state dicts plus ``extra_state``); True when training should
         stop early."""
+        self._objects = objects
         totals = self.fabric.all_reduce(self._totals, reduce_op="sum")
         batches = float(totals[-1].clamp_min(1))
         train = {name: float(totals[i]) / batches for i, name in enumerate(self._names)}
@@ -453,4 +460,24 @@ class EpochLoop:
 
     def finish(self) -> dict[str, Any]:
         self.fabric.barrier()
+        if self.fabric.world_size > 1 and self._objects:
+            self._check_ranks_in_sync()
         return {**self.summary, "stopped_early": self.stopped_early}
+
+    def _check_ranks_in_sync(self) -> None:
+        """Under DDP: gather every rank's weight checksum (and the blocks it read); rank 0 records
+        ``ddp_weights_in_sync`` / ``ddp_weights_max_diff`` (and ``ddp_blocks_per_rank``) in the
+        status and logs an error when the ranks' weights differ."""
+        modules = [m for m in self._objects.values() if isinstance(m, torch.nn.Module)]
+        gathered = self.fabric.all_gather(weight_checksum(modules).to(self.fabric.device))
+        in_sync, diff = compare_checksums(gathered.reshape(self.fabric.world_size, -1).cpu())
+        blocks = gather_blocks(self.fabric, self._blocks) if self._blocks is not None else None
+        if not self.rank0:
+            return
+        extra = {"ddp_blocks_per_rank": blocks} if blocks is not None else {}
+        self.run.update_status(ddp_weights_in_sync=in_sync, ddp_weights_max_diff=diff, **extra)
+        if not in_sync:
+            text = (f"DDP ranks ended with different weights (largest checksum difference {diff:.3g}): "
+                    "gradients were not synchronised; do not trust this run's checkpoint")
+            logging.getLogger(__name__).error(text)  # in the job's log, where a user looks first
+            self.run.log_event("message", level="error", text=text)

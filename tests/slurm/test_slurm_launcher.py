@@ -1,10 +1,11 @@
 """The SLURM launcher against a real single-node cluster (see conftest.py): training to a
-complete run store, 2-task DDP equal to one process, a failing job, cancel, a time limit that
+complete run store, 2-task DDP with synchronised weights, a failing job, cancel, a time limit that
 requeues and resumes, and bad input refused before anything is submitted."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 
@@ -46,20 +47,35 @@ def test_tiny_training_run_completes(tmp_path, slurm_config):
     assert again.status()["state"] == "completed"
 
 
-def test_two_task_ddp_matches_a_single_process(tmp_path, slurm_config):
-    """Same global batch (2 x 8 vs 1 x 16), same samples: the weights must agree."""
+def test_two_task_ddp_synchronises_weights(tmp_path, slurm_config):
+    """2-task DDP through SLURM: both ranks train, each on its own shard of time blocks, and
+    gradient synchronisation leaves them with identical weights (the trainer gathers a checksum of
+    every rank's weights at the end and records the comparison in the status).
+
+    The weights are no longer compared with a single process: the sampler gives each rank its own
+    blocks and keys the patch draws on (seed, epoch, shard, shards, item), so a 2 x 8 global batch
+    holds other samples than a 1 x 16 one. What equality with one process used to prove (the
+    ranks' gradients are averaged) is checked directly; the single process with the same global
+    batch only bounds DDP's validation loss, as a sanity check that DDP trains as well."""
     base = slurm_config.replace(training={"epochs": 2, "samples_per_epoch": 64, "channels_last": False})
     ddp = submit(base.replace(training={"batch_size": 8}, launch={"tasks_per_node": 2}), RunStore(tmp_path / "ddp"))
     single = submit(base.replace(training={"batch_size": 16}), RunStore(tmp_path / "single"), launcher="inline")
     assert single.status()["state"] == "completed", single.status().get("error")
     assert ddp.wait(timeout=300) == "completed", ddp.status().get("error")
-    assert ddp.run.status()["world_size"] == 2
-    a = load_checkpoint(ddp.run.checkpoint("last"))["model"]
-    b = load_checkpoint(single.run.checkpoint("last"))["model"]
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}")
-    logs = ddp.logs()
-    assert "global_rank=1(2)" in logs  # both tasks ran
+    status = ddp.run.status()
+    assert status["world_size"] == 2
+    assert "global_rank=1(2)" in ddp.logs()  # both tasks ran
+    assert status["ddp_weights_in_sync"] is True and status["ddp_weights_max_diff"] < 1e-7
+    blocks = status["ddp_blocks_per_rank"]
+    assert len(blocks) == 2 and all(blocks)
+    # Disjoint while the period has at least as many blocks as ranks; the demo store's training
+    # period fits one block, which both ranks then share.
+    assert not set(blocks[0]) & set(blocks[1]) or blocks == [[0], [0]]
+    ddp_val, single_val = ddp.run.epochs()[-1]["val_loss"], single.run.epochs()[-1]["val_loss"]
+    assert math.isfinite(ddp_val) and math.isfinite(ddp.run.epochs()[-1]["train_loss"])
+    assert ddp_val < 1.5 * single_val, (ddp_val, single_val)  # a sanity bound, not an equality
+    state = load_checkpoint(ddp.run.checkpoint("last"))
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 def test_two_task_diffusion_training_completes_with_synchronised_weights(tmp_path, slurm_config):
