@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -267,11 +268,29 @@ def browser():
         browser.close()
 
 
+# BokehJS's "reference pNNNN isn't known": a document event naming a model that a concurrent update
+# has just replaced, a known upstream race in Panel/Bokeh (holoviz/panel#6019, #5830) that appears
+# on a loaded machine when sessions update panes from threads; the page carries on. Every other
+# JavaScript error still fails the tests.
+_KNOWN_RACE = re.compile(r"reference p\d+ isn't known")
+
+
+def record_js_errors(page) -> list[str]:
+    """Collect the page's uncaught JavaScript errors in ``page.js_errors`` (known races left out)."""
+    errors: list[str] = []
+
+    def on_error(exc, errors=errors):
+        if not _KNOWN_RACE.search(str(exc)):
+            errors.append(str(exc))
+
+    page.on("pageerror", on_error)
+    page.js_errors = errors
+    return errors
+
+
 def new_page(browser, width=1500, height=1800):
     page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
+    record_js_errors(page)
     return page
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import record_js_errors
 from tests.helpers import skip_or_fail_in_ci
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,9 +33,7 @@ def page():
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
         )
         page = browser.new_page(viewport={"width": 1500, "height": 2100})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.js_errors = errors
+        record_js_errors(page)
         yield page
         browser.close()
 

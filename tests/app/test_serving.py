@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import stop_process
 
-from .conftest import REPO, Served, _free_port, make_run, new_page, shot
+from .conftest import REPO, Served, _free_port, make_run, new_page, record_js_errors, shot
 
 
 # -- without a browser ------------------------------------------------------------------------
@@ -118,9 +118,7 @@ def test_five_sessions_keep_their_own_state_while_one_trains(browser, server):
     pages = []
     for ctx in contexts:
         page = ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
-        page.js_errors = errors
+        record_js_errors(page)
         page.goto(server.url)
         pages.append(page)
     for page in pages:
