@@ -79,8 +79,8 @@ def test_two_task_ddp_synchronises_weights(tmp_path, slurm_config):
 
 
 def test_two_task_diffusion_training_completes_with_synchronised_weights(tmp_path, slurm_config):
-    """The diffusion trainer under 2-task DDP: it completes, both ranks train, and the checkpoint
-    (rank 0's weights) samples an ensemble. Its loss draws random timesteps per rank, so unlike the
+    """The diffusion trainer under 2-task DDP: it completes, both ranks train and end with the same
+    weights, and the checkpoint (rank 0's weights) samples an ensemble. Its loss draws random timesteps per rank, so unlike the
     supervised case the weights cannot be compared with a single process."""
     cfg = slurm_config.replace(
         training={"learning": "diffusion", "epochs": 1, "samples_per_epoch": 32, "channels_last": False},
@@ -90,6 +90,7 @@ def test_two_task_diffusion_training_completes_with_synchronised_weights(tmp_pat
     assert handle.wait(timeout=300) == "completed", handle.status().get("error")
     run = handle.run
     assert run.status()["world_size"] == 2 and "global_rank=1(2)" in handle.logs()
+    assert run.status()["ddp_weights_in_sync"] is True  # every rank's weights checked at the end
     state = load_checkpoint(run.checkpoint("last"))
     assert state["learning"] == "diffusion"
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
