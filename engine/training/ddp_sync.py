@@ -33,12 +33,13 @@ def weight_checksum(modules: Iterable[torch.nn.Module]) -> torch.Tensor:
     rows = []
     for module in modules:
         for p in module.parameters():
-            v = p.detach().reshape(-1).to(torch.float64)
-            w = torch.linspace(1.0, 2.0, v.numel(), dtype=torch.float64, device=v.device)
+            # On CPU: once per run, and float64 is not available on every accelerator (MPS).
+            v = p.detach().reshape(-1).to("cpu", torch.float64)
+            w = torch.linspace(1.0, 2.0, v.numel(), dtype=torch.float64)
             rows.append(torch.stack([v.sum(), (v * v).sum(), (v * w).sum()]))
     if not rows:
         raise ValueError("weight_checksum needs at least one module with parameters; got none")
-    return torch.cat(rows).cpu()
+    return torch.cat(rows)
 
 
 def compare_checksums(gathered: torch.Tensor, rtol: float = SYNC_RTOL) -> tuple[bool, float]:
