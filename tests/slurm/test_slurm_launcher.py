@@ -194,10 +194,14 @@ def test_shell_setup_comes_only_from_the_site_file(tmp_path, slurm_config, monke
     assert handle.wait(timeout=120) == "completed", handle.status().get("error")
     assert "site-setup-ran-from-site" in handle.logs()
     before = _jobs_known()
-    evil = slurm_config.replace(launch={"extra": {"setup": ["touch /tmp/pwned"],
-                                                  "comment": "x\n#SBATCH --wrap=touch /tmp/pwned"}})
+    # Refused as the configuration is read (the same path a dashboard upload takes), so no
+    # configuration holding it can ever reach submit.
     with pytest.raises(ConfigError, match="site launcher configuration"):
+        evil = slurm_config.replace(launch={"extra": {"setup": ["touch /tmp/pwned"],
+                                                      "comment": "x\n#SBATCH --wrap=touch /tmp/pwned"}})
         submit(evil, RunStore(tmp_path / "evil"))
+    with pytest.raises(ConfigError, match="newline"):
+        slurm_config.replace(launch={"extra": {"comment": "x\n#SBATCH --wrap=touch /tmp/pwned"}})
     assert _jobs_known() == before and not (tmp_path / "evil").exists()
     assert not list((tmp_path / "runs").rglob("*.sh")) or all(
         "pwned" not in p.read_text() for p in (tmp_path / "runs").rglob("*.sh"))
