@@ -106,7 +106,9 @@ def predictions(path: str | Path):
         import netCDF4  # noqa: F401  (xarray's backend, imported before pyproj's libraries)
         import xarray as xr
 
-        with xr.open_dataset(path) as ds:
+        from engine.data.catalog import OPEN_LOCK  # HDF5 is not thread-safe while opening
+
+        with OPEN_LOCK, xr.open_dataset(path) as ds:
             return ds.load()
 
     return get(key, load)
@@ -122,8 +124,10 @@ def has_members(path: str | Path) -> bool:
         import netCDF4  # noqa: F401
         import xarray as xr
 
+        from engine.data.catalog import OPEN_LOCK  # HDF5 is not thread-safe while opening
+
         try:
-            with xr.open_dataset(path) as ds:
+            with OPEN_LOCK, xr.open_dataset(path) as ds:
                 return bool("member" in ds.dims and ds.sizes["member"] > 1)
         except Exception:  # noqa: BLE001 (a file being written: asked again next time)
             return False

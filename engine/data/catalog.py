@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -189,7 +190,20 @@ def standardise(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
     return standardise_grid(ds, name)
 
 
+# netCDF4/HDF5 are not thread-safe while a file is being opened (xarray's own lock covers only data
+# reads): two threads opening entries at once (the dashboard's data check beside a view) crashed the
+# process with a segmentation fault. Every open, and generating a missing demo file, takes this lock.
+OPEN_LOCK = threading.RLock()
+
+
 def open_dataset(name: str, catalog=None) -> xr.Dataset:
+    """Open catalogue entry ``name`` as an ``xarray.Dataset`` in finescale's layout (:func:`standardise`);
+    one open at a time per process (:data:`OPEN_LOCK`). See :func:`_open_dataset`."""
+    with OPEN_LOCK:
+        return _open_dataset(name, catalog)
+
+
+def _open_dataset(name: str, catalog=None) -> xr.Dataset:
     """Open catalogue entry ``name`` as an ``xarray.Dataset`` in finescale's layout (:func:`standardise`).
 
     Large (remote) sources stay lazy (dask); select before loading.
