@@ -166,10 +166,12 @@ class TreeMemory(threading.Thread):
         self.join()
 
 
-def _child(args: list[str], timeout: float = 3600) -> tuple[dict, TreeMemory]:
-    """Run ``python -m benchmarks.scale --child ...`` and poll its memory; its last stdout line is JSON."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.scale", *args], stdout=subprocess.PIPE,
+def _child(args: list[str], timeout: float = 3600, module: str = "benchmarks.scale",
+           one_thread: bool = True) -> tuple[dict, TreeMemory]:
+    """Run ``python -m <module> --child ...`` and poll its memory; its last stdout line is JSON.
+    ``one_thread`` pins OMP_NUM_THREADS=1 (the training rows); False keeps the automatic threads."""
+    env = dict(os.environ, OMP_NUM_THREADS="1") if one_thread else dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     mem = TreeMemory(proc.pid)
     mem.start()

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.scale import GIB, VARIABLE, TreeMemory, catalog_for, write_store
+from benchmarks.scale import _child as scale_child
 
 TRAIN_DAYS, VAL_DAYS = 48, 16
 CHUNK = 8  # time steps per storage chunk: 32 MiB at 1024 x 1024
@@ -57,20 +58,10 @@ def _config(store: Path, steps: int, days: int):
 
 
 def _child(args: list[str], timeout: float = 7200) -> tuple[dict, TreeMemory, float]:
-    import subprocess
-
+    """:func:`benchmarks.scale._child` for this module's rows, plus the wall time."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.scale_predict", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    mem = TreeMemory(proc.pid)
-    mem.start()
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        mem.stop()
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child {' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), mem, time.perf_counter() - start
+    result, mem = scale_child(args, timeout=timeout, module="benchmarks.scale_predict", one_thread=False)
+    return result, mem, time.perf_counter() - start
 
 
 def prediction_rows(folder: Path, grid: int, days_list: list[int]) -> list[dict]:
