@@ -11,9 +11,9 @@ Many sessions at once (a shared login node):
   one session reading a large file does not hold up the others' pages and clicks;
 - engine imports that cost seconds (torch through the model registry) happen after the page is
   shown, in a threaded ``pn.state.onload``;
-- only the open tab is rendered (``Tabs(dynamic=True)``); the views' states are cheap to make
-  (files are read when a view shows them, through the shared cache); panes show Panel's
-  loading indicator while they re-render;
+- a tab's view is built when the tab is first opened (:mod:`app.lazytabs`), and only the open
+  tab is rendered (``Tabs(dynamic=True)``); files are read when a view shows them, through the
+  shared cache; panes show Panel's loading indicator while they re-render;
 - the open tab, dataset, run(s), time and region live in the URL (:mod:`app.urlstate`).
 """
 
@@ -22,6 +22,7 @@ import os
 import panel as pn
 
 from . import warmup
+from .lazytabs import LazyTabs
 from .state import AppState
 from .urlstate import UrlState
 from .views import CompareView, DataView, ExperimentView, ExplainView, ResultsView, RunsView, UncertaintyView
@@ -42,23 +43,34 @@ CATALOG = os.environ.get("FINESCALE_CATALOG") or None
 warmup.start(CATALOG)  # once per server process: torch, catalogue, default dataset, land mask
 state = AppState(catalog=CATALOG)
 
-compare = CompareView(state=state)
-views = {
-    "Data": DataView(state=state),
-    "Experiment": ExperimentView(state=state),
-    "Runs": pn.Column(RunsView(state=state), ResultsView(state=state), sizing_mode="stretch_width"),
-    "Compare": compare,
-    "Uncertainty": UncertaintyView(state=state),
-    "Explain": ExplainView(state=state),
+#: The tabs, each with the function that builds its view for a session's state.
+TABS = {
+    "Data": lambda s: DataView(state=s),
+    "Experiment": lambda s: ExperimentView(state=s),
+    "Runs": lambda s: pn.Column(RunsView(state=s), ResultsView(state=s), sizing_mode="stretch_width"),
+    "Compare": lambda s: CompareView(state=s),
+    "Uncertainty": lambda s: UncertaintyView(state=s),
+    "Explain": lambda s: ExplainView(state=s),
 }
-# dynamic: only the open tab is rendered and sent to the browser (its maps are built then).
-tabs = pn.Tabs(*views.items(), dynamic=True, css_classes=["fs-tabs"], sizing_mode="stretch_width")
-url = UrlState(tabs=list(views))
+
+url = UrlState(tabs=list(TABS))
 if pn.state.location is not None:
     # The query string <-> url's values (a link reopens the same view; back/forward work).
     pn.state.location.sync(url, {name: name for name in ("tab", "dataset", "variable", "run", "runs", "time", "region")})
-if url.tab in views and url.tab != "Data":  # a link to another tab opens on it
-    tabs.active = list(views).index(url.tab)
+_started = False
+
+
+def _on_build(name, view) -> None:
+    # The compare state's runs follow the URL once the session is started (else _start binds them).
+    if name == "Compare" and _started:
+        url.bind_compare(view.cmp)
+
+
+# Each tab's view is built when first shown (app.lazytabs): a session starts with the open tab only.
+lazy = LazyTabs({name: (lambda make=make: make(state)) for name, make in TABS.items()},
+                active=list(TABS).index(url.tab) if url.tab in TABS else 0, on_build=_on_build,
+                css_classes=["fs-tabs"])
+tabs = lazy.tabs
 
 
 @pn.depends(state.param.dataset, state.param.variable, state.param.region)
@@ -94,10 +106,13 @@ def _notifier(area):
 
 
 def _start() -> None:
+    global _started
     state.start()
     state.on_run_state = _notifier(pn.state.notifications)
     url.bind(state, tabs)
-    url.bind_compare(compare.cmp)
+    _started = True
+    if "Compare" in lazy.built():
+        url.bind_compare(lazy.view("Compare").cmp)
     # Training runs in another process; the page only reads the run store, so it follows runs
     # from this page, the command line or SLURM alike. Threaded like every callback.
     pn.state.add_periodic_callback(state.poll, period=POLL_MS)

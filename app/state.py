@@ -616,6 +616,12 @@ class AppState(param.Parameterized):
             return None
         run_id = _handle_run_id(handle)
         self._handles[run_id] = handle
+        from .niceness import yield_cpu
+
+        try:  # a local job yields the CPU to the sessions of this server (app.niceness)
+            yield_cpu(handle)
+        except ValueError as exc:  # a bad $FINESCALE_JOB_NICENESS: the run still trains
+            log.warning("%s", exc)
         self.message = f"Started run {run_id} ({config.launch.launcher})."
         self.poll()
         self.selected_run = run_id

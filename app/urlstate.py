@@ -90,6 +90,8 @@ class UrlState(param.Parameterized):
 
     def bind_compare(self, compare) -> None:
         """The compare state (built when its tab opens): its runs from and to the URL."""
+        if self.compare is compare:  # bound already (the tab was built as the session started)
+            return
         self.compare = compare
         self._apply_runs()
         compare.param.watch(self._from_compare, ["runs"])
