@@ -20,6 +20,12 @@ on top of the bilinear interpolation, per target cell:
   between the quantiles; beyond the training range the end correction is kept). Needs at least
   :data:`MIN_QUANTILE_VALUES` training values in every valid cell.
 
+The corrections are fitted in one streaming pass over the training period, a time block at a
+time (:mod:`engine.inference.corrections`: exact means; quantiles from every training step, or
+from an evenly spaced sample of steps when a very long period at a fine grid would not fit), and
+the validation RMSE of :meth:`Baselines.best` is summed block by block, so memory is bounded by a
+block (:data:`BLOCK_BYTES`) whatever the length of the periods.
+
 :class:`Baselines` computes them for any period and names the best one on the validation
 period: the headline reference of tables, the CLI and ``status.json``.
 
@@ -40,13 +46,19 @@ import torch
 import xarray as xr
 
 from engine.config import BASELINE_NAMES
+from engine.inference.corrections import (  # noqa: F401  (part of this module's interface)
+    CORRECTIONS,
+    MIN_QUANTILE_VALUES,
+    N_QUANTILES,
+    BaselineError,
+    BiasCorrection,
+    CorrectionFit,
+    quantile_error,
+)
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "conservative")
-CORRECTIONS = ("bias_cell", "bias_month", "quantile_map")
 NAMES = INTERPOLATIONS + CORRECTIONS
 assert NAMES == BASELINE_NAMES, "engine.config.BASELINE_NAMES lists the baselines computed here"
-MIN_QUANTILE_VALUES = 30
-N_QUANTILES = 100
 DESCRIPTIONS = {
     "nearest": "nearest-neighbour interpolation of the native low-resolution input",
     "bilinear": "bilinear interpolation of the native low-resolution input",
@@ -57,10 +69,11 @@ DESCRIPTIONS = {
     "quantile_map": "bilinear interpolation quantile-mapped per cell onto the truth (training period; BCSD-style)",
 }
 _BLOCK = 64  # time steps interpolated at a time (bounds memory on long periods)
-
-
-class BaselineError(ValueError):
-    """A baseline that cannot be computed as asked; the message names the value and the fix."""
+#: Bytes of one block of the training and validation passes (fits and validation RMSE).
+BLOCK_BYTES = 256 * 2**20
+#: Bytes per target cell and time step in those passes: truth, interpolations and corrections
+#: (float32), float64 temporaries.
+_CELL_BYTES = 96
 
 
 def check_names(names: Sequence[str] | None) -> tuple[str, ...]:
@@ -232,113 +245,19 @@ def _to_units(da: xr.DataArray, units: str | None) -> xr.DataArray:
 
 
 # ---------------------------------------------------------------------------------------
-# Bias corrections
-# ---------------------------------------------------------------------------------------
-def _months(times) -> np.ndarray:
-    return np.asarray(xr.DataArray(np.asarray(times), dims="time").dt.month.values, dtype=int)
-
-
-class BiasCorrection:
-    """A per-cell correction of an interpolated field, fitted on training data.
-
-    Parameters
-    ----------
-    method : "bias_cell", "bias_month" or "quantile_map"
-
-    ``fit(interp, truth, times)`` takes (T, H, W) arrays (NaN = missing truth);
-    ``apply(interp, times)`` returns the corrected (T, H, W) field.
-    """
-
-    def __init__(self, method: str):
-        if method not in CORRECTIONS:
-            raise BaselineError(f"bias correction {method!r} is not valid; accepted: {', '.join(CORRECTIONS)}")
-        self.method = method
-
-    def fit(self, interp: np.ndarray, truth: np.ndarray, times) -> "BiasCorrection":
-        interp, truth = np.asarray(interp, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-        valid = np.isfinite(truth) & np.isfinite(interp)
-        count = valid.sum(axis=0)
-        diff = np.where(valid, interp - truth, 0.0)
-        # Cells with no training truth are outside the mask: no correction there.
-        self.bias = np.where(count > 0, diff.sum(axis=0) / np.maximum(count, 1), 0.0)
-        if self.method == "bias_month":
-            months = _months(times)
-            self.monthly = np.repeat(self.bias[None], 13, axis=0)  # index 1..12; fallback: all-period bias
-            for m in np.unique(months):
-                sel = months == m
-                n = valid[sel].sum(axis=0)
-                self.monthly[m] = np.where(n > 0, diff[sel].sum(axis=0) / np.maximum(n, 1), self.bias)
-        elif self.method == "quantile_map":
-            short = (count > 0) & (count < MIN_QUANTILE_VALUES)
-            if short.any():
-                raise BaselineError(quantile_error(int(count[short].min()), int(short.sum())))
-            levels = np.linspace(0.0, 1.0, min(N_QUANTILES, max(int(count.max()), 2)))
-            self.q_model = _quantiles(interp, valid, levels)
-            self.q_truth = _quantiles(truth, valid, levels)
-            self.levels = levels
-        return self
-
-    def apply(self, interp: np.ndarray, times) -> np.ndarray:
-        interp = np.asarray(interp, dtype=np.float64)
-        if self.method == "bias_cell":
-            out = interp - self.bias
-        elif self.method == "bias_month":
-            out = interp - self.monthly[_months(times)]
-        else:
-            out = self._quantile_map(interp)
-        return out.astype(np.float32)
-
-    def _quantile_map(self, interp: np.ndarray) -> np.ndarray:
-        """Piecewise-linear map through the (K,) training quantiles of every cell, vectorised:
-        exact at the training quantiles; beyond the training range the end corrections are kept
-        (additive), not a flat clip."""
-        qm, qt = self.q_model, self.q_truth  # (K, H, W)
-        K = qm.shape[0]
-        known = np.isfinite(qm).all(axis=0)  # cells without training data (outside the mask) stay as they are
-        qm = np.where(known, qm, 0.0)
-        qt = np.where(known, qt, 0.0)
-        # index of the quantile interval of each value: how many quantiles lie at or below it
-        idx = np.zeros(interp.shape, dtype=np.int64)
-        for k in range(K):
-            idx += interp >= qm[k]
-        lo = np.clip(idx - 1, 0, K - 2)
-        x0, x1 = np.take_along_axis(qm[None], lo[None], 1)[0], np.take_along_axis(qm[None], (lo + 1)[None], 1)[0]
-        y0, y1 = np.take_along_axis(qt[None], lo[None], 1)[0], np.take_along_axis(qt[None], (lo + 1)[None], 1)[0]
-        width = x1 - x0
-        frac = np.where(width > 0, (interp - x0) / np.where(width > 0, width, 1.0), 0.0)
-        mapped = y0 + frac * (y1 - y0)
-        mapped = np.where(interp < qm[0], interp + (qt[0] - qm[0]), mapped)
-        mapped = np.where(interp > qm[-1], interp + (qt[-1] - qm[-1]), mapped)
-        return np.where(known, mapped, interp)
-
-
-def _quantiles(values: np.ndarray, valid: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Per-cell quantiles (K, H, W) of the valid values; NaN where a cell has none. Cells valid at
-    every step take the fast vectorised path, the others (a time-varying mask) nanquantile."""
-    out = np.full((len(levels), *values.shape[1:]), np.nan)
-    full = valid.all(axis=0)
-    if full.any():
-        out[:, full] = np.quantile(values[:, full], levels, axis=0)
-    partial = valid.any(axis=0) & ~full
-    if partial.any():
-        out[:, partial] = np.nanquantile(np.where(valid[:, partial], values[:, partial], np.nan), levels, axis=0)
-    return out
-
-
-def quantile_error(fewest: int, cells: int) -> str:
-    return (f"baseline 'quantile_map' needs at least {MIN_QUANTILE_VALUES} training values in every valid cell; "
-            f"{cells} cell(s) have fewer (the fewest: {fewest}). Lengthen data.train_period, or drop "
-            f"'quantile_map' from inference.baselines")
-
-
-# ---------------------------------------------------------------------------------------
 # All baselines of a paired problem
 # ---------------------------------------------------------------------------------------
 def _period_times(times, period) -> np.ndarray:
     """The time steps of ``times`` inside ``period`` ((start, end) ISO strings, inclusive days)."""
-    t = xr.DataArray(np.asarray(times), dims="time", coords={"time": np.asarray(times)})
+    return np.asarray(times)[_period_positions(times, period)]
+
+
+def _period_positions(times, period) -> np.ndarray:
+    """Positions in ``times`` of the steps inside ``period`` (no data read)."""
+    times = np.asarray(times)
+    t = xr.DataArray(np.arange(times.size), dims="time", coords={"time": times})
     start, end = period
-    return t.sel(time=slice(start, end)).values
+    return np.asarray(t.sel(time=slice(start, end)).values, dtype=np.int64)
 
 
 class Baselines:
@@ -361,7 +280,6 @@ class Baselines:
         self._native = native
         self._source_note = "given" if native is not None else None
         self._corrections: dict[str, BiasCorrection] = {}
-        self._train: tuple | None = None
         if any(n in CORRECTIONS for n in self.names) and self.train_period is None:
             asked = ", ".join(n for n in self.names if n in CORRECTIONS)
             raise BaselineError(f"bias-corrected baselines ({asked}) are fitted on the training period, and none was "
@@ -374,13 +292,15 @@ class Baselines:
         without time steps, quantile mapping with fewer than 30 training values in a cell."""
         if not any(n in CORRECTIONS for n in self.names):
             return
-        times = _period_times(self.pair.hr["time"].values, self.train_period)
-        if times.size == 0:
+        positions = _period_positions(self.pair.hr["time"].values, self.train_period)
+        if positions.size == 0:
             t = self.pair.hr["time"].values
             raise BaselineError(f"bias-corrected baselines are fitted on data.train_period={self.train_period}, which "
                                 f"holds no time step of the data ({str(t[0])[:19]} .. {str(t[-1])[:19]})")
         if "quantile_map" in self.names:
-            count = self.pair.hr.sel(time=times).notnull().sum("time").values
+            from engine.data.blocks import take
+
+            count = take(self.pair.hr, positions).notnull().sum("time").values  # lazily, chunk by chunk
             short = (count > 0) & (count < MIN_QUANTILE_VALUES)
             if short.any():
                 raise BaselineError(quantile_error(int(count[short].min()), int(short.sum())))
@@ -405,15 +325,33 @@ class Baselines:
     def _interp(self, times, method: str) -> np.ndarray:
         return interpolate(self.native.sel(time=np.asarray(times)), self.pair.hr, method)
 
+    def _blocks(self, positions: np.ndarray) -> list[np.ndarray]:
+        """``positions`` (in ``pair.hr``'s time) in blocks of at most :data:`BLOCK_BYTES`, aligned
+        to the target's storage chunks (:mod:`engine.data.blocks`)."""
+        from engine.data.blocks import plan, time_chunk
+
+        cells = int(np.prod(self.pair.hr.shape[1:]))
+        return plan(positions, time_chunk(self.pair.hr), _CELL_BYTES * cells, BLOCK_BYTES)
+
+    def _truth(self, positions: np.ndarray) -> np.ndarray:
+        from engine.data.blocks import take
+
+        return np.asarray(take(self.pair.hr, positions).values, dtype=np.float32)
+
     def _correction(self, name: str) -> BiasCorrection:
         if name not in self._corrections:
-            if self._train is None:  # the training period's interpolation and truth, read once
-                times = _period_times(self.pair.hr["time"].values, self.train_period)
-                if times.size == 0:
-                    self.check()
-                self._train = (times, self._interp(times, "bilinear"), np.asarray(self.pair.hr.sel(time=times).values))
-            times, interp, truth = self._train
-            self._corrections[name] = BiasCorrection(name).fit(interp, truth, times)
+            # every asked correction fitted together in one streaming pass over the training
+            # period, a block at a time (engine.inference.corrections)
+            positions = _period_positions(self.pair.hr["time"].values, self.train_period)
+            if positions.size == 0:
+                self.check()
+            methods = [n for n in self.names if n in CORRECTIONS and n not in self._corrections and n != name]
+            fit = CorrectionFit([name, *methods], self.pair.hr.shape[1:], positions.size)
+            all_times = self.pair.hr["time"].values
+            for block in self._blocks(positions):
+                times = all_times[block]
+                fit.add(self._interp(times, "bilinear"), self._truth(block), times)
+            self._corrections.update(fit.finish())
         return self._corrections[name]
 
     def fields(self, times, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -435,17 +373,22 @@ class Baselines:
         return out
 
     def rmse(self, period: Sequence[str], names: Sequence[str] | None = None) -> dict[str, float]:
-        """RMSE of each baseline against the truth over ``period`` (valid cells only)."""
-        times = _period_times(self.pair.hr["time"].values, period)
-        if times.size == 0:
+        """RMSE of each baseline against the truth over ``period`` (valid cells only), read a
+        block at a time (float64 sums of squared errors)."""
+        positions = _period_positions(self.pair.hr["time"].values, period)
+        if positions.size == 0:
             raise BaselineError(f"period {tuple(period)} holds no time step of the data")
-        truth = self.pair.hr.sel(time=times).values
-        valid = np.isfinite(truth)
-        scores = {}
-        for name, field in self.fields(times, names).items():
-            err = np.where(valid, field - truth, 0.0)
-            scores[name] = float(np.sqrt((err ** 2).sum() / max(int(valid.sum()), 1)))
-        return scores
+        all_times = self.pair.hr["time"].values
+        sse: dict[str, float] = {}
+        n = 0
+        for block in self._blocks(positions):
+            truth = self._truth(block)
+            valid = np.isfinite(truth)
+            n += int(valid.sum())
+            for name, field in self.fields(all_times[block], names).items():
+                err = np.where(valid, field.astype(np.float64) - truth, 0.0)
+                sse[name] = sse.get(name, 0.0) + float(np.einsum("ijk,ijk->", err, err))
+        return {name: float(np.sqrt(value / max(n, 1))) for name, value in sse.items()}
 
     def best(self, period: Sequence[str]) -> tuple[str, dict[str, float]]:
         """The baseline with the lowest RMSE over ``period`` (the validation period), and all RMSEs."""
