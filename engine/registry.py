@@ -105,6 +105,7 @@ _PLUGIN_MODULES = (
     "engine.training.losses",
     "engine.data.normalise",
     "engine.evaluation.metrics",
+    "engine.inference.baselines",
     "engine.launch",
 )
 

@@ -574,7 +574,10 @@ def _open_predictions(run, block: int | None = None) -> xr.Dataset:
         return xr.open_zarr(zarr_path, chunks={"time": block} if block else {})
     if not path.exists():
         raise MetricError(f"run {run.run_id!r} has no predictions.nc at {path}; write predictions first")
-    return xr.open_dataset(path, chunks={"time": block} if block else {})
+    from engine.data.catalog import OPEN_LOCK  # HDF5 is not thread-safe while opening
+
+    with OPEN_LOCK:
+        return xr.open_dataset(path, chunks={"time": block} if block else {})
 
 
 def _test_period(run, ds: xr.Dataset) -> xr.Dataset:

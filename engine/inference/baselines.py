@@ -39,6 +39,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -46,6 +47,7 @@ import torch
 import xarray as xr
 
 from engine.config import BASELINE_NAMES
+from engine.registry import BASELINES
 from engine.inference.corrections import (  # noqa: F401  (part of this module's interface)
     CORRECTIONS,
     MIN_QUANTILE_VALUES,
@@ -420,3 +422,12 @@ def parse_val_rmse(text: str) -> dict[str, float]:
 
 def describe(name: str) -> str:
     return DESCRIPTIONS.get(name, name)
+
+
+# The registry of baselines (engine.registry.BASELINES): every name this module computes, the
+# interpolations as ``interpolate(source, target, method=name)``, the corrections as their class.
+for _name in NAMES:
+    BASELINES.register(_name, description=DESCRIPTIONS[_name],
+                       kind="interpolation" if _name in INTERPOLATIONS else "correction")(
+        functools.partial(interpolate, method=_name) if _name in INTERPOLATIONS
+        else functools.partial(BiasCorrection, _name))

@@ -114,7 +114,10 @@ class BlockWriter:
     def _open_partial(self) -> xr.Dataset:
         if self.fmt == "zarr":
             return xr.open_zarr(self.partial, consolidated=False)
-        return xr.open_dataset(self.partial, engine="netcdf4", cache=False)
+        from engine.data.catalog import OPEN_LOCK  # HDF5 is not thread-safe while opening
+
+        with OPEN_LOCK:
+            return xr.open_dataset(self.partial, engine="netcdf4", cache=False)
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, block: xr.Dataset, start: int) -> None:
@@ -135,7 +138,10 @@ class BlockWriter:
             return
         import netCDF4
 
-        with netCDF4.Dataset(self.partial, "a") as nc:
+        from engine.data.catalog import OPEN_LOCK
+
+        # the whole append under the process's netCDF lock: in-thread numpy writes, no dask inside
+        with OPEN_LOCK, netCDF4.Dataset(self.partial, "a") as nc:
             tvar = nc.variables["time"]
             encoded = _encode_times(block["time"].values, tvar)
             # The data first, the progress attribute last: a kill in between leaves the old count,
@@ -179,7 +185,9 @@ class BlockWriter:
         else:
             import netCDF4
 
-            with netCDF4.Dataset(self.partial, "a") as nc:
+            from engine.data.catalog import OPEN_LOCK
+
+            with OPEN_LOCK, netCDF4.Dataset(self.partial, "a") as nc:
                 nc.delncattr(STEPS_ATTR)
             os.replace(self.partial, self.path)
         return self.path

@@ -409,7 +409,10 @@ def write_predictions(run: Run, period: str | tuple[str, str] = "test", path=Non
     final = writer.finish()
     if final.suffix == ".zarr":
         return xr.open_zarr(final)
-    return xr.open_dataset(final, engine="netcdf4", chunks={}, cache=False)
+    from engine.data.catalog import OPEN_LOCK  # HDF5 is not thread-safe while opening
+
+    with OPEN_LOCK:
+        return xr.open_dataset(final, engine="netcdf4", chunks={}, cache=False)
 
 
 def _checked_output(path: Path, fmt: str) -> Path:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from torch import nn
 
 from engine.config import ModelConfig
-from engine.models import backbones, baselines, upsampling  # noqa: F401  (register)
-from engine.models.baselines import InterpolationBaseline
+from engine.models import backbones, upsampling  # noqa: F401  (register)
 from engine.models.network import DownscalingNet
-from engine.registry import BACKBONES, BASELINES, UPSAMPLERS
+from engine.registry import BACKBONES, UPSAMPLERS
 
 
 def build_model(cfg: ModelConfig, in_channels: int, static_channels: int, scale: int,
@@ -44,15 +43,10 @@ def build_model(cfg: ModelConfig, in_channels: int, static_channels: int, scale:
     return DownscalingNet(cfg, in_channels, static_channels, scale, time_window=time_window, grid_shape=grid_shape)
 
 
-def build_baseline(name: str, scale: int, channel: int = 0) -> nn.Module:
-    """An interpolation baseline by name: ``nearest``, ``bilinear`` or ``bicubic``."""
-    BASELINES.check(name)
-    return InterpolationBaseline(name, scale, channel)
-
-
 def list_models() -> dict[str, list[str]]:
-    """Registered names: ``{"backbone": [...], "upsampling": [...], "baseline": [...]}``."""
-    return {"backbone": BACKBONES.names(), "upsampling": UPSAMPLERS.names(), "baseline": BASELINES.names()}
+    """Registered names: ``{"backbone": [...], "upsampling": [...]}`` (the baselines every model is
+    scored against are ``engine.registry.BASELINES``, registered by ``engine.inference.baselines``)."""
+    return {"backbone": BACKBONES.names(), "upsampling": UPSAMPLERS.names()}
 
 
 def set_mc_dropout(model: nn.Module, enabled: bool = True) -> nn.Module:

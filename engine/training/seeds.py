@@ -119,7 +119,10 @@ def write_members(run: Run, path, period="test", **kwargs):
     ds = predict_members(run, period, **kwargs)
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds, "netcdf"))
-    return xr.open_dataset(path, engine="netcdf4", chunks={}, cache=False)
+    from engine.data.catalog import OPEN_LOCK  # HDF5 is not thread-safe while opening
+
+    with OPEN_LOCK:
+        return xr.open_dataset(path, engine="netcdf4", chunks={}, cache=False)
 
 
 def _f(v: float) -> float | None:
