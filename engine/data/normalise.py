@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from engine.data.datapass import Moments, run_pass, times_key  # noqa: F401  (Moments re-exported)
 from engine.data.errors import DataError
 from engine.data.grid import spatial_dims
 from engine.data.timeaxis import keys as time_keys
@@ -59,78 +60,6 @@ def _nanstats(a: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
     std = np.sqrt((dev**2).sum(axis=axis) / np.maximum(n, 1))
     empty = n == 0
     return np.where(empty, np.nan, mean), np.where(empty, np.nan, std)
-
-
-class Moments:
-    """NaN-ignoring count, sum and sum of squares per group (e.g. month), per grid cell or over
-    the domain, accumulated block by block in float64 over float32 data.
-
-    Values are shifted by the first block's mean before squaring, so the variance of data far from
-    zero (temperatures in K) does not cancel catastrophically; the deviations are float32 (exact for
-    values within a factor 2 of the shift), their sums float64. Standard deviations are the
-    population ones (ddof 0), as :func:`_nanstats`.
-    """
-
-    def __init__(self, groups: int, pixel: bool) -> None:
-        self.groups, self.pixel = int(groups), bool(pixel)
-        self.shift: float | None = None
-        self.steps = np.zeros(self.groups, np.int64)  # time steps seen per group (valid or not)
-        self.n = self.s1 = self.s2 = None
-
-    def add(self, values: np.ndarray, groups: np.ndarray) -> None:
-        """Accumulate ``values`` (T, ...) whose time steps belong to ``groups`` (T,) ints."""
-        values = np.asarray(values)
-        if self.n is None:
-            cells = values.shape[1:] if self.pixel else ()
-            self.n = np.zeros((self.groups, *cells), np.int64)
-            self.s1 = np.zeros((self.groups, *cells), np.float64)
-            self.s2 = np.zeros((self.groups, *cells), np.float64)
-        if self.shift is None:
-            finite = values[np.isfinite(values)]
-            if finite.size:  # rounded to float32: the deviations below are then exact for most data
-                self.shift = float(np.float32(finite.mean(dtype=np.float64)))
-        shift = np.float32(self.shift if self.shift is not None else 0.0)
-        axis = 0 if self.pixel else None
-        groups = np.asarray(groups)
-        for g in np.unique(groups):
-            part = values if groups.size and (groups == g).all() else values[groups == g]
-            self.steps[g] += part.shape[0]
-            valid = np.isfinite(part)
-            # float32 deviations (no float64 copy of the block), summed into float64 accumulators
-            dev = np.subtract(part, shift, dtype=np.float32)
-            dev[~valid] = 0.0
-            self.n[g] += valid.sum(axis=axis)
-            self.s1[g] += dev.sum(axis=axis, dtype=np.float64)
-            np.multiply(dev, dev, out=dev)
-            self.s2[g] += dev.sum(axis=axis, dtype=np.float64)
-
-    @staticmethod
-    def _finish(n, s1, s2, shift) -> tuple[np.ndarray, np.ndarray]:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m = s1 / np.maximum(n, 1)
-            var = np.maximum(s2 / np.maximum(n, 1) - m * m, 0.0)
-        empty = n == 0
-        return np.where(empty, np.nan, m + shift), np.where(empty, np.nan, np.sqrt(var))
-
-    def _parts(self):
-        if self.n is None:
-            raise DataError("no data were accumulated for the normalisation statistics")
-        return self.n, self.s1, self.s2, self.shift if self.shift is not None else 0.0
-
-    def group(self, g: int):
-        """(mean, std) of group ``g``: per cell or a scalar."""
-        n, s1, s2, shift = self._parts()
-        return self._finish(n[g], s1[g], s2[g], shift)
-
-    def overall(self):
-        """(mean, std) over all groups: per cell or a scalar."""
-        n, s1, s2, shift = self._parts()
-        return self._finish(n.sum(0), s1.sum(0), s2.sum(0), shift)
-
-    def domain(self):
-        """(mean, std) over all groups and cells: scalars."""
-        n, s1, s2, shift = self._parts()
-        return tuple(float(v) for v in self._finish(n.sum(), s1.sum(), s2.sum(), shift))
 
 
 def _times(train_times) -> pd.Index:
@@ -157,6 +86,9 @@ class Normaliser:
         self.lr_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.hr_stats: tuple[np.ndarray, np.ndarray] | None = None
         self.floor: dict[str, float] = {}
+        #: where the fitted statistics came from: "pass" (read by fit), "prepass" (pairing's
+        #: fused pass), "cache" (engine.data.passcache), "sample"; None before fit
+        self.origin: str | None = None
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, pair, train_times) -> "Normaliser":
@@ -189,28 +121,26 @@ class Normaliser:
             self.hr_stats = self.lr_stats[self.variable]
         return self
 
-    def _moments(self, pair, positions: np.ndarray) -> dict[str, "Moments"]:
-        """One streaming pass over the training steps ``positions``: block by block (bounded
-        bytes, aligned to the storage chunks), LR channels and target computed together so shared
-        chunks are read once, float64 accumulators over the float32 data."""
-        from engine.data import blocks
-
-        groups = month_of(pair.times[positions]) - 1 if self.monthly else np.zeros(positions.size, int)
-        n_groups = 12 if self.monthly else 1
+    def lr_names(self, pair) -> list[str]:
+        """The LR variables whose statistics :meth:`fit` reads (the target's LR channel is not read
+        when it takes the HR statistics)."""
         names = list(pair.lr.data_vars)
-        if self.target_shares_hr:  # its LR statistics would be replaced by the target's: not read at all
-            names = [v for v in names if v != pair.variable]
-        acc = {v: Moments(n_groups, self.pixel) for v in [*names, "__hr__"]}
-        where = {int(p): i for i, p in enumerate(positions)}
-        per_step = blocks.step_bytes(pair)
-        for block in blocks.plan(positions, blocks.time_chunk(pair.hr), per_step):
-            lr_part = [blocks.take(pair.lr[names], block)] if names else []
-            *lr, hr = blocks.compute(*lr_part, blocks.take(pair.hr, block))
-            g = groups[[where[int(p)] for p in block]]
-            for v in names:
-                acc[v].add(lr[0][v].transpose("time", ...).values, g)
-            acc["__hr__"].add(hr.transpose("time", ...).values, g)
-        return acc
+        return [v for v in names if v != pair.variable] if self.target_shares_hr else names
+
+    def _moments(self, pair, positions: np.ndarray) -> dict[str, "Moments"]:
+        """The moments of the training steps ``positions``: from the pass pairing already made
+        (:attr:`PairedData.prepass`, the mask and these statistics read together, or from the cache)
+        when it covers these steps and this kind of statistics, else one streaming pass of their own
+        (:func:`engine.data.datapass.run_pass`: block by block, float64 accumulators over the float32
+        data, LR channels and target read together)."""
+        names = self.lr_names(pair)
+        pre = getattr(pair, "prepass", None)
+        if pre is not None and pre.fits(times_key(pair.times[positions]), self.monthly, self.pixel, names):
+            self.origin = pre.origin
+            return {v: pre.moments[v] for v in [*names, "__hr__"]}
+        self.origin = "pass"
+        result = run_pass(pair.hr, pair.lr, names, positions, monthly=self.monthly, pixel=self.pixel, mask=False)
+        return result.moments
 
     def _stats(self, m: "Moments", floor: float):
         """(mean, std) from accumulated moments: shapes (), (H, W), (12,) or (12, H, W)."""

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from engine.data import passcache
 from engine.data.catalog import open_dataset, standardise
 from engine.data.validity import apply_missing_input_policy
 from engine.data.errors import DataError
@@ -84,6 +85,9 @@ class PairedData:
     #: how the target grid was padded to a multiple of ``scale``: ``{"dims", "shape" (original), "pad"
     #: (rows, columns added at the ends)}``; :func:`unpad` cuts arrays back to the original grid.
     padding: dict = field(default_factory=dict)
+    #: the streaming pass pairing made (:class:`engine.data.datapass.PassResult`): the mask, and the
+    #: moments of the configured normalisation over the training period that ``Normaliser.fit`` reuses
+    prepass: object = field(default=None, repr=False, compare=False)
 
     @property
     def times(self) -> pd.Index:
@@ -192,6 +196,8 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         raise DataError(f"data.scale={cfg.scale!r} is not valid; expected an integer >= 1")
     hr_name = cfg.highres if highres is None else getattr(cfg, "highres", "highres")
     hr_ds = open_dataset(cfg.highres, cfg.catalog) if highres is None else standardise(highres, "highres dataset")
+    hr_src, hr_dir = hr_ds.encoding.get("finescale_urlpath"), hr_ds.encoding.get("finescale_catalog_dir")
+    lr_src = lr_dir = None
     _check_vars(hr_ds, [cfg.variable], hr_name, "target")
     hr_ds = _cut_bbox(hr_ds, cfg.bbox, hr_name)
     check_times(hr_ds.time, f"entry {hr_name!r}")
@@ -214,6 +220,7 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
             raise DataError("data.downscaling='mos' needs data.lowres, the low-resolution catalogue entry")
         lr_name = cfg.lowres or "lowres"
         lr_ds = open_dataset(cfg.lowres, cfg.catalog) if lowres is None else standardise(lowres, "lowres dataset")
+        lr_src, lr_dir = lr_ds.encoding.get("finescale_urlpath"), lr_ds.encoding.get("finescale_catalog_dir")
         ins = inputs(cfg, lr_ds, lr_name, lowres is None, target_units, is_target_entry=False)
         lr_ds, predictors = ins.ds, tuple(p for p in ins.predictors if p in ins.ds)
         _check_vars(lr_ds, [*[cfg.variable][: cfg.variable in lr_ds], *predictors], lr_name, "input")
@@ -250,16 +257,28 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
     dims = grid.spatial_dims(hr)
     lr = lr[[*[cfg.variable][: cfg.variable in lr], *predictors]].transpose("time", *dims)
     static = static_on(hr, tuple(cfg.static))
-    # The domain's valid support: one streaming pass over the target (chunk by chunk, never whole).
-    mask = _compute(hr.notnull().any("time"), hr_name).rename("mask")
-    mask.attrs = {"long_name": "target has data (True = valid)"}
+    hr = hr.transpose("time", *dims)
+    # The domain's valid support and the configured normalisation's statistics over the training period:
+    # one streaming pass over the target (engine.data.datapass), or its result kept for these files and
+    # this configuration (engine.data.passcache).
+    sources = [(hr_src, hr_dir)] + ([(lr_src, lr_dir)] if cfg.downscaling == "mos" else [])
+    key = passcache.fingerprint(cfg, sources) if highres is None and (lowres is None or cfg.downscaling != "mos") else None
+    prepass = passcache.load(key) or _prepass(cfg, hr, lr, hr_name)
+    template = hr.isel(time=0, drop=True)
+    mask = xr.DataArray(prepass.mask, dims=template.dims, coords=template.coords, name="mask",
+                        attrs={"long_name": "target has data (True = valid)"})
     # Missing input where the target has data: refused, or those cells masked (engine.data.validity).
     # PerfectProg: the target's own input channel is its NaN-aware block mean, finite wherever the target
     # has data, so only the other channels can conflict; checking it would be one more full pass over the
     # target (a 30 GiB store: 30 GiB read for nothing).
     checked = lr.drop_vars([cfg.variable]) if cfg.downscaling == "perfectprog" and cfg.variable in lr else lr
-    hr = apply_missing_input_policy(checked, hr.transpose("time", *dims), mask.transpose(*dims), scale,
-                                    getattr(cfg, "missing_input", "refuse"), lr_name or hr_name, hr_name)
+    policed = apply_missing_input_policy(checked, hr, mask.transpose(*dims), scale,
+                                         getattr(cfg, "missing_input", "refuse"), lr_name or hr_name, hr_name)
+    if policed is not hr:  # cells masked out: the statistics of the pass no longer describe the target
+        prepass.moments, prepass.count, key = {}, None, None
+    hr = policed
+    if prepass.origin != "cache":
+        passcache.save(key, prepass)
     return PairedData(
         lr=lr,
         hr=hr.transpose("time", *dims),
@@ -274,6 +293,7 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         lowres=lr_name,
         attrs={"bbox": tuple(cfg.bbox) if cfg.bbox is not None else None, "regrid_method": method},
         padding=padding,
+        prepass=prepass,
     )
 
 
@@ -313,6 +333,42 @@ def _compute(obj, entry: str):
             f"could not read the data of entry {entry!r}{f' from {source}' if source else ''}: "
             f"{type(exc).__name__}: {exc}. The file may be truncated or corrupt"
         ) from None
+
+
+def _prepass(cfg, hr: xr.DataArray, lr: xr.Dataset, entry: str):
+    """The pass over the target: the mask over every step and, when the configuration names a
+    normalisation and a training period that hold steps, its moments over those steps (LR variables
+    read at the training steps only)."""
+    from engine.data import datapass
+    from engine.data.splits import period_mask
+    from engine.registry import NORMALISATIONS
+
+    import engine.data.normalise  # noqa: F401  (registers the normalisations)
+
+    kind, positions, names = None, np.zeros(0, np.int64), []
+    try:
+        kind = NORMALISATIONS.get(getattr(cfg, "normalisation", None))
+        positions = np.flatnonzero(period_mask(time_index(hr.time), tuple(cfg.train_period), "training period"))
+        names = [v for v in lr.data_vars if not (kind.target_shares_hr and v == cfg.variable)]
+    except Exception:  # no (valid) normalisation or period: the checks and the fit say so; the mask is still needed
+        kind, positions = None, np.zeros(0, np.int64)
+    try:
+        # PerfectProg: the input target channel is the target's block mean, computed from the block read
+        derived = {cfg.variable: int(cfg.scale)} if cfg.downscaling == "perfectprog" else {}
+        result = datapass.run_pass(hr, lr, names if positions.size else [], positions, block_means=derived,
+                                   monthly=bool(kind and kind.monthly), pixel=bool(kind and kind.pixel))
+    except DataError:
+        raise
+    except Exception as exc:
+        source = hr.encoding.get("source")
+        raise DataError(
+            f"could not read the data of entry {entry!r}{f' from {source}' if source else ''}: "
+            f"{type(exc).__name__}: {exc}. The file may be truncated or corrupt"
+        ) from None
+    if kind is None or not positions.size:
+        result.moments, result.count, result.train_key = {}, None, None
+    result.origin = "prepass"
+    return result
 
 
 def _time_slices(da: xr.DataArray) -> list[slice]:
