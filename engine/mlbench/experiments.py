@@ -44,6 +44,7 @@ from engine.mlbench.protocol import (
 # (measured on the ALPS stand-in). The preset therefore uses GELU; "deepesd-relu" is the benchmark
 # script's exact activation.
 DEFAULT_LR = {"deepesd": 3e-3, "deepesd-relu": 3e-4}
+RESIDUALS = ("auto", "interpolation", None)
 MODEL_PRESETS = {
     "deepesd": {"backbone": "deepesd", "upsampling": "pin", "activation": "gelu"},
     "deepesd-relu": {"backbone": "deepesd", "upsampling": "pin", "activation": "relu"},
@@ -74,6 +75,11 @@ class MLBenchConfig:
     threads: int | None = None
     root: str | None = None
     model_options: dict = field(default_factory=dict)
+    # "interpolation": tasmax is learnt as the correction of the interpolated 850 hPa temperature
+    # (engine.mlbench.interp; the network starts at the interpolation baseline); None: the target
+    # itself; "auto": interpolation for zoo models, none for DeepESD (the benchmark's reference as published).
+    residual: str | None = "auto"
+    val_fraction: float = 0.1  # held-out training days (every k-th 30-day block) that choose the epoch
 
     def validate(self) -> "MLBenchConfig":
         get_domain(self.domain)
@@ -82,6 +88,9 @@ class MLBenchConfig:
         if bad or not self.variables:
             raise MLBenchError(f"variables {list(self.variables)} are not valid; accepted: {', '.join(VARIABLES)}")
         self.model_config()
+        if self.residual not in RESIDUALS:
+            raise MLBenchError(f"residual={self.residual!r} is not valid; accepted: {', '.join(map(str, RESIDUALS))}")
+        validation_days(1, float(self.val_fraction))
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise MLBenchError(f"{name}={getattr(self, name)} is not valid; expected an integer >= 1")
@@ -108,10 +117,29 @@ class MLBenchConfig:
                                    f"{', '.join(registry.names())}")
         return ModelConfig(**options)
 
+    @property
+    def residual_kind(self) -> str | None:
+        """``residual`` with "auto" resolved."""
+        if self.residual == "auto":
+            return None if self.model.startswith("deepesd") else "interpolation"
+        return self.residual
+
     def experiment_config(self) -> ExperimentConfig:
-        """The engine's configuration of the network and its training (optimiser, schedule, loss)."""
+        """The engine's configuration of the run: the network and its training (optimiser, schedule,
+        loss), and the data as the ML-Bench catalogue names them (catalogs/mlbench.yaml)."""
+        from engine.config import DataConfig
+
+        dom, years = self.domain.lower(), get_experiment(self.experiment).years
+        first, last = years[:4], years[-4:]
+        # the held-out validation days lie inside the training years (validation_days)
+        data = DataConfig(highres=f"mlbench_{dom}_train_target", variable=self.variables[0], downscaling="mos",
+                          lowres=f"mlbench_{dom}_train_predictors", scale=8, predictors=PREDICTORS,
+                          static=("elevation",) if self.orography else (), normalisation="per_pixel",
+                          patch_size=None, target_as_input=False, train_period=(f"{first}-01-01", f"{last}-12-31"),
+                          val_period=(f"{first}-01-01", f"{last}-12-31"), test_period=("1981-01-01", "2099-12-31"),
+                          allow_overlap=True, catalog="mlbench.yaml")
         return ExperimentConfig(
-            name=self.run_name, model=self.model_config(),
+            name=f"mlbench-{self.run_name}", data=data, model=self.model_config(),
             training=TrainingConfig(loss=self.loss, lr=self.learning_rate, epochs=self.epochs, batch_size=self.batch_size,
                                     seed=self.seed, optimizer="adam", lr_schedule="cosine"))
 
@@ -186,51 +214,159 @@ def _inputs(x, stats, orog, use_orog):
 
 # -- training ----------------------------------------------------------------------------------------
 
+def interpolation_for(dom, data: dict):
+    """The interpolated-t850 first guess (:class:`engine.mlbench.interp.T850Interpolation`) fitted
+    on ``data`` (:func:`load_training`'s, with tasmax)."""
+    from engine.mlbench.interp import T850Interpolation
+    from engine.mlbench.standin import _latlon, target_template
+
+    if "tasmax" not in data["y"]:
+        raise MLBenchError("the interpolation first guess is fitted on tasmax; the training data lack it")
+    lat2, lon2 = _latlon(target_template(dom), dom)
+    return T850Interpolation(*data["lr_grid"], lat2, lon2).fit(data["x"], data["y"]["tasmax"])
+
+
+def validation_days(n: int, val_fraction: float) -> np.ndarray:
+    """Boolean mask of the held-out days: every k-th block of 30 consecutive days (k = 1 /
+    ``val_fraction``), so that validation spans every training period (the emulator's two) and
+    the neighbours of a validation day are mostly validation days too (daily weather persists)."""
+    if not 0 <= val_fraction < 0.5:
+        raise MLBenchError(f"val_fraction={val_fraction} is not valid; expected 0 <= val_fraction < 0.5")
+    if val_fraction == 0:
+        return np.zeros(n, bool)
+    k = max(2, int(round(1 / val_fraction)))
+    return (np.arange(n) // 30) % k == k - 1
+
+
+def _targets(cfg: MLBenchConfig, data: dict, dom) -> tuple[dict, dict]:
+    """Training targets in physical units ({var: (T, H, W)}) after the configured first guess is
+    taken off, and the arrays to store with the normalisation (the first guess's offset)."""
+    y, extra = dict(data["y"]), {}
+    if cfg.residual_kind == "interpolation" and "tasmax" in y:
+        interp = interpolation_for(dom, data)
+        y["tasmax"] = (y["tasmax"] - interp(data["x"])).astype(np.float32)
+        extra["tasmax_interp_offset"] = interp.offset.astype(np.float32)
+    return y, extra
+
+
 def train(cfg: MLBenchConfig, runs_root: str | Path | None = None, log=print) -> Path:
-    """Train ``cfg`` (one network per variable), predict every test file, write the submission.
+    """Train ``cfg`` as a run of the run store, predict every test file, write the submission.
+
+    The run folder is made by :meth:`engine.runs.RunStore.create` (its ``config.yaml`` holds the
+    engine's configuration of the network and its training) and trained by the engine's job entry
+    point, :func:`engine.launch.worker.run_job`, with :func:`train_run` as its training function:
+    status, lock, events and failures are recorded as for every run (``engine runs`` and the
+    dashboard list it).
 
     Returns the run folder.
     """
-    from engine.models import build_model
-    from engine.runs import default_root
+    from engine.launch.worker import run_job
+    from engine.runs import RunStore
+
+    cfg.validate()
+    store = RunStore(runs_root)
+    run = store.create(cfg.experiment_config())
+    write_text_atomic(run.path / "mlbench.json", json.dumps({"config": cfg.to_dict()}, indent=1))
+    _LOGS[str(run.path)] = log
+    try:
+        with _train_function("engine.mlbench.experiments:train_run"):
+            run_job(run.path)
+    finally:
+        _LOGS.pop(str(run.path), None)
+    return run.path
+
+
+_LOGS: dict = {}  # run folder -> the caller's log function (train() -> run_job -> train_run)
+
+
+class _train_function:
+    """Make the worker call ``spec`` instead of the grid-pairing trainer (its FINESCALE_TRAIN_FN
+    hook), restoring the environment afterwards."""
+
+    def __init__(self, spec: str):
+        self.spec, self.saved = spec, None
+
+    def __enter__(self):
+        import os
+
+        self.saved = os.environ.get("FINESCALE_TRAIN_FN")
+        os.environ["FINESCALE_TRAIN_FN"] = self.spec
+
+    def __exit__(self, *exc):
+        import os
+
+        if self.saved is None:
+            os.environ.pop("FINESCALE_TRAIN_FN", None)
+        else:
+            os.environ["FINESCALE_TRAIN_FN"] = self.saved
+
+
+def train_run(run) -> dict:
+    """Train an ML-Bench run folder (made by :func:`train`): one network per variable, the epoch
+    with the lowest validation loss kept, then the submission of every test file.
+
+    Predictor -> target models do not fit the engine's pairing (the predictors are not a coarsened
+    target; the target grid is Lambert inside a lat/lon predictor grid), so the data come from the
+    archive's files and the loop reuses the engine's pieces: :func:`engine.models.build_model`, the
+    loss registry, ``make_optimizer`` / ``make_scheduler`` / ``save_checkpoint``, the run's events.
+    """
+    from engine.models import build_model, count_parameters
+    from engine.runs import Run
     from engine.training.losses import build_loss
     from engine.training.loop import make_optimizer, make_scheduler, save_checkpoint
 
+    run = run if isinstance(run, Run) else Run(run)
+    log = _LOGS.get(str(run.path), print)
+    cfg, _ = load_run(run.path)
     cfg.validate()
-    run = Path(runs_root if runs_root is not None else default_root()) / "mlbench" / cfg.run_name
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    dom = get_domain(cfg.domain)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     ecfg = cfg.experiment_config()
-    write_text_atomic(run / "experiment.yaml", ecfg.to_yaml())
+    (run.path / "checkpoints").mkdir(exist_ok=True)
+    t_data = time.perf_counter()
     data = load_training(cfg)
-    stats = fit_normalisation(data["x"], data["y"])
-    np.savez(run / "normalisation.npz", **stats)
+    targets, extra = _targets(cfg, data, dom)
+    val = validation_days(len(data["x"]), cfg.val_fraction)
+    train_idx = torch.from_numpy(np.flatnonzero(~val))
+    val_idx = torch.from_numpy(np.flatnonzero(val))
+    stats = fit_normalisation(data["x"][~val], {v: a[~val] for v, a in targets.items()})
+    stats.update(extra)
+    np.savez(run.path / "normalisation.npz", **stats)
     xn, static = _inputs(data["x"], stats, data["orog"], cfg.orography)
     H, W = data["orog"].shape
     scale = H // xn.shape[-2]
     loss_fn = build_loss(cfg.loss)
     info = {"config": cfg.to_dict(), "archive": str(data["root"]), "scale": scale, "grid_shape": [H, W],
-            "train_days": int(xn.shape[0]), "losses": {}, "seconds": {}}
-    for var in cfg.variables:
+            "train_days": int(len(train_idx)), "val_days": int(len(val_idx)), "losses": {}, "val_losses": {},
+            "val_rmse": {}, "best_epoch": {}, "seconds": {"data": round(time.perf_counter() - t_data, 1)}}
+    total_epochs = cfg.epochs * len(cfg.variables)
+    run.update_status(epochs=total_epochs, kind="mlbench", domain=cfg.domain, experiment=cfg.experiment,
+                      train_days=info["train_days"], val_days=info["val_days"])
+    mask = torch.ones(1, 1, H, W)
+
+    def batches(idx):
+        for b in idx.split(cfg.batch_size):
+            yield b, (None if static is None else static.expand(len(b), -1, -1, -1)), mask.expand(len(b), -1, -1, -1)
+
+    for k, var in enumerate(cfg.variables):
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
         net = build_model(ecfg.model, xn.shape[1], 1 if cfg.orography else 0, scale, grid_shape=(H, W))
-        y = torch.from_numpy((data["y"][var] - stats[f"{var}_mean"]) / stats[f"{var}_std"])[:, None]
+        y = torch.from_numpy((targets[var] - stats[f"{var}_mean"]) / stats[f"{var}_std"])[:, None]
         opt = make_optimizer(ecfg, net.parameters())
         sched = make_scheduler(ecfg, opt)
         gen = torch.Generator().manual_seed(cfg.seed)
-        mask = torch.ones(1, 1, H, W)
-        history = []
+        history, val_history, val_rmse = [], [], []
+        best, best_state = np.inf, None
         for epoch in range(cfg.epochs):
             net.train()
             total, n = 0.0, 0
-            order = torch.randperm(xn.shape[0], generator=gen)
+            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
             if cfg.samples_per_epoch:
-                order = torch.cat([order, torch.randperm(xn.shape[0], generator=gen)])[: cfg.samples_per_epoch]
-            for idx in order.split(cfg.batch_size):
-                s = None if static is None else static.expand(len(idx), -1, -1, -1)
-                loss = loss_fn(net(xn[idx], s), y[idx], mask.expand(len(idx), -1, -1, -1))
+                order = torch.cat([order, train_idx[torch.randperm(len(train_idx), generator=gen)]])[: cfg.samples_per_epoch]
+            for idx, s, m in batches(order):
+                loss = loss_fn(net(xn[idx], s), y[idx], m)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -238,14 +374,43 @@ def train(cfg: MLBenchConfig, runs_root: str | Path | None = None, log=print) ->
             if sched is not None:
                 sched.step()
             history.append(total / n)
-            log(f"[{cfg.run_name}] {var} epoch {epoch + 1}/{cfg.epochs} loss {total / n:.4f}")
-        save_checkpoint(run / "checkpoints" / f"{var}.pt", {"model": net.state_dict(), "variable": var,
-                                                            "model_config": asdict(ecfg.model)})
-        info["losses"][var] = history
+            record = {"train_loss": total / n}
+            if len(val_idx):
+                net.eval()
+                vl, se, vn = 0.0, 0.0, 0
+                with torch.no_grad():
+                    for idx, s, m in batches(val_idx):
+                        p = net(xn[idx], s)
+                        vl += loss_fn(p, y[idx], m).item() * len(idx)
+                        # physical units: the standardised error times the per-cell scale
+                        se += float((((p - y[idx])[:, 0] * torch.from_numpy(stats[f"{var}_std"])) ** 2).sum())
+                        vn += len(idx)
+                record.update(val_loss=vl / vn, val_rmse=float(np.sqrt(se / (vn * H * W))))
+                val_history.append(record["val_loss"])
+                val_rmse.append(record["val_rmse"])
+            score = record.get("val_loss", record["train_loss"])
+            if score < best:  # choose the epoch on validation (on training loss without one)
+                best, best_state = score, {k_: v.detach().clone() for k_, v in net.state_dict().items()}
+                info["best_epoch"][var] = epoch
+            run.log_event("epoch", epoch=k * cfg.epochs + epoch, variable=var, variable_epoch=epoch,
+                          lr=opt.param_groups[0]["lr"], **record)
+            run.update_status(progress=(k * cfg.epochs + epoch + 1) / (total_epochs + 1))
+            log(f"[{cfg.run_name}] {var} epoch {epoch + 1}/{cfg.epochs} "
+                + " ".join(f"{key} {val_:.4f}" for key, val_ in record.items()))
+        net.load_state_dict(best_state)
+        save_checkpoint(run.path / "checkpoints" / f"{var}.pt", {"model": net.state_dict(), "variable": var,
+                                                                 "model_config": asdict(ecfg.model)})
+        info["parameters"] = count_parameters(net)
+        info["losses"][var], info["val_losses"][var], info["val_rmse"][var] = history, val_history, val_rmse
         info["seconds"][var] = round(time.perf_counter() - t0, 1)
-    write_text_atomic(run / "mlbench.json", json.dumps(info, indent=1))
-    predict_run(run)
-    return run
+    write_text_atomic(run.path / "mlbench.json", json.dumps(info, indent=1))
+    run.update_status(phase="predictions")
+    t0 = time.perf_counter()
+    predict_run(run.path)
+    info["seconds"]["predict"] = round(time.perf_counter() - t0, 1)
+    write_text_atomic(run.path / "mlbench.json", json.dumps(info, indent=1))
+    return {"best_epoch": info["best_epoch"], "best_val_rmse": {v: min(r) for v, r in info["val_rmse"].items() if r},
+            "seconds": info["seconds"]}
 
 
 def load_run(run: str | Path) -> tuple[MLBenchConfig, dict]:
@@ -270,6 +435,10 @@ def predictor_fn(run: str | Path):
     model_cfg = cfg.model_config()
     with open_cf(train_files(Path(info["archive"]), get_domain(cfg.domain), get_experiment(cfg.experiment))["static"]) as s:
         orog = s["orog"].transpose(*get_domain(cfg.domain).spatial_dims).values.astype(np.float32)
+    from engine.mlbench.interp import T850Interpolation
+    from engine.mlbench.standin import _latlon, target_template
+
+    lat2, lon2 = _latlon(target_template(get_domain(cfg.domain)), get_domain(cfg.domain))
     nets = {}
     for var in cfg.variables:
         net = build_model(model_cfg, len(PREDICTORS), 1 if cfg.orography else 0, info["scale"], grid_shape=(H, W))
@@ -282,6 +451,11 @@ def predictor_fn(run: str | Path):
             raise MLBenchError(f"{name}: predictors on a {x.shape[-2]}x{x.shape[-1]} grid; the run was trained on "
                                f"{stats['x_mean'].shape[-2]}x{stats['x_mean'].shape[-1]}")
         xn, static = _inputs(x, stats, orog, cfg.orography)
+        first_guess = {}
+        if "tasmax_interp_offset" in stats:
+            interp = T850Interpolation(ds["lat"].values, ds["lon"].values, lat2, lon2)
+            interp.offset = stats["tasmax_interp_offset"]
+            first_guess["tasmax"] = interp(x)
         out = {}
         with torch.no_grad():
             for var, net in nets.items():
@@ -289,7 +463,7 @@ def predictor_fn(run: str | Path):
                 for chunk in xn.split(64):
                     s = None if static is None else static.expand(len(chunk), -1, -1, -1)
                     parts.append(net(chunk, s)[:, 0].numpy())
-                a = np.concatenate(parts) * stats[f"{var}_std"] + stats[f"{var}_mean"]
+                a = np.concatenate(parts) * stats[f"{var}_std"] + stats[f"{var}_mean"] + first_guess.get(var, 0.0)
                 out[var] = np.clip(a, 0, None) if var == "pr" else a
         return out
 

@@ -112,25 +112,12 @@ def _stack(ds) -> np.ndarray:
 def fit_baselines(domain: str, experiment: str, root: str | Path) -> dict:
     """``{"interpolation": fn, "linear_regression": fn}``; each fn maps a predictor Dataset to
     ``{var: (T, H, W)}``, fitted on ``experiment``'s training data under ``root``."""
-    from scipy.interpolate import RegularGridInterpolator
-
-    from engine.mlbench.experiments import MLBenchConfig
-    from engine.mlbench.standin import _latlon, target_template
+    from engine.mlbench.experiments import MLBenchConfig, interpolation_for
 
     dom = get_domain(domain)
     data = load_training(MLBenchConfig(domain=domain, experiment=experiment, root=str(root)))
-    lat1, lon1 = data["lr_grid"]
-    lat2, lon2 = _latlon(target_template(dom), dom)
-    lon2 = np.where(lon2 < lon1.min() - 180, lon2 + 360, lon2)  # continuous across the date line
-    points = np.stack([lat2.ravel(), lon2.ravel()], axis=1)
-    it850 = PREDICTORS.index("t_850")
-    H, W = lat2.shape
-
-    def interp_t850(x: np.ndarray) -> np.ndarray:
-        f = RegularGridInterpolator((lat1, lon1), np.moveaxis(x[:, it850], 0, -1), method="linear")
-        return np.moveaxis(f(points), -1, 0).reshape(len(x), H, W)
-
-    offset = (data["y"]["tasmax"] - interp_t850(data["x"])).mean(0)
+    interp_t850 = interpolation_for(dom, data)
+    H, W = interp_t850.shape
 
     x = data["x"].reshape(len(data["x"]), -1).astype(np.float64)
     mean, std = x.mean(0), x.std(0)
@@ -147,7 +134,7 @@ def fit_baselines(domain: str, experiment: str, root: str | Path) -> dict:
     coefs = {v: np.linalg.lstsq(A, y.reshape(len(y), -1).astype(np.float64), rcond=None)[0] for v, y in data["y"].items()}
 
     def interpolation(ds) -> dict:
-        return {"tasmax": interp_t850(_stack(ds)) + offset}
+        return {"tasmax": interp_t850(_stack(ds))}
 
     def linear_regression(ds) -> dict:
         d = design(_stack(ds))

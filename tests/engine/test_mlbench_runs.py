@@ -1,0 +1,126 @@
+"""ML-Bench experiments as runs of the run store: the folder made by RunStore.create and trained by
+the engine's job entry point (status, events, configuration), the epoch chosen on held-out days,
+and the interpolated-t850 first guess that the zoo models correct."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.mlbench.protocol import PREDICTORS, MLBenchError
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+needs_templates = pytest.mark.skipif(
+    not (SHARED / "mlbench_template_tasmax_ALPS.nc").is_file(),
+    reason="the ML-Bench templates are not in ../shared/data (a fresh clone has no ../shared)")
+
+
+@pytest.fixture(scope="module")
+def alps(tmp_path_factory):
+    from engine.mlbench.standin import generate_standin
+
+    return generate_standin("ALPS", tmp_path_factory.mktemp("mlbench"), train_years=1, test_years=1, days_per_year=60)
+
+
+@pytest.fixture(scope="module")
+def store_and_run(alps, tmp_path_factory):
+    from engine.mlbench.experiments import MLBenchConfig, train
+
+    root = tmp_path_factory.mktemp("runs")
+    cfg = MLBenchConfig(domain="ALPS", experiment="ESD_pseudo_reality", model="resnet", epochs=3, root=str(alps),
+                        val_fraction=0.45, samples_per_epoch=16)  # k = 2: days 30-59 held out
+    return root, train(cfg, root, log=lambda s: None)
+
+
+def test_validation_days_are_every_kth_30_day_block():
+    from engine.mlbench.experiments import validation_days
+
+    v = validation_days(130, 0.25)  # k = 4: block 3 (days 90-119) only
+    assert v.sum() == 30 and v[90:120].all() and not v[:90].any() and not v[120:].any()
+    assert validation_days(730, 0.1).sum() == 60  # blocks 9 and 19: both periods of an emulator
+    assert not validation_days(50, 0).any()
+    with pytest.raises(MLBenchError, match="val_fraction=0.6 is not valid; expected 0 <= val_fraction < 0.5"):
+        validation_days(10, 0.6)
+
+
+def test_bad_residual_names_the_accepted_ones():
+    from engine.mlbench.experiments import MLBenchConfig
+
+    with pytest.raises(MLBenchError, match="residual='bias' is not valid; accepted: auto, interpolation, None"):
+        MLBenchConfig(residual="bias").validate()
+    assert MLBenchConfig(model="deepesd").residual_kind is None
+    assert MLBenchConfig(model="resnet").residual_kind == "interpolation"
+    assert MLBenchConfig(model="resnet", residual=None).residual_kind is None
+
+
+def test_t850_interpolation_is_exact_on_a_linear_field():
+    from engine.mlbench.interp import T850Interpolation
+
+    lat1, lon1 = np.arange(40.0, 56.0), np.arange(0.0, 16.0)
+    lat2 = np.array([[41.5, 47.25], [50.0, 54.9]])
+    lon2 = np.array([[0.5, 3.75], [10.0, 14.1]])
+    x = np.zeros((2, len(PREDICTORS), 16, 16))
+    c = PREDICTORS.index("t_850")
+    for t in range(2):  # t850 = 250 + t + 2 lat - 0.5 lon: bilinear interpolation reproduces it
+        x[t, c] = 250 + t + 2 * lat1[:, None] - 0.5 * lon1[None, :]
+    interp = T850Interpolation(lat1, lon1, lat2, lon2)
+    expected = np.stack([250 + t + 2 * lat2 - 0.5 * lon2 for t in range(2)])
+    np.testing.assert_allclose(interp.raw(x), expected, atol=1e-9)
+    truth = expected + np.array([[1.0, -2.0], [0.5, 3.0]])  # a per-cell offset to tasmax
+    np.testing.assert_allclose(interp.fit(x, truth)(x), truth, atol=1e-9)
+
+
+@needs_templates
+def test_an_mlbench_run_is_a_run_of_the_store(store_and_run):
+    from engine.runs import Run, RunStore
+
+    root, path = store_and_run
+    assert [r.path for r in RunStore(root).list()] == [path]
+    run = Run(path)
+    status = run.status()
+    assert status["state"] == "completed" and status["kind"] == "mlbench" and status["progress"] == 1.0
+    cfg = run.config  # the engine's configuration, read back as every run's
+    assert cfg.name == "mlbench-ALPS_ESD_pseudo_reality_resnet_s0"
+    assert cfg.model.backbone == "resnet" and cfg.training.epochs == 3
+    assert cfg.data.lowres == "mlbench_alps_train_predictors" and tuple(cfg.data.predictors) == PREDICTORS
+    epochs = run.epochs()
+    assert [e["variable"] for e in epochs] == ["tasmax"] * 3 + ["pr"] * 3
+    assert all({"train_loss", "val_loss", "val_rmse", "lr"} <= set(e) for e in epochs)
+    info = json.loads((path / "mlbench.json").read_text())
+    assert info["train_days"] + info["val_days"] == 60 and info["val_days"] == 30
+    for var in ("tasmax", "pr"):  # the kept epoch is the one with the lowest validation loss
+        assert info["best_epoch"][var] == int(np.argmin(info["val_losses"][var]))
+        assert (path / "checkpoints" / f"{var}.pt").is_file()
+
+
+@needs_templates
+def test_the_zoo_model_starts_from_the_interpolation_baseline(alps, store_and_run):
+    """With its output layer zeroed, a residual run predicts the interpolation baseline plus the
+    training mean of the correction: the first guess is added back in physical units."""
+    import torch
+
+    from engine.mlbench.experiments import predictor_fn
+    from engine.mlbench.protocol import open_cf, predictor_path
+    from engine.mlbench.scoring import fit_baselines
+
+    _, path = store_and_run
+    stats = dict(np.load(path / "normalisation.npz"))
+    assert "tasmax_interp_offset" in stats
+    ckpt = path / "checkpoints" / "tasmax.pt"
+    saved = ckpt.read_bytes()
+    try:
+        state = torch.load(ckpt, weights_only=True)
+        for k in ("output.weight", "output.bias"):
+            state["model"][k].zero_()
+        torch.save(state, ckpt)
+        predict = predictor_fn(path)
+        baseline = fit_baselines("ALPS", "ESD_pseudo_reality", alps)["interpolation"]
+        with open_cf(predictor_path(alps, "historical", "perfect", "CNRM-CM5")) as ds:
+            got = predict(ds)["tasmax"]
+            want = baseline(ds)["tasmax"] + stats["tasmax_mean"]
+    finally:
+        ckpt.write_bytes(saved)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
