@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 
 import xarray as xr
 
+from engine.data import netcdf_lock
 from engine.data.errors import DataError
 from engine.data.integrity import check_files
 from engine.data.paths import cache_dir, default_catalog
@@ -190,17 +191,19 @@ def standardise(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
     return standardise_grid(ds, name)
 
 
-# netCDF4/HDF5 are not thread-safe while a file is being opened (xarray's own lock covers only data
-# reads): two threads opening entries at once (the dashboard's data check beside a view) crashed the
-# process with a segmentation fault. Every open, and generating a missing demo file, takes this lock.
-OPEN_LOCK = threading.RLock()
+# netCDF-C/HDF5 are not thread-safe, and xarray's lock does not cover the metadata calls of an open:
+# a thread opening an entry while another read a file crashed the process (the dashboard's data
+# check beside a view). Every open holds the process's netCDF lock (engine.data.netcdf_lock, also
+# xarray's read/write lock); it is held around the open call only, never around a dask compute.
+OPEN_LOCK = netcdf_lock.LOCK
+# Generating a missing demo file or downloading a fetched one: once, whichever thread asks first.
+_MAKE_LOCK = threading.RLock()
 
 
 def open_dataset(name: str, catalog=None) -> xr.Dataset:
     """Open catalogue entry ``name`` as an ``xarray.Dataset`` in finescale's layout (:func:`standardise`);
-    one open at a time per process (:data:`OPEN_LOCK`). See :func:`_open_dataset`."""
-    with OPEN_LOCK:
-        return _open_dataset(name, catalog)
+    the file is opened under :data:`OPEN_LOCK`. See :func:`_open_dataset`."""
+    return _open_dataset(name, catalog)
 
 
 def _open_dataset(name: str, catalog=None) -> xr.Dataset:
@@ -219,10 +222,12 @@ def _open_dataset(name: str, catalog=None) -> xr.Dataset:
     args = dict(entry.describe().get("args") or {})
     urlpath = args.get("urlpath")
     if meta.get("generator"):
-        urlpath = str(_generated(meta))
+        with _MAKE_LOCK:
+            urlpath = str(_generated(meta))
         source = entry.get(urlpath=urlpath)
     elif meta.get("fetch"):
-        urlpath = str(_fetched(meta))
+        with _MAKE_LOCK:
+            urlpath = str(_fetched(meta))
         source = entry.get(urlpath=urlpath)
     else:
         if meta.get("remote"):
@@ -230,7 +235,8 @@ def _open_dataset(name: str, catalog=None) -> xr.Dataset:
         source = entry.get()
     check_files(urlpath, name, os.path.dirname(str(getattr(_open_catalog(catalog), "path", "") or "")))  # truncated
     try:
-        ds = source.to_dask()
+        with OPEN_LOCK:
+            ds = source.to_dask()
     except Exception as exc:
         hint = ""
         if meta.get("generator"):
@@ -243,4 +249,7 @@ def _open_dataset(name: str, catalog=None) -> xr.Dataset:
         ) from None
     ds = standardise(ds, f"entry {name!r}")
     ds.attrs.setdefault("finescale_entry", name)
+    # where the values come from (engine.data.passcache fingerprints these files)
+    ds.encoding["finescale_urlpath"] = urlpath
+    ds.encoding["finescale_catalog_dir"] = os.path.dirname(str(getattr(_open_catalog(catalog), "path", "") or ""))
     return ds

@@ -68,16 +68,25 @@ def test_data_view_catalogue_maps_time_and_region(page):
     for _ in range(3):
         handle.press("ArrowRight")
     expect(label).not_to_have_text(before, timeout=20_000)
-    # Draw a box on the high-res map with the box-select tool: the region picker.
-    canvas = maps.locator("canvas").first
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.35
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x0 + box["width"] * 0.15, y0 + box["height"] * 0.15, steps=8)
-    page.mouse.move(x0 + box["width"] * 0.3, y0 + box["height"] * 0.3, steps=8)
-    page.mouse.up()
-    expect(page.locator(".fs-region")).to_contain_text("°N", timeout=20_000)
+    # Draw a box on the high-res map with the box-select tool: the region picker. The maps re-render
+    # after the time change, and a drag on a canvas being replaced is lost, so draw again until the
+    # picker reports a region (waiting on the page's state, not on a fixed time).
+    region = page.locator(".fs-region")
+    for attempt in range(6):
+        canvas = maps.locator("canvas").first
+        box = canvas.bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.35
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + box["width"] * 0.15, y0 + box["height"] * 0.15, steps=8)
+        page.mouse.move(x0 + box["width"] * 0.3, y0 + box["height"] * 0.3, steps=8)
+        page.mouse.up()
+        try:
+            expect(region).to_contain_text("°N", timeout=10_000)
+            break
+        except AssertionError:
+            if attempt == 5:
+                raise
     expect(page.locator(".fs-summary")).to_contain_text("°N", timeout=20_000)  # shared state, sidebar
     page.wait_for_timeout(1500)
     shot(page, "view-data")

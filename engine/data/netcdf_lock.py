@@ -1,0 +1,85 @@
+"""One re-entrant lock for every netCDF/HDF5 call in the process: opens, reads and writes.
+
+The netCDF-C and HDF5 libraries are not thread-safe. xarray serialises data reads and writes
+under its own lock, but not the metadata calls it makes while opening a file (variable filters,
+chunking, attributes: ``NetCDF4DataStore.open_store_variable`` runs outside the lock). So a
+thread opening a file while another reads one crashes the process (a segmentation fault or a
+bus error: the dashboard's data check opening an entry while a view reads a prediction).
+
+:data:`LOCK` fixes that in one place. :func:`install` makes it xarray's default lock for the
+netCDF4 backend (reads and writes then take it), and every open in finescale holds it around
+the open call itself (``with LOCK: xr.open_dataset(...)``, see ``catalog.OPEN_LOCK``). It is
+re-entrant, because xarray takes it again inside an open we already hold it for.
+
+Hold it around opens and in-thread reads only, never around a dask ``compute``: dask's worker
+threads read chunks under the same lock and would wait for ever on the thread that holds it.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+class SerializableRLock:
+    """A re-entrant lock that survives pickling: every copy with the same token is the same lock
+    within a process (what dask's ``SerializableLock`` does, re-entrant). Dask pickles the lock
+    with the tasks that read chunks; an unpickled copy in another process is that process's lock.
+    """
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token or uuid.uuid4().hex
+        with _LOCKS_GUARD:
+            self.lock = _LOCKS.setdefault(self.token, threading.RLock())
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def locked(self) -> bool:
+        """Whether another thread holds it (an owner's own re-entry would succeed)."""
+        if self.lock.acquire(blocking=False):
+            self.lock.release()
+            return False
+        return True
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __getstate__(self) -> str:
+        return self.token
+
+    def __setstate__(self, token: str) -> None:
+        self.__init__(token)
+
+    def __repr__(self) -> str:
+        return f"<SerializableRLock {self.token[:8]}>"
+
+
+#: The process's netCDF/HDF5 lock (a fixed token: every unpickled copy is the same lock).
+LOCK = SerializableRLock("finescale-netcdf")
+
+
+def install() -> None:
+    """Make :data:`LOCK` xarray's default lock for netCDF4 files (reads, writes and the opens
+    that xarray locks itself). Idempotent; a newer xarray without that module-level default keeps
+    its own lock and the opens are still serialised by :data:`LOCK` (``catalog.OPEN_LOCK``)."""
+    try:
+        from xarray.backends import netCDF4_
+    except ImportError:  # no netCDF4 backend: nothing to lock
+        return
+    if hasattr(netCDF4_, "NETCDF4_PYTHON_LOCK"):
+        # xarray looks this name up at each open (``NetCDF4DataStore.open``), so the swap reaches
+        # every later open in the process, intake's included.
+        netCDF4_.NETCDF4_PYTHON_LOCK = LOCK
+
+
+install()
