@@ -193,16 +193,16 @@ def standardise(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
 
 # netCDF-C/HDF5 are not thread-safe, and xarray's lock does not cover the metadata calls of an open:
 # a thread opening an entry while another read a file crashed the process (the dashboard's data
-# check beside a view). Every open holds the process's netCDF lock (engine.data.netcdf_lock, also
-# xarray's read/write lock); it is held around the open call only, never around a dask compute.
+# check beside a view). engine.data.netcdf_lock makes one re-entrant lock xarray's lock for netCDF
+# reads, writes and opens; this is that lock, for code calling netCDF4 itself.
 OPEN_LOCK = netcdf_lock.LOCK
 # Generating a missing demo file or downloading a fetched one: once, whichever thread asks first.
 _MAKE_LOCK = threading.RLock()
 
 
 def open_dataset(name: str, catalog=None) -> xr.Dataset:
-    """Open catalogue entry ``name`` as an ``xarray.Dataset`` in finescale's layout (:func:`standardise`);
-    the file is opened under :data:`OPEN_LOCK`. See :func:`_open_dataset`."""
+    """Open catalogue entry ``name`` as an ``xarray.Dataset`` in finescale's layout (:func:`standardise`).
+    See :func:`_open_dataset`."""
     return _open_dataset(name, catalog)
 
 
@@ -235,8 +235,7 @@ def _open_dataset(name: str, catalog=None) -> xr.Dataset:
         source = entry.get()
     check_files(urlpath, name, os.path.dirname(str(getattr(_open_catalog(catalog), "path", "") or "")))  # truncated
     try:
-        with OPEN_LOCK:
-            ds = source.to_dask()
+        ds = source.to_dask()  # each netCDF open holds OPEN_LOCK (netcdf_lock.install)
     except Exception as exc:
         hint = ""
         if meta.get("generator"):

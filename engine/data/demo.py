@@ -332,11 +332,7 @@ def make_levels(gcm: xr.Dataset, seed: int = 0, res: float = 1.0) -> xr.Dataset:
 def _demo_alps_levels(seed: int = 0) -> Path:
     path = cache_dir("demo") / f"demo_alps_levels-v{VERSION}-seed{seed}.nc"
     if not path.exists():
-        from engine.data.netcdf_lock import LOCK  # netCDF opens are not thread-safe
-
-        with LOCK:
-            gcm = xr.open_dataset(ensure_demo("demo_alps_gcm", seed=seed))
-        with gcm:
+        with xr.open_dataset(ensure_demo("demo_alps_gcm", seed=seed)) as gcm:
             ds = make_levels(gcm.load(), seed=seed)
         write_netcdf(ds, path)
     return path

@@ -6,10 +6,11 @@ chunking, attributes: ``NetCDF4DataStore.open_store_variable`` runs outside the 
 thread opening a file while another reads one crashes the process (a segmentation fault or a
 bus error: the dashboard's data check opening an entry while a view reads a prediction).
 
-:data:`LOCK` fixes that in one place. :func:`install` makes it xarray's default lock for the
-netCDF4 backend (reads and writes then take it), and every open in finescale holds it around
-the open call itself (``with LOCK: xr.open_dataset(...)``, see ``catalog.OPEN_LOCK``). It is
-re-entrant, because xarray takes it again inside an open we already hold it for.
+:data:`LOCK` fixes that in one place. :func:`install` (run on import of ``engine.data``) makes it
+xarray's default lock for the netCDF4 backend, so reads and writes take it, and holds it around
+the backend's open, so every open in the process does too. It is re-entrant, because xarray takes
+it again inside an open that already holds it. ``catalog.OPEN_LOCK`` is the same lock, for code
+that calls netCDF4 directly (appending to a prediction file).
 
 Hold it around opens and in-thread reads only, never around a dask ``compute``: dask's worker
 threads read chunks under the same lock and would wait for ever on the thread that holds it.
@@ -17,6 +18,7 @@ threads read chunks under the same lock and would wait for ever on the thread th
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 
@@ -69,17 +71,34 @@ LOCK = SerializableRLock("finescale-netcdf")
 
 
 def install() -> None:
-    """Make :data:`LOCK` xarray's default lock for netCDF4 files (reads, writes and the opens
-    that xarray locks itself). Idempotent; a newer xarray without that module-level default keeps
-    its own lock and the opens are still serialised by :data:`LOCK` (``catalog.OPEN_LOCK``)."""
+    """Make :data:`LOCK` xarray's lock for netCDF4 files: its default lock for reads and writes,
+    and held around the backend's whole open (xarray reads the metadata outside its lock there).
+
+    Both reach every netCDF4 open in the process, intake's and third-party ones included, so no
+    call site has to remember the lock. Idempotent. An xarray without these names keeps its own
+    locking (the tests in ``tests/engine/test_netcdf_lock.py`` then fail and say so).
+    """
     try:
         from xarray.backends import netCDF4_
     except ImportError:  # no netCDF4 backend: nothing to lock
         return
     if hasattr(netCDF4_, "NETCDF4_PYTHON_LOCK"):
-        # xarray looks this name up at each open (``NetCDF4DataStore.open``), so the swap reaches
-        # every later open in the process, intake's included.
+        # xarray looks this name up at each open (``NetCDF4DataStore.open``).
         netCDF4_.NETCDF4_PYTHON_LOCK = LOCK
+    entrypoint = getattr(netCDF4_, "NetCDF4BackendEntrypoint", None)
+    opener = getattr(entrypoint, "open_dataset", None)
+    if opener is None or getattr(opener, "_finescale_locked", False):
+        return
+
+    @functools.wraps(opener)
+    def open_dataset_locked(self, *args, **kwargs):
+        # The backend's open builds lazy arrays only (dask wraps them afterwards, outside): no
+        # compute runs while the lock is held.
+        with LOCK:
+            return opener(self, *args, **kwargs)
+
+    open_dataset_locked._finescale_locked = True
+    entrypoint.open_dataset = open_dataset_locked
 
 
 install()

@@ -38,6 +38,24 @@ def test_xarray_reads_and_writes_under_the_process_lock(tmp_path):
             assert float(ds["v1"].mean()) == 1.0
 
 
+def test_every_open_reads_the_metadata_under_the_lock(tmp_path, monkeypatch):
+    """What crashed: xarray reads each variable's filters and chunking outside its own lock."""
+    from xarray.backends import netCDF4_
+
+    path = _write(tmp_path / "b.nc")
+    held = []
+    original = netCDF4_.NetCDF4DataStore.open_store_variable
+
+    def spy(self, name, var):
+        held.append(netcdf_lock.LOCK.lock._is_owned())
+        return original(self, name, var)
+
+    monkeypatch.setattr(netCDF4_.NetCDF4DataStore, "open_store_variable", spy)
+    xr.open_dataset(path).close()  # a plain xarray call: nobody took the lock by hand
+    xr.open_dataset(path, chunks={}).close()
+    assert held and all(held), held
+
+
 def test_the_lock_is_held_by_one_thread_and_survives_pickling():
     lock = netcdf_lock.LOCK
     copy = pickle.loads(pickle.dumps(lock))
@@ -63,14 +81,12 @@ def test_opens_beside_reads_do_not_crash_the_process(tmp_path):
     script = textwrap.dedent(f"""
         import threading
         import xarray as xr
-        from engine.data.catalog import OPEN_LOCK
+        import engine.data  # installs the netCDF lock
         paths = {paths!r}
         done = threading.Event()
         def opener(k):
             for n in range(500):
-                with OPEN_LOCK:
-                    ds = xr.open_dataset(paths[(n + k) % 2])
-                ds.close()
+                xr.open_dataset(paths[(n + k) % 2]).close()
         def reader(k):
             ds = xr.open_dataset(paths[2 + k], chunks={{}})
             n = 0
