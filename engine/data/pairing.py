@@ -276,6 +276,9 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
                                          getattr(cfg, "missing_input", "refuse"), lr_name or hr_name, hr_name)
     if policed is not hr:  # cells masked out: the statistics of the pass no longer describe the target
         prepass.moments, prepass.count, key = {}, None, None
+    # PerfectProg with the target as it was coarsened: its LR channel can be computed from a block of
+    # the target in memory (engine.data.datapass.block_mean) instead of coarsening the chunks again
+    same_target = cfg.downscaling == "perfectprog" and policed is hr and cfg.variable in lr
     hr = policed
     if prepass.origin != "cache":
         passcache.save(key, prepass)
@@ -291,7 +294,8 @@ def make_pair(data_cfg, highres: xr.Dataset | None = None, lowres: xr.Dataset | 
         downscaling=cfg.downscaling,
         highres=hr_name,
         lowres=lr_name,
-        attrs={"bbox": tuple(cfg.bbox) if cfg.bbox is not None else None, "regrid_method": method},
+        attrs={"bbox": tuple(cfg.bbox) if cfg.bbox is not None else None, "regrid_method": method,
+               "lr_block_mean_of_hr": cfg.variable if same_target else None},
         padding=padding,
         prepass=prepass,
     )

@@ -100,7 +100,9 @@ def load_run(run: Run, which: str = "best") -> LoadedRun:
     pair = make_pair(cfg.data)
     if not run.normalisation_path.exists():
         raise PredictionError(f"run {run.run_id!r} has no normalisation.json; was it trained by finescale?")
-    normaliser = NORMALISATIONS.get(cfg.data.normalisation).from_dict(json.loads(run.normalisation_path.read_text()))
+    from engine.data.normalise import load as load_normalisation
+
+    normaliser = load_normalisation(run.normalisation_path)  # JSON (+ its .npz sidecar); old all-JSON runs too
     if cfg.training.learning == "diffusion":  # a DiffusionDownscaler (and its frozen regression)
         from engine.training.diffusion import rebuild_from_checkpoint
         model = rebuild_from_checkpoint(cfg, state)

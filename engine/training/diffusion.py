@@ -78,7 +78,9 @@ def load_regression(run: Run, ref: str) -> tuple[torch.nn.Module, dict, Any, Run
                         int(state["scale"]), grid_shape=grid)
     model.load_state_dict(state["model"])
     model.eval()
-    normaliser = NORMALISATIONS.get(reg_cfg.data.normalisation).from_dict(json.loads(reg_run.normalisation_path.read_text()))
+    from engine.data.normalise import load as load_normalisation
+
+    normaliser = load_normalisation(reg_run.normalisation_path)  # JSON (+ its .npz sidecar)
     return model, state, normaliser, reg_run
 
 

@@ -356,7 +356,9 @@ class EpochLoop:
         if not self.rank0:
             return
         run, fabric = self.run, self.fabric
-        write_text_atomic(run.normalisation_path, _json(self.data.normaliser.to_dict()))
+        from engine.data.normalise import save as save_normalisation
+
+        save_normalisation(self.data.normaliser, run.normalisation_path)  # JSON + .npz sidecar for arrays
         run.update_status(state="running", started=run.status().get("started") or now_iso(), host=socket.gethostname(),
                           pid=os.getpid(), world_size=fabric.world_size, device=str(fabric.device),
                           parameters=parameters, epochs=self.cfg.training.epochs,

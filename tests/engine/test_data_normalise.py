@@ -123,3 +123,41 @@ def test_errors(pair):
         norm.inverse_hr(np.zeros((2, 8, 8)), pair.times[:2])
     with pytest.raises(DataError, match="no statistics for variable"):
         norm.lr(pair.lr.rename(t2m="tas"))
+
+
+@pytest.mark.parametrize("name", ["global", "monthly_pixel"])
+def test_files_round_trip_binary_sidecar_and_old_json(name, pair, tmp_path):
+    """save() writes scalars and small arrays as JSON and large arrays to normalisation.npz; load()
+    gives the same statistics bit for bit, and still reads an older run's all-JSON file."""
+    from engine.data.normalise import load, save
+
+    norm = create(name).fit(pair, TRAIN)
+    path = tmp_path / "normalisation.json"
+    save(norm, path)
+    doc = json.loads(path.read_text())
+    sidecar = tmp_path / "normalisation.npz"
+    if name == "monthly_pixel":  # (12, H, W) per-cell climatologies: binary, not text
+        assert doc["arrays_file"] == "normalisation.npz" and sidecar.exists()
+        assert doc["hr"]["mean"] == {"array": "hr/mean", "shape": list(norm.hr_stats[0].shape)}
+        assert path.stat().st_size < 2000
+    else:  # scalars only: no sidecar
+        assert "arrays_file" not in doc and not sidecar.exists()
+    again = load(path)
+    assert type(again) is type(norm) and again.variable == norm.variable and again.floor == norm.floor
+    for a, b in zip(again.hr_stats, norm.hr_stats):
+        np.testing.assert_array_equal(a, b)
+    for v in norm.lr_stats:
+        for a, b in zip(again.lr_stats[v], norm.lr_stats[v]):
+            np.testing.assert_array_equal(a, b)
+    # an older run: every value in the JSON
+    old = tmp_path / "old" / "normalisation.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps(norm.to_dict()))
+    np.testing.assert_array_equal(load(old).hr_stats[0], norm.hr_stats[0])
+    if name == "monthly_pixel":  # a sidecar from another fit is refused, naming both files
+        other = tmp_path / "other"
+        other.mkdir()
+        save(create(name).fit(pair, ("2001-01-01", "2001-04-30")), other / "normalisation.json")
+        (other / "normalisation.npz").replace(sidecar)
+        with pytest.raises(DataError, match="normalisation.npz does not match .*normalisation.json"):
+            load(path)
