@@ -25,7 +25,8 @@ from . import warmup
 from .lazytabs import LazyTabs
 from .state import AppState
 from .urlstate import UrlState
-from .views import CompareView, DataView, ExperimentView, ExplainView, ResultsView, RunsView, UncertaintyView
+from .views import (CompareView, DataView, ExperimentView, ExplainView, MLBenchView, ResultsView, RunsView,
+                    UncertaintyView)
 
 #: Milliseconds between two reads of the run store.
 POLL_MS = 1000
@@ -51,6 +52,7 @@ TABS = {
     "Compare": lambda s: CompareView(state=s),
     "Uncertainty": lambda s: UncertaintyView(state=s),
     "Explain": lambda s: ExplainView(state=s),
+    "ML-Bench": lambda s: MLBenchView(state=s),
 }
 
 url = UrlState(tabs=list(TABS))

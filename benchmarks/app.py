@@ -23,13 +23,22 @@ run store in a temporary folder) and drives Debian's Chromium through Playwright
 Each update is measured ``--repeat`` times (median and max reported). The target is under 1 s.
 Options: ``--size`` (default 1000), ``--times`` (time steps in the synthetic file), ``--repeat``,
 ``--sessions``, ``--no-train``, ``--csv PATH``.
+
+``--before REF`` measures a change on a shared, loaded machine: it serves two dashboards side by
+side on the same run store, the ``app/`` package of git revision ``REF`` ("before") and a copy of
+the working tree's ``app/`` ("after"; the engine is the working tree's for both), and measures 3.
+and 4. on each, alternated (``--rounds`` times for 3.), so that both see the same machine load.
+The load average is printed beside every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -145,6 +154,147 @@ def _start_training(browser, url: str):
     train.click()
     expect(page.locator(".fs-message")).to_contain_text("Started run", timeout=120_000)
     return page
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load() -> float:
+    """The 1-minute load average (the machine is shared: every figure is reported beside it)."""
+    return round(os.getloadavg()[0], 1)
+
+
+def app_copy(dest: Path, ref: str | None) -> Path:
+    """The ``app/`` package of git revision ``ref`` (None: the working tree's) under ``dest``."""
+    dest.mkdir(parents=True)
+    if ref is None:
+        shutil.copytree(REPO / "app", dest / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "app"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+class ServedCopy:
+    """``python -m app`` from a copy of the ``app/`` package (its folder first on the path, the
+    working tree's engine after it), on a free localhost port, reading the run store ``root``."""
+
+    def __init__(self, folder: Path, root: Path, log_path: Path):
+        import urllib.request
+
+        from tests.app.conftest import _free_port
+
+        self.port = _free_port()
+        env = {**os.environ, "FINESCALE_RUNS": str(root), "BOKEH_LOG_LEVEL": "info",
+               "PYTHONPATH": os.pathsep.join([str(folder), str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(self.port)], cwd=folder, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}/app"
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=30).read()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError("the app did not come up:\n" + Path(log_path).read_text()) from None
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        from tests.helpers import stop_process
+
+        stop_process(self.proc)
+        self._log.close()
+
+
+def _updates_while_training(browser, url: str, root: Path, repeat: int, label: str) -> list[dict]:
+    """Start a run from one session of ``url``; time the demo map's updates in another while it
+    trains; cancel the run afterwards (the next measurement must not share the CPU with it)."""
+    from playwright.sync_api import expect
+
+    from engine import launch
+    from engine.runs import RunStore
+
+    viewer = browser.new_page(viewport={"width": 1500, "height": 1600})
+    viewer.goto(url)
+    expect(viewer.locator(".fs-data-maps canvas").first).to_be_attached(timeout=300_000)
+    before = {r.run_id for r in RunStore(root).list()}
+    trainer = _start_training(browser, url)
+
+    def ours():
+        return [r for r in RunStore(root).list() if r.run_id not in before]
+
+    def training() -> bool:
+        return any(r.state == "running" for r in ours())
+
+    deadline = time.monotonic() + 300
+    while not training() and time.monotonic() < deadline:
+        viewer.wait_for_timeout(500)
+    if not training():
+        raise RuntimeError("the training run never reached 'running'")
+    viewer.evaluate(_HOOK)
+    rows = []
+    for _ in range(repeat):
+        if not training():
+            print("training ended before every update was measured", flush=True)
+            break
+        rows.append({"measure": "map update while another session's run trains", "grid": label,
+                     "seconds": _slider_step(viewer, ".fs-data-time"), "load": load()})
+        print(rows[-1], flush=True)
+        viewer.wait_for_timeout(300)
+    for run in ours():
+        try:
+            launch.cancel(run)
+        except Exception as exc:  # ended by itself meanwhile
+            print(f"cancel {run.run_id}: {exc}", flush=True)
+    trainer.close()
+    viewer.close()
+    return rows
+
+
+def compare(before: str, repeat: int = 3, sessions: int = 5, rounds: int = 2, train: bool = True) -> pd.DataFrame:
+    """3. and 4. on the ``app/`` of git revision ``before`` and on the working tree's, alternated."""
+    from playwright.sync_api import expect, sync_playwright
+
+    sys.path.insert(0, str(REPO))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="finescale-bench-app-") as tmp:
+        tmp = Path(tmp)
+        root = tmp / "runs"
+        root.mkdir()
+        servers = {}
+        try:
+            servers[f"before ({before})"] = ServedCopy(app_copy(tmp / "before", before), root, tmp / "before.log")
+            servers["after"] = ServedCopy(app_copy(tmp / "after", None), root, tmp / "after.log")
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+                for served in servers.values():  # warm-up session of each server
+                    page = browser.new_page(viewport={"width": 1500, "height": 1600})
+                    page.goto(served.url)
+                    expect(page.locator(".fs-catalogue")).to_be_visible(timeout=300_000)
+                    page.close()
+                for _ in range(rounds):
+                    for label, served in servers.items():
+                        got = _sessions_together(browser, served.url, sessions)
+                        for row in got:
+                            row.update(grid=label, load=load())
+                        rows += got
+                        print(got[-1], flush=True)
+                if train:
+                    for label, served in servers.items():
+                        rows += _updates_while_training(browser, served.url, root, repeat, label)
+                browser.close()
+        finally:
+            for served in servers.values():
+                served.close()
+    df = pd.DataFrame(rows)
+    return df.groupby(["measure", "grid"], sort=False).agg(
+        median=("seconds", "median"), max=("seconds", "max"), count=("seconds", "count"),
+        load_min=("load", "min"), load_max=("load", "max")).reset_index()
+
 
 
 def run(size: int = 1000, times: int = 8, repeat: int = 5, sessions: int = 5, train: bool = True) -> pd.DataFrame:
@@ -264,8 +414,14 @@ def main(argv=None) -> int:
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--no-train", action="store_true", help="skip the map update while a run trains")
     parser.add_argument("--csv", default=None)
+    parser.add_argument("--before", default=None, metavar="REF",
+                        help="also serve app/ of git revision REF and measure 3. and 4. on both, alternated")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of 3. per server with --before")
     args = parser.parse_args(argv)
-    table = run(args.size, args.times, args.repeat, args.sessions, not args.no_train)
+    if args.before:
+        table = compare(args.before, args.repeat, args.sessions, args.rounds, not args.no_train)
+    else:
+        table = run(args.size, args.times, args.repeat, args.sessions, not args.no_train)
     print(markdown(table))
     if args.csv:
         table.to_csv(args.csv, index=False)

@@ -9,6 +9,7 @@
   time series at a clicked point
 - :class:`UncertaintyView` — ensemble members, mean, spread, rank histogram, spread-skill
 - :class:`ExplainView` — attributions (Captum) for a clicked pixel or a drawn box
+- :class:`MLBenchView` — the CORDEX ML-Bench scorecard and index maps of ML-Bench runs
 
 Example (notebook)
 ------------------
@@ -22,8 +23,9 @@ from .compare import CompareView
 from .data import DataView
 from .experiment import ExperimentView
 from .explain import ExplainView
+from .mlbench import MLBenchView
 from .results import ResultsView
 from .runs import RunsView
 from .uncertainty import UncertaintyView
 
-__all__ = ["CompareView", "DataView", "ExperimentView", "ExplainView", "ResultsView", "RunsView", "UncertaintyView"]
+__all__ = ["CompareView", "DataView", "ExperimentView", "ExplainView", "MLBenchView", "ResultsView", "RunsView", "UncertaintyView"]
