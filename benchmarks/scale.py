@@ -8,9 +8,12 @@ fresh process) and prints a Markdown table:
 - **peak memory** of the training process and its DataLoader workers, polled from ``/proc`` every
   0.2 s: the sum of their proportional set sizes (PSS: pages shared between the forked workers and
   the main process counted once), with the main process's own peak RSS beside it;
-- **setup**: pairing (first chunk, one streaming pass for the mask) and the normalisation statistics
-  (one streaming pass over the training period), then **first batch**: DataLoader start to the first
-  batch (worker start and the first block read);
+- **setup**: pairing and the normalisation statistics: one streaming pass over the store for the mask
+  and the statistics together (:mod:`engine.data.datapass`; its own time beside it), or none when the
+  pass cache holds them (:mod:`engine.data.passcache`; each row starts with an empty cache except the
+  ``cached`` rows of ``--cached``); **job start -> first batch**: from the child's start (configuration
+  read) to the first batch any DataLoader yields, everything the job does before training included;
+  **DataLoader -> first batch**: worker start and the first block read only;
 - **samples/s** and **data wait** (fraction of the step time spent waiting for data) of the second
   epoch (the first warms up).
 
@@ -25,7 +28,7 @@ every size; lazy samples/s >= 0.8 x in-memory on the 1 GiB store.
 
 Options: ``--sizes 1,4,16,30`` (GiB), ``--grid 512`` (HR edge), ``--steps`` (batches per epoch),
 ``--batch``, ``--patch``, ``--workers``, ``--repeat`` (in-memory/lazy pairs on the first size; the
-ratio is of the medians), ``--compress``, ``--no-memory-row``, ``--dir``, ``--keep``, ``--out``.
+ratio is of the medians), ``--cached 16`` (a second lazy row on those sizes, with the pass cache), ``--compress``, ``--no-memory-row``, ``--dir``, ``--keep``, ``--out``.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def write_store(path: Path, gib: float, grid: int, chunk: int = CHUNK_STEPS, com
 def catalog_for(store: Path) -> Path:
     """An intake catalogue with one entry, ``scale_store``, for ``store`` (next to it)."""
     path = store.parent / f"{store.name}.yaml"
-    path.write_text(
+    text = (
         "sources:\n"
         "  scale_store:\n"
         "    driver: zarr\n"
@@ -100,6 +103,8 @@ def catalog_for(store: Path) -> Path:
         "      role: highres\n"
         f"      variables: {{{VARIABLE}: {{units: K, long_name: 2 m air temperature}}}}\n"
     )
+    if not path.exists() or path.read_text() != text:  # rewritten only when it changes (the pass cache keys on it)
+        path.write_text(text)
     return path
 
 
@@ -185,12 +190,20 @@ def _child(args: list[str], timeout: float = 3600, module: str = "benchmarks.sca
 
 
 # -- rows ---------------------------------------------------------------------------------------
-def train_row(store: Path, info: dict, args, mode: str = "lazy") -> dict:
+def train_row(store: Path, info: dict, args, mode: str = "lazy", cached: bool = False) -> dict:
     """Train ``args.steps`` batches x 2 epochs on ``store`` in a fresh process; ``mode`` "lazy" (the
-    default block budget) or "in-memory" (the whole training period as one block)."""
+    default block budget) or "in-memory" (the whole training period as one block). Each row starts
+    with an empty pass cache (:mod:`engine.data.passcache`: mask and statistics read from the store),
+    except ``cached`` ones, which find what the previous row on the same store left there."""
+    cache = store.parent / f"{store.name}.cache"
+    if not cached:
+        shutil.rmtree(cache, ignore_errors=True)
+    os.environ["FINESCALE_DATA"] = str(cache)
     result, mem = _child(["--child", "train", "--store", str(store), "--store-steps", str(info["steps"]),
                           "--mode", mode, "--steps", str(args.steps), "--batch", str(args.batch),
                           "--patch", str(args.patch), "--workers", str(args.workers)])
+    if cached:
+        mode = f"{mode}, cached"
     return {"kind": "train", "mode": mode, "store_gib": info["bytes"] / GIB, "steps": info["steps"],
             "peak_pss_gib": mem.peak_pss / GIB, "peak_rss_sum_gib": mem.peak_rss_sum / GIB,
             "peak_main_rss_gib": mem.peak_main_rss / GIB, **result}
@@ -207,6 +220,19 @@ def child_train(args) -> dict:
     from engine.runs import RunStore
     from engine.training import trainer
 
+    job_start = time.perf_counter()  # the job starts here: configuration read, then everything up to training
+    first_batch_at: list[float] = []
+    from torch.utils.data import dataloader
+
+    next_batch = dataloader._BaseDataLoaderIter.__next__
+
+    def timed_next(self):  # the first batch any DataLoader yields is the first training batch
+        out = next_batch(self)
+        if not first_batch_at:
+            first_batch_at.append(time.perf_counter())
+        return out
+
+    dataloader._BaseDataLoaderIter.__next__ = timed_next
     if args.mode == "in-memory":
         blocks.BLOCK_BYTES = math.inf  # the whole training period read and normalised up front
     store = Path(args.store)
@@ -226,6 +252,8 @@ def child_train(args) -> dict:
         start = time.perf_counter()
         out = prepare(*a, **k)
         setup["setup_s"] = time.perf_counter() - start
+        setup["statistics"] = out.normaliser.origin  # prepass (pairing's one pass), cache, or pass
+        setup["pass_s"] = float(getattr(out.pair.prepass, "seconds", 0.0))
         return out
 
     trainer.prepare_data = timed_prepare
@@ -234,19 +262,22 @@ def child_train(args) -> dict:
         trainer.train(run)
         epochs = run.epochs()
     first, last = epochs[0], epochs[-1]
-    return {**setup, "first_batch_s": first["first_batch_seconds"], "samples_per_s": last["samples_per_s"],
+    return {**setup, "first_batch_s": first["first_batch_seconds"], "job_first_batch_s": first_batch_at[0] - job_start,
+            "samples_per_s": last["samples_per_s"],
             "data_wait": last["data_wait_fraction"], "epoch_s": last["seconds"]}
 
 
 # -- table --------------------------------------------------------------------------------------
 def table(rows: list[dict]) -> str:
     head = ("| row | store (GiB) | time steps | peak PSS, process + workers (GiB) | peak RSS main (GiB) | "
-            "setup: pairing + statistics (s) | first batch (s) | samples/s | data wait |")
-    lines = [head, "|" + "---|" * 9]
+            "setup: pairing + statistics (s) | of which the data pass (s) | statistics from | "
+            "job start -> first batch (s) | DataLoader -> first batch (s) | samples/s | data wait |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(
             f"| {r['kind']} {r['mode']} | {r['store_gib']:.1f} | {r['steps']} | {r['peak_pss_gib']:.2f} | "
-            f"{r['peak_main_rss_gib']:.2f} | {r['setup_s']:.1f} | {r['first_batch_s']:.1f} | "
+            f"{r['peak_main_rss_gib']:.2f} | {r['setup_s']:.1f} | {r.get('pass_s', float('nan')):.1f} | "
+            f"{r.get('statistics', '?')} | {r.get('job_first_batch_s', float('nan')):.1f} | {r['first_batch_s']:.1f} | "
             f"{r['samples_per_s']:.0f} | {r['data_wait']:.1%} |"
         )
     return "\n".join(lines)
@@ -262,10 +293,13 @@ def verdict(rows: list[dict]) -> list[str]:
         out.append(f"peak memory <= 2 GiB: {'met' if max(peaks) <= 2 else 'MISSED'} (max {max(peaks):.2f} GiB)")
         spread = (max(peaks) - min(peaks)) / min(peaks)
         out.append(f"flat within 20 % across sizes: {'met' if spread <= 0.2 else 'MISSED'} (spread {spread:.0%})")
-        fb = [r["first_batch_s"] for r in lazy]
-        setups = ", ".join("%.0f s" % r["setup_s"] for r in lazy)
-        out.append(f"first batch <= 30 s: {'met' if max(fb) <= 30 else 'MISSED'} (max {max(fb):.1f} s; setup "
-                   f"before it, one streaming pass each for the mask and the statistics: {setups})")
+        for label, group in (("first run on a store", [r for r in lazy if "cached" not in r["mode"]]),
+                             ("again on an unchanged store (pass cache)", [r for r in lazy if "cached" in r["mode"]])):
+            if group:
+                fb = [r["job_first_batch_s"] for r in group]
+                each = ", ".join(f"{r['store_gib']:g} GiB {r['job_first_batch_s']:.0f} s" for r in group)
+                out.append(f"first batch <= 30 s from the job's start, {label}: "
+                           f"{'met' if max(fb) <= 30 else 'MISSED'} ({each})")
         if mem:  # medians over the repeated pairs on the in-memory row's store
             same = [r["samples_per_s"] for r in lazy if r["store_gib"] == mem[0]["store_gib"]]
             ratio = float(np.median(same) / np.median([r["samples_per_s"] for r in mem]))
@@ -285,6 +319,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-memory-row", action="store_true", help="skip the in-memory row")
     p.add_argument("--repeat", type=int, default=1, help="in-memory/lazy pairs on the first size (median ratio)")
     p.add_argument("--compress", action="store_true", help="write the stores with Zarr's default codec (zstd)")
+    p.add_argument("--cached", default="", help="sizes (GiB) on which a second lazy row runs with the pass cache "
+                                                "the first left (engine.data.passcache)")
     p.add_argument("--dir", default=None, help="folder for the stores (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the stores (reused when present)")
     p.add_argument("--out", default=None, help="write the table (Markdown) to this file")
@@ -303,6 +339,7 @@ def main(argv=None) -> int:
         return 0
 
     sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
+    cached_sizes = [float(s) for s in (args.cached or "").split(",") if s.strip()]
     folder = Path(args.dir or tempfile.mkdtemp(prefix="finescale-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -324,6 +361,10 @@ def main(argv=None) -> int:
                 for mode in (("in-memory", "lazy") if first else ("lazy",)):
                     rows.append(train_row(store, info, args, mode=mode))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
+            if gib in cached_sizes:  # the same job again: mask and statistics from the pass cache
+                rows.append(train_row(store, info, args, mode="lazy", cached=True))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+            shutil.rmtree(store.parent / f"{store.name}.cache", ignore_errors=True)
             if not args.keep:
                 shutil.rmtree(store, ignore_errors=True)
                 info_path.unlink(missing_ok=True)

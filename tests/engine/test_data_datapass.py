@@ -189,3 +189,31 @@ def test_damaged_cache_file_is_ignored(tmp_path, monkeypatch):
     for f in (tmp_path / "cache" / "passes").glob("*.npz"):
         f.write_bytes(b"not an npz")
     assert make_pair(cfg).prepass.origin == "prepass"
+
+
+def test_sampler_block_mean_channel_equals_the_lazy_input(tmp_path):
+    """The sampler computes the PerfectProg input channel from the target block in memory; its items
+    equal those read through the lazy block mean (the path without that shortcut)."""
+    from engine.data.torch_dataset import DownscalingDataset
+
+    _dataset(_values()).chunk({"time": CHUNK}).to_zarr(tmp_path / "s.zarr", consolidated=False)
+    cfg = DataConfig(scale=2, static=(), normalisation="monthly_pixel", train_period=("2001-01-01", "2001-02-20"))
+    pair = make_pair(cfg, highres=xr.open_zarr(tmp_path / "s.zarr", consolidated=False))
+    assert pair.attrs["lr_block_mean_of_hr"] == "t2m"
+    norm = create("monthly_pixel").fit(pair, cfg.train_period)
+    fast = DownscalingDataset(pair, norm, ("2001-01-20", "2001-02-10"), patch_size=None, block_bytes=10 * NY * NX * 5)
+    items = [fast[i] for i in range(len(fast))]
+    assert fast.loads > 1  # several blocks
+    pair.attrs["lr_block_mean_of_hr"] = None
+    slow = DownscalingDataset(pair, norm, ("2001-01-20", "2001-02-10"), patch_size=None, block_bytes=10 * NY * NX * 5)
+    for i, item in enumerate(items):
+        want = slow[i]
+        np.testing.assert_allclose(item["x"].numpy(), want["x"].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(item["y"].numpy(), want["y"].numpy())
+        np.testing.assert_array_equal(item["mask"].numpy(), want["mask"].numpy())
+    # and the normalised block equals the float64 formula on the raw values
+    t = int(np.flatnonzero(pd.DatetimeIndex(pair.times) == "2001-02-01")[0])
+    raw = _values()[t].astype(np.float64)
+    mean, std = norm.hr_stats[0][1], norm.hr_stats[1][1]  # February
+    want = np.nan_to_num((raw - mean) / std)
+    np.testing.assert_allclose(items[t - 19]["y"][0].numpy(), want, rtol=1e-5, atol=1e-5)
