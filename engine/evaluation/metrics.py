@@ -175,6 +175,20 @@ def pearson(pred, truth, mask=None, weights=None, dim=None):
     return _corr(xs.pearson_r, pred, truth, mask, weights, dim, "pearson")
 
 
+def pearson_from_sums(n, sx, sy, sxx, syy, sxy):
+    """Pearson correlation from running sums (count, sums, sums of squares and of products; the
+    streaming evaluation's form of :func:`pearson`, arrays of any shape). NaN where fewer than two
+    values or a constant series (variance below 1e-12 of the sum of squares: rounding); shift the
+    values by a common offset before summing to keep the sums well conditioned."""
+    cov = n * sxy - sx * sy
+    vx = n * sxx - sx * sx
+    vy = n * syy - sy * sy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt(vx * vy)
+    ok = (n >= 2) & (vx > 1e-12 * np.maximum(n * sxx, 1e-300)) & (vy > 1e-12 * np.maximum(n * syy, 1e-300))
+    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan)
+
+
 @_register("spearman", "deterministic", True, "1", "Spearman rank correlation (xskillscore)")
 def spearman(pred, truth, mask=None, weights=None, dim=None):
     """Spearman rank correlation over ``dim`` (xskillscore ``spearman_r``); dims as :func:`pearson`."""
@@ -217,9 +231,18 @@ def acc(pred, truth, mask=None, weights=None, dim=None, climatology=None):
     clim = _climatology_like(climatology, truth)
     ap = pred - clim
     at = truth - clim
-    num = wmean(ap * at, w, dims)
-    den = np.sqrt(wmean(ap**2, w, dims) * wmean(at**2, w, dims))
-    return (num / den.where(den > 0)).rename("acc")
+    out = xr.apply_ufunc(acc_from_sums, wmean(ap * at, w, dims), wmean(ap**2, w, dims), wmean(at**2, w, dims),
+                         dask="allowed")
+    return out.rename("acc")
+
+
+def acc_from_sums(s_ab, s_aa, s_bb):
+    """ACC from sums (or means) of the anomaly products ``a_p a_t``, ``a_p^2``, ``a_t^2``: the one
+    formula of :func:`acc` and of the streaming evaluation; NaN where either anomaly is all zero."""
+    s_ab, s_aa, s_bb = (np.asarray(x, dtype=float) for x in (s_ab, s_aa, s_bb))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = s_ab / np.sqrt(s_aa * s_bb)
+    return np.where((s_aa > 0) & (s_bb > 0), r, np.nan)
 
 
 # ---------------------------------------------------------------------------------------
@@ -457,10 +480,17 @@ def psnr(pred, truth, mask=None, weights=None, dim=None, data_range=None):
     if data_range is None:
         data_range = data_range_of(truth, mask)
     m = mse(pred, truth, mask, weights, dim)
-    out = 10.0 * np.log10(float(data_range) ** 2 / m.where(m > 0))
-    out = out.rename("psnr")
+    out = xr.apply_ufunc(psnr_from_mse, m, float(data_range), dask="allowed").rename("psnr")
     out.attrs["data_range"] = float(data_range)
     return out
+
+
+def psnr_from_mse(mse_value, data_range):
+    """10 log10(R^2 / MSE) -- the one formula of :func:`psnr` and of the streaming evaluation;
+    NaN where the MSE is 0 (a perfect prediction has no finite PSNR) or not a number."""
+    m = np.asarray(mse_value, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(m > 0, 10.0 * np.log10(float(data_range) ** 2 / np.where(m > 0, m, 1.0)), np.nan)
 
 
 # ---------------------------------------------------------------------------------------

@@ -121,8 +121,34 @@ def _is_precip(ds: xr.Dataset, variable: str) -> bool:
     )
 
 
+class _ClimBlocks:
+    """A climatology read a time block at a time: ``block(s)`` -> (T_b, H, W) or (H, W) float64.
+    A climatology by month/season/day of year/hour is expanded only for the block's steps (never
+    to the whole period: a year of daily 1024^2 fields would be 3 GiB)."""
+
+    def __init__(self, climatology: xr.DataArray, truth: xr.DataArray):
+        from engine.evaluation.metrics import _climatology_like
+
+        self.key = next((k for k in ("month", "season", "dayofyear", "hour") if k in climatology.dims), None)
+        if self.key is not None:
+            # checks the keys the period needs (an error names the missing ones) without expanding
+            _climatology_like(climatology.isel({d: 0 for d in climatology.dims if d != self.key}, drop=True), truth)
+            self.index = getattr(truth["time"].dt, self.key).values
+            climatology = climatology.transpose(self.key, ...)
+        self.clim = climatology.transpose(*[d for d in ("time", self.key) if d and d in climatology.dims], ...)
+        self.spatial = tuple(d for d in truth.dims if d != "time")
+
+    def block(self, s: slice) -> np.ndarray:
+        c = self.clim
+        if self.key is not None:
+            c = c.sel({self.key: self.index[s]})
+        elif "time" in c.dims:
+            c = c.isel(time=s)
+        return np.asarray(c.transpose(..., *self.spatial).values, dtype=np.float64)
+
+
 def _climatology(ds: xr.Dataset, climatology: xr.DataArray | None, valid_truth: xr.DataArray):
-    """(climatology per time step as a function of block indices, source description)."""
+    """(climatology read per time block (:class:`_ClimBlocks`), source description)."""
     if climatology is None and "climatology" in ds:
         climatology, source = ds["climatology"], "predictions.nc climatology"
     elif climatology is not None:
@@ -132,11 +158,7 @@ def _climatology(ds: xr.Dataset, climatology: xr.DataArray | None, valid_truth: 
         # pixel (what the ACC then measures is the day-to-day anomaly; stated in maps.nc).
         climatology = valid_truth.groupby("time.month").mean("time").compute()
         source = "test-period monthly mean of the truth (no training climatology given)"
-    from engine.evaluation.metrics import _climatology_like
-
-    clim = _climatology_like(climatology, ds["truth"])
-    clim = clim.broadcast_like(ds["truth"].isel(time=0, drop=True)) if "time" not in clim.dims else clim
-    return clim, source
+    return _ClimBlocks(climatology, ds["truth"]), source
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,21 +222,9 @@ def _ratio(num, den):
     return np.where(den > 0, out, np.nan)
 
 
-def _corr_from_sums(n, sx, sy, sxx, syy, sxy):
-    cov = n * sxy - sx * sy
-    vx = n * sxx - sx * sx
-    vy = n * syy - sy * sy
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = cov / np.sqrt(vx * vy)
-    # A constant field has no correlation; tiny negative variances are rounding.
-    ok = (n >= 2) & (vx > 1e-12 * np.maximum(n * sxx, 1e-300)) & (vy > 1e-12 * np.maximum(n * syy, 1e-300))
-    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan)
-
-
-def _acc_from_sums(saa, sa2, sb2):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = saa / np.sqrt(sa2 * sb2)
-    return np.where((sa2 > 0) & (sb2 > 0), r, np.nan)
+def _f32(x) -> np.ndarray:
+    """Maps kept as float32 (what maps.nc stores): eight predictions' maps at 1024^2 are ~1 GiB in float64."""
+    return np.asarray(x, dtype=np.float32)
 
 
 def _nanmean(x, axis=0):
@@ -277,7 +287,7 @@ def evaluate_dataset(
         no truth or no predictions, grids or time axes that differ, an all-NaN period, a
         region missing the domain.
     """
-    from engine.evaluation.metrics import check_aligned, ssim_map
+    from engine.evaluation.metrics import acc_from_sums, check_aligned, pearson_from_sums, psnr_from_mse, ssim_map
 
     _check_dataset(ds)
     sdims = grid_dims(ds["truth"])
@@ -351,7 +361,7 @@ def evaluate_dataset(
             nvalid += int(v.sum())
             if v.any():
                 prange = [min(prange[0], float(p[v].min())), max(prange[1], float(p[v].max()))]
-            c = np.asarray((clim.isel(time=s) if "time" in clim.dims else clim).values, dtype=np.float64)
+            c = clim.block(s)
             dims = ("time", *sdims)
             # float32 SSIM: 3x faster convolutions, good to ~1e-4 (see ssim_map)
             img = ssim_map(xr.DataArray(p.astype(np.float32), dims=dims), xr.DataArray(t.astype(np.float32), dims=dims),
@@ -364,13 +374,13 @@ def evaluate_dataset(
 
         st = sums.step
         # "sp", "spp", "stt", "spt" hold sums of (x - offset); "st" the raw truth sum.
-        step_pearson = _corr_from_sums(st["n"], st["sp"], st["st"] - st["n"] * offset, st["spp"], st["stt"], st["spt"])
-        step_acc = _acc_from_sums(st["saa"], st["sa2"], st["sb2"])
+        step_pearson = pearson_from_sums(st["n"], st["sp"], st["st"] - st["n"] * offset, st["spp"], st["stt"], st["spt"])
+        step_acc = acc_from_sums(st["saa"], st["sa2"], st["sb2"])
         step_scores[name] = {"pearson": step_pearson, "acc": step_acc}
 
         # -- table: every period x region x weighting ------------------------------------
         pix = sums.pix
-        temporal_r = _corr_from_sums(pix["n"], pix["sp"], pix["st"] - pix["n"] * offset, pix["spp"], pix["stt"],
+        temporal_r = pearson_from_sums(pix["n"], pix["sp"], pix["st"] - pix["n"] * offset, pix["spp"], pix["stt"],
                                      pix["spt"])
         for label, sel in groups.items():
             for j, region in enumerate(region_names):
@@ -391,7 +401,7 @@ def evaluate_dataset(
                         tsum = st["st"][sel, col].sum()
                         vals["relative_bias"] = st["se"][sel, col].sum() / tsum if tsum != 0 else math.nan
                         vals["ssim"] = st["sss"][sel, col].sum() / n
-                        vals["psnr"] = 10 * math.log10(data_range**2 / mse_v) if mse_v > 0 else math.inf
+                        vals["psnr"] = float(psnr_from_mse(mse_v, data_range))
                         if label == period:
                             rm = rmask.values[j]
                             vals["pearson_temporal"] = _nanmean(temporal_r[rm & np.isfinite(temporal_r)]) \
@@ -405,16 +415,16 @@ def evaluate_dataset(
         pn = pix["n"]
         with np.errstate(invalid="ignore", divide="ignore"):
             m_mse = _ratio(pix["sse"], pn)
-            maps.setdefault("mae", []).append(_ratio(pix["sae"], pn))
-            maps.setdefault("rmse", []).append(np.sqrt(m_mse))
-            maps.setdefault("bias", []).append(_ratio(pix["se"], pn))
-            maps.setdefault("relative_bias", []).append(_ratio(pix["se"], np.where(pix["st"] != 0, pix["st"], np.nan)))
-            maps.setdefault("pearson", []).append(temporal_r)
-            maps.setdefault("acc", []).append(_acc_from_sums(pix["saa"], pix["sa2"], pix["sb2"]))
-            maps.setdefault("ssim", []).append(_ratio(pix["sss"], pn))
+            maps.setdefault("mae", []).append(_f32(_ratio(pix["sae"], pn)))
+            maps.setdefault("rmse", []).append(_f32(np.sqrt(m_mse)))
+            maps.setdefault("bias", []).append(_f32(_ratio(pix["se"], pn)))
+            maps.setdefault("relative_bias", []).append(_f32(_ratio(pix["se"], np.where(pix["st"] != 0, pix["st"], np.nan))))
+            maps.setdefault("pearson", []).append(_f32(temporal_r))
+            maps.setdefault("acc", []).append(_f32(acc_from_sums(pix["saa"], pix["sa2"], pix["sb2"])))
+            maps.setdefault("ssim", []).append(_f32(_ratio(pix["sss"], pn)))
             sn = sums.season["n"]
-            season_maps["rmse_season"].append(np.sqrt(_ratio(sums.season["sse"], sn)))
-            season_maps["bias_season"].append(_ratio(sums.season["se"], sn))
+            season_maps["rmse_season"].append(_f32(np.sqrt(_ratio(sums.season["sse"], sn))))
+            season_maps["bias_season"].append(_f32(_ratio(sums.season["se"], sn)))
         if spectra:
             spectra_out[name] = sums.spec_model / sums.spec_steps
             spectra_out.setdefault("truth", sums.spec_truth / sums.spec_steps)
@@ -436,7 +446,7 @@ def evaluate_dataset(
             for metric, region, value in extra_rows:
                 add(name, metric, period, region, value)
             for key, value in extra_maps.items():
-                maps.setdefault(key, []).append(value)
+                maps.setdefault(key, []).append(_f32(value))
 
     if spectra:
         for name in names:

@@ -132,8 +132,9 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
     Returns ``(rows, maps)``: rows ``(metric, region, value)`` (q01/q99 bias from
     :class:`Histogram` -- approximate within one bin --; for precipitation ``wet`` the wet-day
     frequency bias and wet q95/q99 bias; spatial ``spearman`` per step averaged), and maps
-    ``q01_bias``, ``q99_bias`` (exact, :class:`TailQuantiles`) and ``spearman`` (temporal, read
-    in row strips of at most 64 MiB).
+    ``q01_bias``, ``q99_bias`` (exact, :class:`TailQuantiles`) and ``spearman`` (temporal: the
+    pass stores every pixel's series in a temporary file, :class:`PixelSeries`, then reads it in
+    row strips of at most 64 MiB).
     """
     import warnings
 
@@ -151,6 +152,10 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
     spatial_r = []
     static_mask = "time" not in mask.dims
     dims = ("time", *sdims)
+    temporal = spearman and T >= 3
+    if temporal:  # the pixel series for the temporal Spearman map, gathered in this one pass
+        strip = strip_rows(T, W)
+        series = (PixelSeries((T, H, W), strip), PixelSeries((T, H, W), strip))
     for start in range(0, T, block):
         s = slice(start, min(start + block, T))
         t, p = _block(truth, s), _block(pred, s)
@@ -169,6 +174,9 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
                     wet_hists[(j, "t")].add(tr[wt])
             tails["p"].add(p, v)
             tails["t"].add(t, v)
+        if temporal:
+            series[0].add(start, np.where(v, p, np.nan))
+            series[1].add(start, np.where(v, t, np.nan))
         if spearman and H * W >= 3:
             with warnings.catch_warnings():  # constant (masked) fields give NaN, as wanted
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -195,29 +203,86 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
         if spatial_r:
             r = np.concatenate(spatial_r)
             rows.append(("spearman", "domain", float(np.nanmean(r)) if np.isfinite(r).any() else math.nan))
-        if T >= 3:
-            maps["spearman"] = _temporal_spearman(truth, pred, mask, sdims, spearman_fn)
+        if temporal:
+            maps["spearman"] = _temporal_spearman(*series, sdims, spearman_fn)
+    if temporal:
+        for s in series:
+            s.close()
     return rows, maps
 
 
-def _temporal_spearman(truth, pred, mask, sdims, spearman_fn, budget: int = 64 * 2**20) -> np.ndarray:
-    """Per-pixel Spearman over time, a strip of rows at a time (every time step of the strip)."""
+class PixelSeries:
+    """The time series of every pixel of a (T, H, W) array that arrives in time blocks, kept in a
+    temporary file laid out by strips of ``rows`` rows (each strip's (T, rows, W) values
+    contiguous), so that per-pixel statistics over time read one strip at a time from one pass
+    over the data. Reading strips straight from the predictions would decompress every time
+    step's chunk once per strip. The file is written with ``pwrite`` (not mapped): the page cache,
+    not the process, holds what the system can spare. Close it (or use ``with``) to delete it.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], rows: int, folder=None):
+        import tempfile
+
+        self.T, self.H, self.W = (int(n) for n in shape)
+        self.rows = max(1, min(int(rows), self.H))
+        self.file = tempfile.TemporaryFile(prefix="finescale-series-", dir=folder)
+
+    def _base(self, r0: int) -> int:
+        return r0 * self.W * self.T * 4
+
+    def add(self, start: int, block: np.ndarray) -> None:
+        """Store ``block`` (T_b, H, W) as time steps ``start .. start + T_b`` (float32)."""
+        import os
+
+        for r0 in range(0, self.H, self.rows):
+            n = min(self.rows, self.H - r0)
+            data = np.ascontiguousarray(block[:, r0 : r0 + n], dtype=np.float32)
+            os.pwrite(self.file.fileno(), memoryview(data).cast("B"), self._base(r0) + start * n * self.W * 4)
+
+    def strips(self):
+        """Yield ``(row slice, values (T, rows, W) float32)`` strip by strip."""
+        import os
+
+        for r0 in range(0, self.H, self.rows):
+            n = min(self.rows, self.H - r0)
+            size = self.T * n * self.W * 4
+            buf = bytearray(size)
+            view, got = memoryview(buf), 0
+            while got < size:  # pread may return less than asked
+                chunk = os.preadv(self.file.fileno(), [view[got:]], self._base(r0) + got)
+                if chunk <= 0:
+                    raise OSError(f"temporary pixel series truncated at byte {got} of strip {r0}")
+                got += chunk
+            yield slice(r0, r0 + n), np.frombuffer(buf, dtype=np.float32).reshape(self.T, n, self.W)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "PixelSeries":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def strip_rows(T: int, W: int, budget: int = 64 * 2**20) -> int:
+    """Rows per strip for per-pixel statistics over ``T`` steps: float64 and the rank transforms'
+    copies of a strip within ``budget`` bytes."""
+    return max(1, budget // max(1, 8 * T * W * 6))
+
+
+def _temporal_spearman(series_p: PixelSeries, series_t: PixelSeries, sdims, spearman_fn) -> np.ndarray:
+    """Per-pixel Spearman over time, a strip of rows at a time (every time step of the strip),
+    from the pixel series gathered during the block pass (NaN = not valid)."""
     import warnings
 
     import xarray as xr
 
-    T, H, W = truth.shape
-    rows_per = max(1, budget // max(1, 8 * T * W * 6))  # float64 and the rank transforms' copies
-    out = np.full((H, W), np.nan)
+    out = np.full((series_t.H, series_t.W), np.nan)
     dims = ("time", *sdims)
-    for start in range(0, H, rows_per):
-        sl = slice(start, min(start + rows_per, H))
-        t = np.asarray(truth.isel({sdims[0]: sl}).values, dtype=np.float64)
-        p = np.asarray(pred.isel({sdims[0]: sl}).values, dtype=np.float64)
-        m = mask.isel({sdims[0]: sl}).values
-        v = np.isfinite(t) & np.isfinite(p) & np.broadcast_to(np.asarray(m, bool), t.shape)
+    for (sl, p), (_, t) in zip(series_p.strips(), series_t.strips()):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            out[sl] = spearman_fn(xr.DataArray(np.where(v, p, np.nan), dims=dims),
-                                  xr.DataArray(np.where(v, t, np.nan), dims=dims), dim="time").values
+            out[sl] = spearman_fn(xr.DataArray(p.astype(np.float64), dims=dims),
+                                  xr.DataArray(t.astype(np.float64), dims=dims), dim="time").values
     return out

@@ -43,3 +43,17 @@ def test_tail_quantiles_exact_per_pixel_with_gaps():
 def test_tail_quantiles_refuse_the_middle():
     with pytest.raises(ValueError, match="tails only"):
         TailQuantiles((2, 2), 10, (0.5,))
+
+
+def test_pixel_series_gives_back_every_pixels_time_series_by_strips():
+    from engine.evaluation.streaming import PixelSeries
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(11, 7, 5)).astype(np.float32)
+    data[3, 2, 1] = np.nan
+    with PixelSeries(data.shape, rows=3) as series:
+        for s in (slice(0, 4), slice(4, 5), slice(5, 11)):  # blocks of time, as evaluation reads them
+            series.add(s.start, data[s])
+        strips = list(series.strips())
+    assert [sl for sl, _ in strips] == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    np.testing.assert_array_equal(np.concatenate([v for _, v in strips], axis=1), data)
