@@ -159,9 +159,17 @@ def cmd_evaluate(args) -> int:
     from engine.evaluation.report import evaluate_run
     from engine.inference import write_predictions
 
+    from engine.launch.dask_cluster import dask_client, dask_settings
+
     run = RunStore(args.runs).resolve(args.run)
+    launch = run.config.launch
+    if getattr(args, "dask", None):  # --dask overrides the run's launch.dask.cluster for this evaluation
+        launch = run.config.replace(launch={"dask": {**launch.dask, "cluster": args.dask}}).launch
+    settings = dask_settings(launch)  # a bad launch.dask is refused before any work
     write_predictions(run)
-    table = evaluate_run(run)
+    # evaluation's dask computes run on the cluster launch.dask asks for (none: dask's threads)
+    with dask_client(settings, log_directory=run.path / "dask-logs", name=f"finescale-dask-{run.run_id}"[:64]):
+        table = evaluate_run(run)
     print(f"wrote {run.predictions_path} and {run.scores_path} ({len(table)} scores)")
     print(_format_scores(run.status()))
     return 0
@@ -279,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="predict the test period and score a trained run")
     p.add_argument("run")
+    p.add_argument("--dask", choices=("none", "local", "slurm"), default=None,
+                   help="where evaluation's dask work runs (overrides the run's launch.dask.cluster)")
     p.set_defaults(func=cmd_evaluate)
 
     sub.add_parser("runs", help="list runs").set_defaults(func=cmd_runs)

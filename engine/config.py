@@ -271,6 +271,9 @@ class LaunchConfig:
     cpus_per_task: int = 2
     mem_gb: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Where evaluation's dask work runs: ``{cluster: none|local|slurm, workers, cores, memory,
+    #: walltime, timeout, interface, extra}`` (engine.launch.dask_cluster; empty = dask's threads).
+    dask: Mapping[str, Any] = field(default_factory=dict)
 
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
@@ -563,6 +566,9 @@ class ExperimentConfig:
         if lch.mem_gb is not None:
             _positive("launch", "mem_gb", lch.mem_gb, 0.1)
         _workers_fit(d.workers, lch)
+        from engine.launch.dask_cluster import dask_settings
+
+        dask_settings(lch)  # launch.dask: every bad key or value named with the accepted ones
         if lch.launcher != "slurm" and (lch.nodes > 1 or lch.gpus_per_node > 0 and lch.launcher == "inline"):
             raise ConfigError(f"launch.nodes={lch.nodes} needs launch.launcher='slurm'; local runs use one node")
         return self

@@ -137,7 +137,14 @@ def _run_locked(run: Run, rank0: bool) -> dict[str, Any]:
                 fn = _optional(module, name)
                 if fn is not None:
                     run.update_status(phase=what)
-                    fn(run)
+                    if what == "evaluation":  # its dask work on the cluster launch.dask asks for
+                        from engine.launch.dask_cluster import dask_client
+
+                        with dask_client(run.config.launch, log_directory=run.path / "dask-logs",
+                                         name=f"finescale-dask-{run.run_id}"[:64]):
+                            fn(run)
+                    else:
+                        fn(run)
         if rank0 and _still_ours(run):
             run.update_status(state="completed", progress=1.0, phase=None, ended=now_iso(),
                               summary=_jsonable(summary))
