@@ -151,3 +151,17 @@ def test_error_in_block_closes_local_cluster():
             raise RuntimeError("deliberate failure inside the block")
     assert client.status == "closed" and cluster.status.name == "closed"
     assert dask.config.get("scheduler", None) is None
+
+
+def test_cli_evaluate_refuses_bad_dask_section_before_any_work(tmp_path, capsys):
+    """A run whose launch.dask is bad (edited by hand after training) is refused by `engine
+    evaluate` before predictions are written, with the message naming the value."""
+    from engine.cli import main
+
+    store = RunStore(tmp_path / "runs")
+    run = store.create(ExperimentConfig(name="daskcli").replace(launch={"dask": {"cluster": "spark"}}),
+                       run_id="run-cli")
+    assert main(["--runs", str(store.root), "evaluate", "run-cli"]) == 2
+    err = capsys.readouterr().err
+    assert "launch.dask.cluster='spark' is not valid; accepted: none, local, slurm" in err
+    assert not run.predictions_path.exists() and not run.scores_path.exists()
