@@ -296,45 +296,32 @@ def _image_stack(pred, truth, valid, lo=0.0, scale=1.0):
     return pv, tv, order, [truth.sizes[d] for d in other], other
 
 
-def _reflect_blur_matrix(n: int, g, dtype):
-    """(n, n) matrix B with (x @ B)[j] = sum_k g[k] x_reflect[j + k - pad]: the 1-D Gaussian
-    with reflect padding (no edge repeat, as torch's ``F.pad(mode="reflect")``) as one matrix."""
-    import torch
-
-    size = g.numel()
-    pad = (size - 1) // 2
-    src = np.abs(np.arange(-pad, n + pad))
-    src = np.where(src > n - 1, 2 * (n - 1) - src, src)
-    if (src < 0).any():
-        raise MetricError(f"SSIM needs images of at least {pad + 1} pixels a side; got {n}")
-    B = np.zeros((n, n))
-    j, k = np.meshgrid(np.arange(n), np.arange(size), indexing="ij")
-    np.add.at(B, (src[j + k], j), g.numpy()[k])  # reflected taps fold onto the same source row
-    return torch.from_numpy(B).to(dtype)
-
-
 def _separable_ssim_image(a, b, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03):
     """torchmetrics' SSIM image (Gaussian window of 2 * int(3.5 sigma + 0.5) + 1 taps,
-    reflect padding, data range 1), with the 2-D Gaussian applied as two matrix products
-    ``By.T @ x @ Bx`` (see :func:`_reflect_blur_matrix`).
+    reflect padding, data range 1), with the 2-D Gaussian applied as two 1-D convolutions (rows,
+    then columns; reflect padding without edge repeat, as torch's ``F.pad(mode="reflect")``).
 
     Why not torchmetrics itself: its 11x11 convolution made a year of daily 256x256 fields take
-    minutes; the banded matrix products run on BLAS and are ~10x faster here. Same arithmetic
+    minutes. Two 11-tap passes cost 22 multiply-adds a pixel whatever the image size (dense
+    blur matrices, the earlier form, cost H + W: 10 GFLOP a 1024^2 image). Same arithmetic
     otherwise; the tests check equality with torchmetrics' full SSIM image.
 
     a, b : tensors (N, 1, H, W) -> (N, 1, H, W)
     """
     import torch
+    import torch.nn.functional as F
 
     size = int(3.5 * sigma + 0.5) * 2 + 1
+    pad = (size - 1) // 2
     dist = torch.arange((1 - size) / 2, (1 + size) / 2, 1.0, dtype=torch.float64)
     g = torch.exp(-((dist / sigma) ** 2) / 2)
-    g = g / g.sum()
+    g = (g / g.sum()).to(a.dtype)
     H, W = a.shape[-2:]
-    By = _reflect_blur_matrix(H, g, a.dtype)
-    Bx = _reflect_blur_matrix(W, g, a.dtype)
+    if min(H, W) < pad + 1:
+        raise MetricError(f"SSIM needs images of at least {pad + 1} pixels a side; got {min(H, W)}")
     x = torch.cat((a, b, a * a, b * b, a * b))
-    x = By.T @ (x @ Bx)
+    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), g.view(1, 1, 1, size))
+    x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), g.view(1, 1, size, 1))
     mu_a, mu_b, e_aa, e_bb, e_ab = x.split(a.shape[0])
     mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
     s_aa = torch.clamp(e_aa - mu_aa, min=0.0)

@@ -330,10 +330,11 @@ class Baselines:
     def _blocks(self, positions: np.ndarray) -> list[np.ndarray]:
         """``positions`` (in ``pair.hr``'s time) in blocks of at most :data:`BLOCK_BYTES`, aligned
         to the target's storage chunks (:mod:`engine.data.blocks`)."""
-        from engine.data.blocks import plan, time_chunk
+        from engine.data.blocks import plan
+        from engine.inference.predict import block_chunk
 
-        cells = int(np.prod(self.pair.hr.shape[1:]))
-        return plan(positions, time_chunk(self.pair.hr), _CELL_BYTES * cells, BLOCK_BYTES)
+        per_step = _CELL_BYTES * int(np.prod(self.pair.hr.shape[1:]))
+        return plan(positions, block_chunk(self.pair.hr, per_step, BLOCK_BYTES), per_step, BLOCK_BYTES)
 
     def _truth(self, positions: np.ndarray) -> np.ndarray:
         from engine.data.blocks import take

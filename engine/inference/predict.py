@@ -141,8 +141,8 @@ def block_plan(loaded: LoadedRun, positions: np.ndarray, members: int, n_baselin
                block: int | None = None) -> list[np.ndarray]:
     """Split ``positions`` into time blocks: ``block`` steps each (default ``inference.block``), or,
     when that is None, as many as keep one block's output within :data:`BLOCK_BYTES`, aligned to
-    the target's storage chunks (:mod:`engine.data.blocks`)."""
-    from engine.data.blocks import plan, time_chunk
+    the target's storage chunks when whole chunks fit (:func:`block_chunk`, :mod:`engine.data.blocks`)."""
+    from engine.data.blocks import plan
 
     block = loaded.config.inference.block if block is None else block
     if block is not None:
@@ -150,7 +150,18 @@ def block_plan(loaded: LoadedRun, positions: np.ndarray, members: int, n_baselin
     cells = int(np.prod(loaded.pair.hr.shape[1:]))
     # float32 output variables (truth, members, baselines) + the block's normalised inputs/target
     per_step = 4 * cells * (members + n_baselines + 4)
-    return plan(positions, time_chunk(loaded.pair.hr), per_step, BLOCK_BYTES)
+    return plan(positions, block_chunk(loaded.pair.hr, per_step, BLOCK_BYTES), per_step, BLOCK_BYTES)
+
+
+def block_chunk(hr, per_step: int, budget: int) -> int | None:
+    """The storage time chunk blocks align to, or None when one chunk holds more steps than a
+    block may: blocks then take as many steps as the budget allows. (Aligned to a chunk larger
+    than the budget, a block would be the largest divisor of the chunk that fits -- 4 steps of
+    the demo's 548-step chunks --, and every such block decompresses the whole chunk again.)"""
+    from engine.data.blocks import time_chunk
+
+    chunk = time_chunk(hr)
+    return chunk if chunk and chunk * per_step <= budget else None
 
 
 def _block_pair(pair: PairedData, positions: np.ndarray, time_window: int) -> PairedData:

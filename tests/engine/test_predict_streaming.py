@@ -176,3 +176,19 @@ def test_writer_keeps_cftime_calendars_and_resumes(tmp_path):
 def test_writer_refuses_unknown_format(tmp_path):
     with pytest.raises(OutputError, match="accepted: netcdf, zarr"):
         BlockWriter(tmp_path / "p.nc", "hdf4", times=[0])
+
+
+def test_blocks_are_sized_by_bytes_when_a_chunk_exceeds_the_budget():
+    """The demo's 548-step chunks: blocks take what the budget allows (not the largest divisor
+    of 548 that fits, 4 steps, each block decompressing the whole chunk again)."""
+    import xarray as xr
+
+    from engine.data.blocks import plan
+    from engine.inference.predict import block_chunk
+
+    hr = xr.DataArray(np.zeros((1096, 2, 2), np.float32), dims=("time", "lat", "lon")).chunk({"time": 548})
+    assert block_chunk(hr, per_step=100, budget=10_000) is None  # 548 steps x 100 bytes > 10 kB
+    assert block_chunk(hr, per_step=10, budget=10_000) == 548  # whole chunks fit: aligned to them
+    assert block_chunk(hr.compute(), per_step=10, budget=10_000) is None  # in memory: no chunks
+    blocks = plan(np.arange(1096), block_chunk(hr, 100, 10_000), 100, 10_000)
+    assert [len(b) for b in blocks[:2]] == [100, 100] and sum(map(len, blocks)) == 1096
