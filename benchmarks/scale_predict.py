@@ -64,8 +64,10 @@ def _child(args: list[str], timeout: float = 7200) -> tuple[dict, TreeMemory, fl
     return result, mem, time.perf_counter() - start
 
 
-def prediction_rows(folder: Path, grid: int, days_list: list[int]) -> list[dict]:
-    """Store, tiny training, then a predict and an evaluate row per test length in ``days_list``."""
+def prediction_rows(folder: Path, grid: int, days_list: list[int], keep: bool = False,
+                    kinds: tuple[str, ...] = ("predict", "evaluate")) -> list[dict]:
+    """Store, tiny training, then a predict and an evaluate row per test length in ``days_list``
+    (``keep``: leave the store and the trained run in ``folder`` for :func:`run_rows`)."""
     rows = []
     for days in days_list:
         steps = TRAIN_DAYS + VAL_DAYS + days
@@ -76,14 +78,36 @@ def prediction_rows(folder: Path, grid: int, days_list: list[int]) -> list[dict]
         runs = folder / "runs"
         trained, _, _ = _child(["--child", "train", "--store", str(store), "--steps", str(steps), "--days", str(days),
                                 "--runs", str(runs)])
-        for kind in ("predict", "evaluate"):
-            result, mem, wall = _child(["--child", kind, "--run", trained["run"]])
-            rows.append({"kind": kind, "grid": grid, "days": days, "store_gib": info["bytes"] / GIB,
-                         "peak_pss_gib": mem.peak_pss / GIB, "peak_main_rss_gib": mem.peak_main_rss / GIB,
-                         "wall_s": wall, **result, "fields_per_s": days / result["seconds"]})
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
-        shutil.rmtree(store, ignore_errors=True)
-        shutil.rmtree(runs, ignore_errors=True)
+        print(f"trained run: {trained['run']}", flush=True)
+        rows += run_rows(trained["run"], kinds, store_gib=info["bytes"] / GIB)
+        if not keep:
+            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(runs, ignore_errors=True)
+    return rows
+
+
+def run_rows(run_path: str, kinds: tuple[str, ...] = ("predict", "evaluate"), store_gib: float | None = None) -> list[dict]:
+    """The predict and/or evaluate rows of an already trained run (``--trained RUN``); the grid,
+    the test days and the store's size come from the run's configuration and its store."""
+    import pandas as pd
+    import xarray as xr
+
+    from engine.runs import Run
+
+    cfg = Run(run_path).config
+    catalog = Path(cfg.data.catalog)
+    store = catalog.with_name(catalog.name.removesuffix(".yaml"))  # benchmarks.scale.catalog_for
+    grid = int(xr.open_zarr(store, consolidated=False).sizes["lat"])
+    if store_gib is None:
+        store_gib = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / GIB
+    days = len(pd.date_range(*cfg.data.test_period, freq="D"))
+    rows = []
+    for kind in kinds:
+        result, mem, wall = _child(["--child", kind, "--run", str(run_path)])
+        rows.append({"kind": kind, "grid": grid, "days": days, "store_gib": store_gib,
+                     "peak_pss_gib": mem.peak_pss / GIB, "peak_main_rss_gib": mem.peak_main_rss / GIB,
+                     "wall_s": wall, **result, "fields_per_s": days / result["seconds"]})
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
     return rows
 
 
@@ -139,6 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--grid", type=int, default=1024)
     p.add_argument("--days", default="365", help="test period lengths in days (comma-separated)")
     p.add_argument("--dir", default=None, help="folder for the stores (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the store and the trained run in --dir")
+    p.add_argument("--trained", default=None, help="rows for this already trained run (its store kept by --keep)")
+    p.add_argument("--only", choices=("predict", "evaluate"), default=None, help="one kind of row only")
     p.add_argument("--child", choices=("train", "predict", "evaluate"), help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
@@ -149,13 +176,20 @@ def main(argv=None) -> int:
         args.days = int(args.days)
         print(json.dumps(child(args)))
         return 0
-    folder = Path(args.dir or tempfile.mkdtemp(prefix="finescale-scale-predict-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        rows = prediction_rows(folder, args.grid, [int(d) for d in args.days.split(",") if d.strip()])
-    finally:
-        if args.dir is None:
-            shutil.rmtree(folder, ignore_errors=True)
+    kinds = (args.only,) if args.only else ("predict", "evaluate")
+    if args.keep and args.dir is None:
+        p.error("--keep needs --dir (the folder the store and the run stay in)")
+    if args.trained:
+        rows = run_rows(args.trained, kinds)
+    else:
+        folder = Path(args.dir or tempfile.mkdtemp(prefix="finescale-scale-predict-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            rows = prediction_rows(folder, args.grid, [int(d) for d in args.days.split(",") if d.strip()], args.keep,
+                                   kinds)
+        finally:
+            if args.dir is None:
+                shutil.rmtree(folder, ignore_errors=True)
     print("\n" + table(rows) + "\n\n" + "\n".join(f"- {v}" for v in verdict(rows)))
     return 0
 
