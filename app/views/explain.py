@@ -1,5 +1,9 @@
 """The explain view: click a pixel or draw a box on the prediction map, choose a method, see
-attribution maps per input channel and the channel importance (Captum via engine.explain)."""
+attribution maps per input channel and the channel importance (Captum via engine.explain).
+
+The attribution maps open zoomed to the attributed area (:mod:`app.zoom`: the explained pixel
+or box and the cells holding a noticeable share of the attribution); "full domain" shows the
+whole grid."""
 
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ class ExplainView(Viewer):
     width = param.Integer(default=300, doc="Width of one map in pixels.")
     # A parameter (not a plain attribute) so that @param.depends("xp.point") watches it.
     xp = param.ClassSelector(class_=ExplainState, doc="The explain state (made from state by default).")
+    zoom = param.Selector(default="attributed area", objects=["attributed area", "full domain"],
+                          doc="Attribution maps zoomed to the attributed area (app.zoom) or the whole domain.")
 
     def __init__(self, **params):
         if params.get("xp") is None:
@@ -37,6 +43,7 @@ class ExplainView(Viewer):
         self._method = w.Select.from_param(self.xp.param.method, name="Method", css_classes=["fs-xp-method"])
         self._target = w.RadioButtonGroup.from_param(self.xp.param.target, name="Explain", css_classes=["fs-xp-target"])
         self._steps = w.IntInput.from_param(self.xp.param.n_steps, name="Steps / samples")
+        self._zoom = w.RadioButtonGroup.from_param(self.param.zoom, name="Maps show", css_classes=["fs-xp-zoom"])
         self._go = w.Button(label="Explain", color="primary", css_classes=["fs-explain"])
         self._go.on_click(self._on_go)
         self._tap = self._bounds = None
@@ -140,9 +147,12 @@ class ExplainView(Viewer):
         import holoviews as hv
         import holoviews.plotting.bokeh  # noqa: F401  (.opts() needs a loaded plotting backend)
 
+        from ..zoom import attributed_extent, explained_target
+
         maps = self.xp.channel_maps()
         if not maps:
             return None
+        point, region = explained_target(self.xp.result) if self.zoom == "attributed area" else (None, None)
         panels = []
         for name, da in maps.items():
             lat, lon = da["lat"].values, da["lon"].values
@@ -150,7 +160,13 @@ class ExplainView(Viewer):
             label = name.replace("input_", "input: ").replace("static_", "static: ").replace("_", " ")
             element = map_element(da, label, "attribution", "", cmap="RdBu_r", clim=(-top, top), colorbar=True,
                                   frame_width=self.width - 90, aspect=aspect_of(lat, lon), tools=["hover"])
-            panels.append(element * coastline(land_mask(lat, lon)))
+            panel = element * coastline(land_mask(lat, lon))
+            # Zoomed to where the attribution is (a pixel's receptive field is a speck on the
+            # whole domain); "full domain" shows everything.
+            extent = attributed_extent(da, point=point, region=region) if point is not None else None
+            if extent is not None:
+                panel = panel.opts(xlim=extent[:2], ylim=extent[2:])
+            panels.append(panel)
         imp = self.xp.importance()
         bars = hv.Bars(imp, "channel", "importance").opts(
             title="Channel importance (share of |attribution|)", height=260, responsive=True, tools=["hover"],
@@ -183,7 +199,7 @@ class ExplainView(Viewer):
         return pn.pane.HoloViews(res[1], css_classes=["fs-xp-importance"], sizing_mode="stretch_width",
                                  linked_axes=False)
 
-    @param.depends("xp.version")
+    @param.depends("xp.version", "zoom")
     def _maps(self):
         res = self.attribution_layout()
         if res is None:
@@ -200,7 +216,7 @@ class ExplainView(Viewer):
         return pn.Column(
             "### Explain",
             pn.Row(self._run, self._time, self._method),
-            pn.Row(self._target, self._steps, self._go),
+            pn.Row(self._target, self._steps, self._go, self._zoom),
             self._status,
             self._prediction_pane,
             self._info,
