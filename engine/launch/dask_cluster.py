@@ -254,7 +254,7 @@ def _wait_for_workers(client, settings: DaskSettings, log_directory: Path | None
 
     try:
         client.wait_for_workers(settings.workers, timeout=settings.timeout)
-    except (TimeoutError, OSError) as exc:  # dask raises asyncio's / builtins' TimeoutError
+    except TimeoutError as exc:  # what wait_for_workers raises when fewer workers came
         have = len(client.scheduler_info().get("workers", {}))
         if settings.cluster == "slurm":
             where = (f"SLURM partition {settings.partition!r}" if settings.partition else "the default SLURM partition")

@@ -82,3 +82,27 @@ def test_unknown_partition_refused_before_submitting(tmp_path, slurm_cluster):
         with dask_client(launch, log_directory=tmp_path / "dask-logs"):
             pass
     assert _squeue("%i") == before and not (tmp_path / "dask-logs").exists()
+
+
+def test_no_worker_in_time_names_partition_and_cancels(tmp_path, slurm_cluster):
+    """A worker job SLURM keeps pending (a singleton behind a held job of the same name) never
+    connects: after launch.dask.timeout the error names the partition and the job's state, and
+    the pending job is cancelled."""
+    name = "finescale-dask-pending"
+    held = subprocess.run(["sbatch", "--parsable", "--hold", "-J", name, "-p", slurm_cluster, "-t", "5",
+                           "--mem=100M", "-o", str(tmp_path / "held.out"), "--wrap", "sleep 600"],
+                          capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    try:
+        launch = _launch(slurm_cluster, timeout=5, extra={"dependency": "singleton"}).launch
+        with pytest.raises(LaunchError) as err:
+            with dask_client(launch, log_directory=tmp_path / "dask-logs", name=name):
+                pytest.fail("no worker can have connected")
+        message = str(err.value)
+        assert f"0 of launch.dask.workers=1 dask worker(s) connected within launch.dask.timeout=5 s on SLURM " \
+               f"partition {slurm_cluster!r}" in message
+        assert "PENDING" in message and "Dependency" in message, message
+        ids = [j for j in _squeue("%i") if j != held]
+        wait_for(lambda: not [j for j in _squeue("%i") if j != held], 120,
+                 f"the pending dask worker job(s) {ids} to leave squeue", poll=0.5)
+    finally:
+        subprocess.run(["scancel", held], capture_output=True)
