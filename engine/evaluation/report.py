@@ -147,7 +147,42 @@ class _ClimBlocks:
         return np.asarray(c.transpose(..., *self.spatial).values, dtype=np.float64)
 
 
-def _climatology(ds: xr.Dataset, climatology: xr.DataArray | None, valid_truth: xr.DataArray):
+def _truth_pass(truth: xr.DataArray, mask: xr.DataArray, block: int, monthly: bool) -> dict[str, Any]:
+    """One pass over the valid truth, ``block`` steps at a time: count, mean, min, max and, when
+    ``monthly``, the monthly mean per pixel (``"monthly"``: DataArray (month, ...) of the months
+    present). Float64 sums; memory one block + 12 maps (a dask groupby could hold a (12, H, W)
+    partial result per chunk)."""
+    T = truth.sizes["time"]
+    months = truth["time"].dt.month.values
+    n, total, lo, hi = 0, 0.0, math.inf, -math.inf
+    sums = counts = None
+    for start in range(0, T, block):
+        s = slice(start, min(start + block, T))
+        t = np.asarray(truth.isel(time=s).values, dtype=np.float64)
+        m = np.asarray(mask.isel(time=s).values if "time" in mask.dims else mask.values, dtype=bool)
+        v = np.isfinite(t) & np.broadcast_to(m, t.shape)
+        if v.any():
+            n += int(v.sum())
+            total += float(t[v].sum())
+            lo, hi = min(lo, float(t[v].min())), max(hi, float(t[v].max()))
+        if monthly:
+            if sums is None:
+                sums, counts = np.zeros((13, *t.shape[1:])), np.zeros((13, *t.shape[1:]))
+            tt = np.where(v, t, 0.0)
+            for mo in np.unique(months[s]):
+                sel = months[s] == mo
+                sums[mo] += tt[sel].sum(axis=0)
+                counts[mo] += v[sel].sum(axis=0)
+    out: dict[str, Any] = {"n": n, "mean": total / n if n else math.nan, "min": lo, "max": hi}
+    if monthly and sums is not None:
+        present = np.unique(months)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(counts[present] > 0, sums[present] / np.maximum(counts[present], 1), np.nan)
+        out["monthly"] = xr.DataArray(values, dims=("month", *truth.dims[1:]), coords={"month": present})
+    return out
+
+
+def _climatology(ds: xr.Dataset, climatology: xr.DataArray | None, monthly: xr.DataArray | None):
     """(climatology read per time block (:class:`_ClimBlocks`), source description)."""
     if climatology is None and "climatology" in ds:
         climatology, source = ds["climatology"], "predictions.nc climatology"
@@ -156,7 +191,7 @@ def _climatology(ds: xr.Dataset, climatology: xr.DataArray | None, valid_truth: 
     else:
         # No training climatology at hand: fall back to the test period's own monthly mean per
         # pixel (what the ACC then measures is the day-to-day anomaly; stated in maps.nc).
-        climatology = valid_truth.groupby("time.month").mean("time").compute()
+        climatology = monthly
         source = "test-period monthly mean of the truth (no training climatology given)"
     return _ClimBlocks(climatology, ds["truth"]), source
 
@@ -315,10 +350,8 @@ def evaluate_dataset(
         mask = mask.transpose(*[d for d in ("time", *sdims) if d in mask.dims])
     else:
         mask = xr.DataArray(np.ones((H, W), dtype=bool), dims=sdims)
-    valid_truth = truth.where(mask)
     # one pass over the (possibly dask-backed) truth for all its whole-period statistics
-    stats = xr.Dataset({"n": valid_truth.count(), "mean": valid_truth.mean(), "min": valid_truth.min(),
-                        "max": valid_truth.max()}).compute()
+    stats = _truth_pass(truth, mask, block, monthly=climatology is None and "climatology" not in ds)
     n_truth = int(stats["n"])
     if n_truth == 0:
         t0, t1 = (str(ds["time"].values[i])[:19] for i in (0, -1))
@@ -329,7 +362,7 @@ def evaluate_dataset(
             raise MetricError(f"the truth is constant ({data_min}); give data_range= explicitly")
         data_range = data_span
     offset = float(stats["mean"])
-    clim, clim_source = _climatology(ds, climatology, valid_truth)
+    clim, clim_source = _climatology(ds, climatology, stats.get("monthly"))
     groups = period_groups(ds["time"], period, breakdown)
     seasons_present = [s for s in SEASONS if s in groups] or list(SEASONS)
     season_of_step = np.full(T, -1)

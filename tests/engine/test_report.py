@@ -211,3 +211,25 @@ def test_period_groups_labels():
     assert groups["Mar"].tolist() == [False, False, True, True]
     with pytest.raises(MetricError, match="accepted: season, month, hour"):
         period_groups(t, by=("week",))
+
+
+def test_truth_statistics_and_monthly_climatology_read_block_by_block():
+    """The one pass over the truth (blocks of 3 steps) gives the count, mean, range and the
+    monthly mean per pixel of the valid truth, as xarray's whole-array reductions do; the
+    climatology is expanded only for the block asked."""
+    from engine.evaluation.report import _ClimBlocks, _truth_pass
+
+    times = pd.date_range("2001-01-25", periods=12)  # January and February
+    values = np.arange(12 * 2 * 3, dtype=float).reshape(12, 2, 3)
+    values[4, 1, 2] = np.nan
+    truth = xr.DataArray(values, dims=("time", "lat", "lon"), coords={"time": times})
+    mask = xr.DataArray(np.array([[True, True, False], [True, True, True]]), dims=("lat", "lon"))
+    out = _truth_pass(truth, mask, block=3, monthly=True)
+    valid = truth.where(mask)
+    assert out["n"] == int(valid.count()) == 12 * 5 - 1
+    assert out["mean"] == pytest.approx(float(valid.mean()))
+    assert (out["min"], out["max"]) == (float(valid.min()), float(valid.max()))
+    expected = valid.groupby("time.month").mean("time")
+    np.testing.assert_allclose(out["monthly"].values, expected.values, equal_nan=True)
+    clim = _ClimBlocks(out["monthly"], truth)
+    np.testing.assert_allclose(clim.block(slice(6, 9)), expected.sel(month=[1, 2, 2]).values, equal_nan=True)
