@@ -141,7 +141,11 @@ def _run_locked(run: Run, rank0: bool) -> dict[str, Any]:
                         from engine.launch.dask_cluster import dask_client
 
                         with dask_client(run.config.launch, log_directory=run.path / "dask-logs",
-                                         name=f"finescale-dask-{run.run_id}"[:64]):
+                                         name=f"finescale-dask-{run.run_id}"[:64]) as client:
+                            if client is not None:
+                                workers = len(client.scheduler_info().get("workers", {}))
+                                run.log_event("message", text=f"evaluation on a dask {type(client.cluster).__name__}"
+                                                              f" of {workers} worker(s) at {client.scheduler.address}")
                             fn(run)
                     else:
                         fn(run)

@@ -165,3 +165,19 @@ def test_cli_evaluate_refuses_bad_dask_section_before_any_work(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "launch.dask.cluster='spark' is not valid; accepted: none, local, slurm" in err
     assert not run.predictions_path.exists() and not run.scores_path.exists()
+
+
+@pytest.mark.slow  # trains a tiny run, then starts a LocalCluster for its evaluation
+def test_run_evaluated_on_local_cluster_through_the_worker(tmp_path, tiny_config):
+    """A run whose launch.dask asks for a local cluster: the worker's evaluation phase runs under
+    it (its event names the cluster) and the run completes with scores for the model."""
+    config = tiny_config.replace(data={"test_period": ["2003-12-01", "2003-12-10"]},  # a short evaluation
+                                 training={"epochs": 1, "samples_per_epoch": 16},
+                                 launch={"dask": {"cluster": "local", "workers": 1, "memory": "1GB"}})
+    handle = submit(config, RunStore(tmp_path / "runs"))
+    assert handle.wait(timeout=600) == "completed", handle.status().get("error")
+    texts = [e.get("text", "") for e in handle.run.events("message")]
+    assert any(t.startswith("evaluation on a dask LocalCluster of 1 worker(s) at tcp://127.0.0.1:") for t in texts), texts
+    scores = handle.status()["scores"]
+    assert scores["model"]["rmse"] is not None and handle.run.scores_path.exists()
+    assert dask.config.get("scheduler", None) is None  # the client is gone with the evaluation
