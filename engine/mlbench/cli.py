@@ -83,7 +83,7 @@ def cmd_score(args) -> int:
     from engine.mlbench.scoring import write_scorecard
 
     out = args.out or str(Path(args.run[0]).parent / "scorecard.csv")
-    table = write_scorecard(args.run, out, baselines=not args.no_baselines)
+    table = write_scorecard(args.run, out, baselines=not args.no_baselines, workers=args.workers)
     with pd.option_context("display.width", 200, "display.max_columns", 12, "display.precision", 3):
         print(table[["model", "experiment", "test", "period"] + [c for c in ("tasmax_rmse", "tasmax_ralsd",
                                                                              "pr_rmse", "pr_ralsd") if c in table]])
@@ -131,4 +131,5 @@ def add_parser(sub) -> None:
     q.add_argument("run", nargs="+")
     q.add_argument("--out", default=None, help="CSV to write (default: scorecard.csv beside the first run)")
     q.add_argument("--no-baselines", action="store_true")
+    q.add_argument("--workers", type=int, default=1, help="processes scoring the test files (dask; default 1)")
     q.set_defaults(func=cmd_score)

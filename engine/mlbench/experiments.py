@@ -2,21 +2,24 @@
 predictor file, write the submission.
 
 A configuration (:class:`MLBenchConfig`) names the domain, the training experiment and a model of
-the zoo; :func:`train` runs it into a run folder::
+the zoo; :func:`train` makes it a run of the run store (:class:`engine.runs.RunStore`) and trains it
+through the engine's job entry point (:func:`engine.launch.worker.run_job`, with :func:`train_run`
+as the training function), so that it is listed, followed and reported as every run::
 
-    <runs>/mlbench/<domain>_<experiment>_<model>_s<seed>/
-        mlbench.json               the configuration, the archive used, losses, timings
-        experiment.yaml            the engine's ExperimentConfig (model, optimiser, loss, epochs)
-        normalisation.npz          predictor mean/std per cell, target mean/std (training period)
-        checkpoints/<var>.pt       one network per target variable (tasmax, pr), as the benchmark's DeepESD
+    <runs>/<stamp>-mlbench-<domain>_<experiment>_<model>_s<seed>-<hex>/
+        config.yaml, status.json, events.jsonl, logs/   as every run (status ``kind: mlbench``;
+                                   one "epoch" event per epoch and variable, with validation loss/RMSE)
+        mlbench.json               the ML-Bench configuration, the archive used, losses, chosen epochs, timings
+        normalisation.npz          predictor mean/std per cell, target mean/std (training days), first-guess offset
+        checkpoints/<var>.pt       one network per target variable (tasmax, pr), as the benchmark's DeepESD;
+                                   the epoch with the lowest loss on the held-out days (:func:`validation_days`)
         submission/<domain>_Domain/<experiment>/<period>/<mode>/Predictions_pr_tasmax_<GCM>_<years>.nc
 
-Predictor -> target models do not fit the engine's pairing (the predictors are not a coarsened
-target, the target grid is Lambert inside a lat/lon predictor grid); this loop reuses the engine's
-pieces instead: :func:`engine.models.build_model` (any zoo model, DeepESD included), the loss
-registry, :func:`engine.training.loop.make_optimizer` / ``make_scheduler`` / ``save_checkpoint``.
-Predictors are standardised per cell over the training period (as the benchmark's DeepESD script
-does), targets by their training mean and standard deviation; precipitation is clipped at 0.
+Predictors are standardised per cell over the training days (as the benchmark's DeepESD script
+does), targets by their per-cell mean and standard deviation; precipitation is clipped at 0. Zoo
+models learn tasmax as the correction of the interpolated 850 hPa temperature
+(:mod:`engine.mlbench.interp`, ``residual="auto"``): their translation-invariant convolutions then
+start at the interpolation baseline instead of learning every cell's climate.
 """
 
 from __future__ import annotations

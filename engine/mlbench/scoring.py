@@ -164,12 +164,17 @@ def _tests_for(exp, all_tests: bool):
     return out
 
 
-def scorecard(runs, baselines: bool = True, log=None, all_tests: bool = False) -> pd.DataFrame:
+def scorecard(runs, baselines: bool = True, log=None, all_tests: bool = False, workers: int = 1) -> pd.DataFrame:
     """Score ML-Bench run folders (and the baselines of their experiments) on every test set.
 
     ``all_tests`` also scores each run on the other experiment's test sets (named as there), e.g.
     an emulator on the end-century files the ESD experiment is tested on, so that both experiments
     meet on the same files.
+
+    The work is grouped by truth file (its indices computed once for every model scored against
+    it) and the groups are scored in ``workers`` processes through dask's process scheduler (1,
+    the default: in this process; a script calling it with more needs the ``if __name__ ==
+    "__main__":`` guard of Python's spawned processes).
 
     Returns
     -------
@@ -179,44 +184,72 @@ def scorecard(runs, baselines: bool = True, log=None, all_tests: bool = False) -
     runs = [Path(r) for r in runs]
     if not runs:
         raise MLBenchError("mlbench score needs at least one run folder")
-    rows, truths, done_baselines = [], {}, set()
+    groups: dict = {}  # truth file -> [(row number, model, meta, what to score)]
+    done_baselines, n = set(), 0
     for run in runs:
         cfg, info = load_run(run)
         dom, exp = get_domain(cfg.domain), get_experiment(cfg.experiment)
         root = Path(info["archive"])
-        fitted = None
-        if baselines and (dom.name, exp.name, str(root)) not in done_baselines:
-            fitted = fit_baselines(dom.name, exp.name, root)
-            done_baselines.add((dom.name, exp.name, str(root)))
+        fit = baselines and (dom.name, exp.name, str(root)) not in done_baselines
+        done_baselines.add((dom.name, exp.name, str(root)))
         for test in _tests_for(exp, all_tests):
             gcm = test.gcm(dom)
-            key = (str(root), test.period, gcm)
-            if key not in truths:
-                truths[key] = _Truth(truth_path(root, test.period, gcm), dom.spatial_dims)
-            truth = truths[key]
             meta = {"domain": dom.name, "experiment": exp.name, "test": test.name, "period": test.period,
                     "mode": test.mode, "gcm": gcm}
-            path = submission_file(run / "submission", dom, exp, test.period, test.mode, gcm)
-            with open_cf(path) as p:
-                pred = {v: p[v].transpose("time", *dom.spatial_dims).values for v in VARIABLES if v in p}
-                if len(p.time) != len(truth.ds.time) or not all(
-                        a == b for a, b in zip(p.indexes["time"], truth.ds.indexes["time"])):
-                    raise MLBenchError(f"{path.name}: its time axis differs from the truth's "
-                                       f"({truth_path(root, test.period, gcm).name})")
-            rows.append({"model": cfg.model, **meta, **score_arrays(pred, truth)})
-            if log:
-                log(f"scored {cfg.model} on {exp.name} {test.name} {test.period}")
-            if fitted:
-                with open_cf(predictor_path(root, test.period, test.mode, gcm)) as ds:
-                    for name, fn in fitted.items():
-                        rows.append({"model": name, **meta, **score_arrays(fn(ds), truth)})
-    table = pd.DataFrame(rows)
+            items = groups.setdefault((str(truth_path(root, test.period, gcm)), dom.name), [])
+            items.append((n, cfg.model, meta, ("run", str(submission_file(run / "submission", dom, exp, test.period,
+                                                                            test.mode, gcm)))))
+            n += 1
+            if fit:
+                src = str(predictor_path(root, test.period, test.mode, gcm))
+                for name in ("interpolation", "linear_regression"):
+                    items.append((n, name, meta, ("baseline", (dom.name, exp.name, str(root), name, src))))
+                    n += 1
+    workers = min(len(groups), max(1, int(workers)))
+    if workers > 1 and len(groups) > 1:
+        import dask
+
+        tasks = [dask.delayed(_score_group)(path, domain, items) for (path, domain), items in groups.items()]
+        results = dask.compute(*tasks, scheduler="processes", num_workers=workers)
+    else:
+        results = [_score_group(path, domain, items) for (path, domain), items in groups.items()]
+    rows = sorted((row for group in results for row in group), key=lambda r: r[0])
+    if log:
+        log(f"scored {len(rows)} rows on {len(groups)} truth files in {workers} process(es)")
+    table = pd.DataFrame([r[1] for r in rows])
     cols = KEYS + sorted(c for c in table.columns if c not in KEYS)
     return table[cols]
 
 
-def write_scorecard(runs, out: str | Path, baselines: bool = True, log=None, all_tests: bool = False) -> pd.DataFrame:
-    table = scorecard(runs, baselines=baselines, log=log, all_tests=all_tests)
+_FITTED: dict = {}  # (domain, experiment, root) -> fit_baselines' functions, once per process
+
+
+def _score_group(truth_file: str, domain: str, items: list) -> list[tuple[int, dict]]:
+    """Score every item of one truth file: a run's submission file or a baseline on a predictor file."""
+    dom = get_domain(domain)
+    truth = _Truth(Path(truth_file), dom.spatial_dims)
+    rows = []
+    for number, model, meta, (kind, what) in items:
+        if kind == "run":
+            path = Path(what)
+            with open_cf(path) as p:
+                pred = {v: p[v].transpose("time", *dom.spatial_dims).values for v in VARIABLES if v in p}
+                if len(p.time) != len(truth.ds.time) or not all(
+                        a == b for a, b in zip(p.indexes["time"], truth.ds.indexes["time"])):
+                    raise MLBenchError(f"{path.name}: its time axis differs from the truth's ({Path(truth_file).name})")
+        else:
+            d, e, root, name, src = what
+            if (d, e, root) not in _FITTED:
+                _FITTED[d, e, root] = fit_baselines(d, e, root)
+            with open_cf(Path(src)) as ds:
+                pred = _FITTED[d, e, root][name](ds)
+        rows.append((number, {"model": model, **meta, **score_arrays(pred, truth)}))
+    return rows
+
+
+def write_scorecard(runs, out: str | Path, baselines: bool = True, log=None, all_tests: bool = False,
+                    workers: int = 1) -> pd.DataFrame:
+    table = scorecard(runs, baselines=baselines, log=log, all_tests=all_tests, workers=workers)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.6g")

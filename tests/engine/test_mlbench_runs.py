@@ -71,6 +71,14 @@ def test_t850_interpolation_is_exact_on_a_linear_field():
     np.testing.assert_allclose(interp.raw(x), expected, atol=1e-9)
     truth = expected + np.array([[1.0, -2.0], [0.5, 3.0]])  # a per-cell offset to tasmax
     np.testing.assert_allclose(interp.fit(x, truth)(x), truth, atol=1e-9)
+    # on any field: scipy's bilinear interpolation at the same points
+    from scipy.interpolate import RegularGridInterpolator
+
+    x[:, c] = np.random.default_rng(0).normal(size=(2, 16, 16))
+    ref = RegularGridInterpolator((lat1, lon1), np.moveaxis(x[:, c], 0, -1))(np.stack([lat2.ravel(), lon2.ravel()], 1))
+    np.testing.assert_allclose(interp.raw(x), ref.T.reshape(2, 2, 2), atol=1e-12)
+    with pytest.raises(ValueError, match="target latitudes 39.000..41.000 lie outside the predictor grid's 40.000..55.000"):
+        T850Interpolation(lat1, lon1, np.array([39.0, 41.0]), np.array([1.0, 2.0]))
 
 
 @needs_templates
@@ -124,3 +132,17 @@ def test_the_zoo_model_starts_from_the_interpolation_baseline(alps, store_and_ru
     finally:
         ckpt.write_bytes(saved)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
+
+
+@pytest.mark.slow  # scores a run and both baselines on every test file twice
+@needs_templates
+def test_scoring_in_processes_gives_the_same_table(store_and_run):
+    import pandas as pd
+
+    from engine.mlbench.scoring import scorecard
+
+    _, path = store_and_run
+    serial = scorecard([path], workers=1)
+    parallel = scorecard([path], workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert list(serial.model[:3]) == ["resnet", "interpolation", "linear_regression"]  # the row order kept
