@@ -301,8 +301,13 @@ class Baselines:
                                 f"holds no time step of the data ({str(t[0])[:19]} .. {str(t[-1])[:19]})")
         if "quantile_map" in self.names:
             from engine.data.blocks import take
+            from engine.data.datapass import times_key
 
-            count = take(self.pair.hr, positions).notnull().sum("time").values  # lazily, chunk by chunk
+            pre = getattr(self.pair, "prepass", None)  # pairing's one pass counted them (engine.data.datapass)
+            if pre is not None and pre.count is not None and pre.train_key == times_key(self.pair.hr["time"].values[positions]):
+                count = pre.count
+            else:
+                count = take(self.pair.hr, positions).notnull().sum("time").values  # lazily, chunk by chunk
             short = (count > 0) & (count < MIN_QUANTILE_VALUES)
             if short.any():
                 raise BaselineError(quantile_error(int(count[short].min()), int(short.sum())))

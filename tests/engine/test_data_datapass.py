@@ -217,3 +217,19 @@ def test_sampler_block_mean_channel_equals_the_lazy_input(tmp_path):
     mean, std = norm.hr_stats[0][1], norm.hr_stats[1][1]  # February
     want = np.nan_to_num((raw - mean) / std)
     np.testing.assert_allclose(items[t - 19]["y"][0].numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_quantile_check_counts_from_the_pass(tmp_path):
+    """The quantile-mapping check (>= 30 training values per cell) uses the per-cell count of the pass
+    instead of reading the training period again; it still refuses a short training period."""
+    from engine.inference.baselines import BaselineError, Baselines
+
+    _dataset(_values()).chunk({"time": CHUNK}).to_zarr(tmp_path / "s.zarr", consolidated=False)
+    cfg = DataConfig(scale=2, static=(), normalisation="global", train_period=("2001-01-01", "2001-01-20"))
+    pair = make_pair(cfg, highres=xr.open_zarr(tmp_path / "s.zarr", consolidated=False))
+    np.testing.assert_array_equal(pair.prepass.count, np.isfinite(_values()[:20]).sum(0))
+    with pytest.raises(BaselineError, match="fewest: 13"):  # cell (1, 2): 7 of its 20 steps missing
+        Baselines(pair, ("quantile_map",), train_period=cfg.train_period).check()
+    pair.prepass.count = np.full_like(pair.prepass.count, 25)  # the check reads the pass's count
+    with pytest.raises(BaselineError, match="fewest: 25"):
+        Baselines(pair, ("quantile_map",), train_period=cfg.train_period).check()
