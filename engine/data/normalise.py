@@ -192,17 +192,11 @@ class Normaliser:
             std = std.reshape(std.shape[:1] + extra + std.shape[1:])
         return mean, std
 
-    def _f32(self, stats) -> tuple[np.ndarray, np.ndarray]:
-        """``stats`` as float32 arrays, converted once per statistics object."""
-        cache = self.__dict__.setdefault("_f32_cache", {})
-        hit = cache.get(id(stats))
-        if hit is None or hit[0] is not stats:
-            hit = cache[id(stats)] = (stats, *(np.asarray(v, dtype=np.float32) for v in stats))
-        return hit[1], hit[2]
-
     def _apply_block(self, data: np.ndarray, stats, times) -> np.ndarray:
-        """(data - mean) / std of a float32 block (T, ..., H, W) in memory, as a new float32 array."""
-        mean, std = self._f32(stats)
+        """(data - mean) / std of a float32 block (T, ..., H, W) in memory, as a new float32 array.
+        In place on the copy, with the float64 statistics broadcast (numpy casts them in small buffers:
+        no temporary the size of the block, no float32 copy of the statistics kept)."""
+        mean, std = (np.asarray(v, dtype=np.float64) for v in stats)
         if self.pixel and tuple(mean.shape[-2:]) != tuple(data.shape[-2:]):
             self._broadcast(stats, times[:1], data.shape)  # raises, naming the shapes
         out = np.array(data, dtype=np.float32)
@@ -221,8 +215,7 @@ class Normaliser:
         da = da.transpose("time", ..., *spatial_dims(da))
         data = da.data
         if isinstance(data, np.ndarray) and data.dtype == np.float32:
-            # a block in memory: float32, month by month, with the statistics kept as float32 (never a
-            # (T, H, W) float64 gather of them); their rounding moves a value by < 1e-6 of its std
+            # a block in memory: in place, month by month (never a (T, H, W) float64 gather of the statistics)
             return da.copy(data=self._apply_block(data, stats, da.time.values))
         mean, std = self._broadcast(stats, da.time.values, da.shape)
         out = ((data - mean) / std).astype(np.float32)  # stays lazy on dask-backed data
