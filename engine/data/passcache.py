@@ -35,6 +35,9 @@ from engine.data.paths import atomic_path, cache_dir, default_catalog
 
 #: Bumped whenever what a pass computes (or how it is stored) changes.
 CACHE_VERSION = 1
+#: Most bytes the cache keeps: after each write the least recently used results beyond it are deleted
+#: (a per-cell monthly result on a 1024 x 1024 grid is about 250 MB).
+CACHE_BYTES = 2 * 2**30
 #: Data configuration fields that do not change the values a pass reads.
 IGNORED_FIELDS = ("workers", "patch_size", "sample", "time_window")
 
@@ -123,6 +126,22 @@ def save(key: str | None, result: PassResult) -> None:
             with open(tmp, "wb") as fh:
                 np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
     except OSError:
+        return
+    _evict()
+
+
+def _evict(limit: int | None = None) -> None:
+    """Delete the least recently used results until the cache holds at most ``limit`` bytes
+    (default :data:`CACHE_BYTES`); :func:`load` touches what it reads."""
+    limit = CACHE_BYTES if limit is None else limit
+    try:
+        files = sorted(cache_dir("passes").glob("*.npz"), key=lambda f: f.stat().st_mtime, reverse=True)
+        total = 0
+        for f in files:
+            total += f.stat().st_size
+            if total > limit:
+                f.unlink(missing_ok=True)
+    except OSError:  # another process evicting at the same time
         pass
 
 
@@ -134,6 +153,7 @@ def load(key: str | None) -> PassResult | None:
     if not path.exists():
         return None
     try:
+        os.utime(path)  # recently used: evicted last
         with np.load(path, allow_pickle=False) as raw:
             meta = json.loads(str(raw["meta"]))
             if meta.get("version") != CACHE_VERSION:

@@ -233,3 +233,14 @@ def test_quantile_check_counts_from_the_pass(tmp_path):
     pair.prepass.count = np.full_like(pair.prepass.count, 25)  # the check reads the pass's count
     with pytest.raises(BaselineError, match="fewest: 25"):
         Baselines(pair, ("quantile_map",), train_period=cfg.train_period).check()
+
+
+def test_cache_keeps_the_most_recently_used_results_within_its_size(tmp_path, monkeypatch):
+    _, cfg = _catalog(tmp_path, monkeypatch)
+    make_pair(cfg)
+    first = next((tmp_path / "cache" / "passes").glob("*.npz"))
+    size = first.stat().st_size
+    monkeypatch.setattr(passcache, "CACHE_BYTES", int(1.5 * size))
+    make_pair(dataclasses.replace(cfg, train_period=("2001-01-01", "2001-01-31")))  # a second result: the first goes
+    left = list((tmp_path / "cache" / "passes").glob("*.npz"))
+    assert len(left) == 1 and left[0] != first
