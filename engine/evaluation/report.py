@@ -257,6 +257,19 @@ def _ratio(num, den):
     return np.where(den > 0, out, np.nan)
 
 
+def _release_freed_memory() -> None:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``) after each prediction's
+    pass: blocks of a few MiB freed and allocated again land on the heap (glibc's adaptive mmap
+    threshold) and fragment it; a 1024^2 evaluation's RSS grew by ~0.1 GiB a prediction, 1.2 GiB
+    of it heap. A no-op where the C library has no ``malloc_trim``."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _f32(x) -> np.ndarray:
     """Maps kept as float32 (what maps.nc stores): eight predictions' maps at 1024^2 are ~1 GiB in float64."""
     return np.asarray(x, dtype=np.float32)
@@ -463,6 +476,7 @@ def evaluate_dataset(
             spectra_out.setdefault("truth", sums.spec_truth / sums.spec_steps)
 
         headline[name] = {}
+        _release_freed_memory()
 
     # -- whole-period extras: distribution, spearman, spectra, ensembles ------------------
     valid_all = truth.notnull() & mask
@@ -480,6 +494,7 @@ def evaluate_dataset(
                 add(name, metric, period, region, value)
             for key, value in extra_maps.items():
                 maps.setdefault(key, []).append(_f32(value))
+            _release_freed_memory()
 
     if spectra:
         for name in names:
