@@ -15,13 +15,31 @@ Example
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
 import dask
 import numpy as np
 
+
+def _budget_from_environment() -> int:
+    """64 MiB, or ``$FINESCALE_BLOCK_BYTES`` where set (smaller blocks on a small machine, or many
+    blocks from a small store, as the DDP test uses to show ranks read disjoint blocks)."""
+    raw = os.environ.get("FINESCALE_BLOCK_BYTES")
+    if raw is None:
+        return 64 * 2**20
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"FINESCALE_BLOCK_BYTES={raw!r} is not a positive whole number of bytes "
+                         f"(e.g. 67108864 for 64 MiB, the default)")
+    return value
+
+
 #: Default byte budget of one block (float32 LR channels + HR target of its time steps).
-BLOCK_BYTES = 64 * 2**20
+BLOCK_BYTES = _budget_from_environment()
 
 
 def time_chunk(da) -> int | None:

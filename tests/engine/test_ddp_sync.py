@@ -72,9 +72,12 @@ def test_bad_input_is_refused():
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run_records_weights_in_sync(tmp_path, tiny_config):
+def test_two_process_gloo_run_records_weights_in_sync(tmp_path, tiny_config, monkeypatch):
     """Two local ranks (gloo on CPU) train the tiny configuration; the run's status says the ranks
-    ended with identical weights, and which time blocks each rank read."""
+    ended with identical weights, and that they read disjoint time blocks."""
+    # Small blocks (the worker inherits the environment): the demo's training period then has many
+    # blocks, so sharing one would be a sharding bug, not a period too short to shard.
+    monkeypatch.setenv("FINESCALE_BLOCK_BYTES", str(256 * 2**10))
     cfg = tiny_config.replace(training={"epochs": 1, "samples_per_epoch": 32, "batch_size": 8,
                                         "channels_last": False, "precision": "32-true"},
                               launch={"tasks_per_node": 2})
@@ -85,6 +88,17 @@ def test_two_process_gloo_run_records_weights_in_sync(tmp_path, tiny_config):
     assert status["ddp_weights_in_sync"] is True and status["ddp_weights_max_diff"] == 0.0
     blocks = status["ddp_blocks_per_rank"]
     assert len(blocks) == 2 and all(blocks)
-    # Ranks read disjoint blocks while the period has at least as many blocks as ranks; the demo
-    # store's training period fits one 64 MiB block, which both ranks then share.
-    assert not set(blocks[0]) & set(blocks[1]) or blocks == [[0], [0]]
+    assert not set(blocks[0]) & set(blocks[1]), blocks
+
+
+def test_block_budget_from_the_environment(monkeypatch):
+    from engine.data import blocks
+
+    monkeypatch.setenv("FINESCALE_BLOCK_BYTES", "1048576")
+    assert blocks._budget_from_environment() == 2**20
+    monkeypatch.delenv("FINESCALE_BLOCK_BYTES")
+    assert blocks._budget_from_environment() == 64 * 2**20
+    for bad in ("64MiB", "0", "-5"):
+        monkeypatch.setenv("FINESCALE_BLOCK_BYTES", bad)
+        with pytest.raises(ValueError, match=f"FINESCALE_BLOCK_BYTES='{bad}' is not a positive whole number"):
+            blocks._budget_from_environment()
