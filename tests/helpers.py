@@ -4,8 +4,17 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
+
+#: Real data samples beside the repository (../shared/data); absent in a user's fresh clone.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+#: The CORDEX ML-Bench target templates in ../shared/data (the ALPS tasmax one stands for all).
+needs_mlbench_templates = pytest.mark.skipif(
+    not (SHARED_DATA / "mlbench_template_tasmax_ALPS.nc").is_file(),
+    reason="the ML-Bench templates are not in ../shared/data (a fresh clone has no ../shared)")
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.05):

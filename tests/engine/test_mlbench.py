@@ -16,10 +16,7 @@ from engine.mlbench.protocol import (
     submission_file, predictor_path, truth_path, train_files,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-needs_templates = pytest.mark.skipif(
-    not (SHARED / "mlbench_template_tasmax_ALPS.nc").is_file(),
-    reason="the ML-Bench templates are not in ../shared/data (a fresh clone has no ../shared)")
+from tests.helpers import SHARED_DATA as SHARED, needs_mlbench_templates as needs_templates
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,13 @@ and the interpolated-t850 first guess that the zoo models correct."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.mlbench.protocol import PREDICTORS, MLBenchError
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-needs_templates = pytest.mark.skipif(
-    not (SHARED / "mlbench_template_tasmax_ALPS.nc").is_file(),
-    reason="the ML-Bench templates are not in ../shared/data (a fresh clone has no ../shared)")
+from tests.helpers import needs_mlbench_templates as needs_templates
 
 
 @pytest.fixture(scope="module")
