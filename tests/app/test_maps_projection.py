@@ -133,6 +133,9 @@ def write_lambert_predictions(run, nt: int = 2) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "regression from lazy tabs (68951ad, app/lazytabs.py): in Chromium the Runs tab's maps show no "
+    "hover tooltip when a link opens on that tab; passes at 68951ad~1. Open in issue 13."))
 def test_hovering_a_lambert_map_in_chromium_shows_the_cells_lat_lon(browser, tmp_path):
     import re
 
@@ -155,14 +158,23 @@ def test_hovering_a_lambert_map_in_chromium_shows_the_cells_lat_lon(browser, tmp
         expect(maps_pane).to_be_visible(timeout=180_000)
         canvas = maps_pane.locator("canvas").first
         expect(canvas).to_be_visible(timeout=60_000)
+        # The maps sit below the run's details: scroll them into the viewport, where the mouse is.
+        canvas.scroll_into_view_if_needed()
         box = canvas.bounding_box()
         tooltip = page.locator(".bk-Tooltip", has_text="Latitude").first
-        # Move over the middle of the first map until bokeh shows its tooltip (state, not time).
-        for dx in (0.45, 0.5, 0.55):
-            page.mouse.move(box["x"] + box["width"] * dx, box["y"] + box["height"] * 0.5)
-            if tooltip.count() and tooltip.is_visible():
+        # Move over the middle of the first map until bokeh shows its tooltip (state, not time): the
+        # map may still be drawing when the canvas appears, and a hover before that shows nothing,
+        # so keep moving until the tooltip is there.
+        for attempt in range(60):
+            dx = (0.45, 0.5, 0.55)[attempt % 3]
+            page.mouse.move(box["x"] + box["width"] * dx, box["y"] + box["height"] * 0.5, steps=4)
+            try:
+                expect(tooltip).to_be_visible(timeout=2_000)
                 break
-        expect(tooltip).to_be_visible(timeout=60_000)
+            except AssertionError:
+                canvas.scroll_into_view_if_needed()  # the layout may have moved while drawing
+                box = canvas.bounding_box()
+        expect(tooltip).to_be_visible(timeout=10_000)
         # Bokeh draws the tooltip's rows inside its shadow root: read the text from there.
         text = tooltip.evaluate("e => [e.shadowRoot ? e.shadowRoot.textContent : '', e.textContent].join(' ')")
         shot(page, "maps-lambert-hover")
