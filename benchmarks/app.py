@@ -77,6 +77,17 @@ async (t0) => {
 """
 
 
+def _wait_for_training(viewer, training) -> None:
+    """Wait (polling the run store, at most 5 min) until ``training()`` says a run is running, then
+    hook the viewer page's map-update timer."""
+    deadline = time.monotonic() + 300
+    while not training() and time.monotonic() < deadline:
+        viewer.wait_for_timeout(500)
+    if not training():
+        raise RuntimeError("the training run never reached 'running'")
+    viewer.evaluate(_HOOK)
+
+
 def synthetic_run(root: Path, size: int, times: int) -> str:
     """A run folder whose predictions.nc is a ``times`` x ``size`` x ``size`` field (float32)."""
     import xarray as xr
@@ -231,12 +242,7 @@ def _updates_while_training(browser, url: str, root: Path, repeat: int, label: s
     def training() -> bool:
         return any(r.state == "running" for r in ours())
 
-    deadline = time.monotonic() + 300
-    while not training() and time.monotonic() < deadline:
-        viewer.wait_for_timeout(500)
-    if not training():
-        raise RuntimeError("the training run never reached 'running'")
-    viewer.evaluate(_HOOK)
+    _wait_for_training(viewer, training)
     rows = []
     for _ in range(repeat):
         if not training():
@@ -375,12 +381,7 @@ def run(size: int = 1000, times: int = 8, repeat: int = 5, sessions: int = 5, tr
                     def training() -> bool:
                         return any(r.state == "running" for r in RunStore(root).list())
 
-                    deadline = time.monotonic() + 300
-                    while not training() and time.monotonic() < deadline:
-                        viewer.wait_for_timeout(500)
-                    if not training():
-                        raise RuntimeError("the training run never reached 'running'")
-                    viewer.evaluate(_HOOK)
+                    _wait_for_training(viewer, training)
                     for _ in range(repeat):
                         if not training():
                             print("training ended before every update was measured", flush=True)

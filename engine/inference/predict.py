@@ -30,7 +30,6 @@ from engine.data.pairing import PairedData, make_pair, unpad
 from engine.data.torch_dataset import DownscalingDataset
 from engine.data.grid import latlon, spatial_dims
 from engine.models import build_model
-from engine.registry import NORMALISATIONS
 from engine.runs import Run, atomic_path, now_iso
 from engine.training.loop import load_checkpoint
 

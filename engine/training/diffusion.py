@@ -22,7 +22,6 @@ steps, to keep validation cheap).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -33,7 +32,6 @@ from torch.utils.data import DataLoader
 from engine.config import ExperimentConfig
 from engine.models import build_model, count_parameters
 from engine.models.diffusion import build_diffusion
-from engine.registry import NORMALISATIONS
 from engine.runs import Run, RunStore
 from engine.training.loop import (
     EpochLoop,
