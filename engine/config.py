@@ -122,6 +122,12 @@ class DataConfig:
     regrid_method: str = "auto"
     # DataLoader worker processes; None = chosen from the job's CPUs (engine.hardware).
     workers: int | None = None
+    # Time steps read for the valid-data mask and the normalisation statistics before training
+    # (engine.data.datapass): "all" (every step: exact, one full pass), an integer N (at most N
+    # training steps, whole storage chunks spread over the training period), or "auto" (all when the
+    # target is at most 1 GiB, else a sample of about 1 GiB: a 30 GiB archive starts training in
+    # seconds, not after reading 30 GiB).
+    statistics_sample: int | str = "auto"
     # Variables, levels and units (engine.data.predictors, engine.data.units):
     # predictor_entries: catalogue entries of role "predictor" (own grids, regridded to the input grid)
     #   where names in ``predictors`` are also looked up; levels: {var: [850, 500]} picks pressure
@@ -137,6 +143,13 @@ class DataConfig:
     target_as_input: bool = True
 
     def __post_init__(self) -> None:
+        sample = self.statistics_sample
+        if isinstance(sample, str) and sample.strip().isdigit():
+            sample = int(sample)
+        if isinstance(sample, bool) or not (sample in ("auto", "all") or (isinstance(sample, int) and sample >= 1)):
+            raise ConfigError(f"data.statistics_sample={self.statistics_sample!r} is not valid; accepted: "
+                              f"'auto', 'all' or a whole number of time steps >= 1")
+        object.__setattr__(self, "statistics_sample", sample)
         # plain dicts of plain lists, so the YAML round trip and equality hold
         for name in ("levels", "variable_map", "units"):
             value = getattr(self, name)

@@ -18,6 +18,17 @@ NaN-aware reduction cost 145 ms per 32 MiB chunk, this one 40 ms; reading the ch
 
 :mod:`engine.data.passcache` keeps the result of a pass on disk keyed by a fingerprint of the
 store, so a second job on unchanged data does not read it again.
+
+**Sampled passes.** Reading every step costs time proportional to the archive (about 5 s per GiB on
+this project's 2-core machine when idle, far more when it is loaded or the disk is cold): a 30 GiB
+archive would wait minutes before its first batch. With ``max_steps`` (``data.statistics_sample``,
+:func:`sample_steps`), the pass reads at most that many training steps, as whole blocks drawn at
+random, one from each of equal strata of the training period (seeded: the same sample every time;
+stratified: every part of the period, so every season, is represented; random within a stratum: no
+aliasing with the annual cycle as a fixed stride could have). The moments are then estimates from
+those steps, the mask holds the cells with data in them, and the counts are scaled to the whole
+training period. Training is unaffected by a cell that has data only outside the sample: every batch
+masks the target's own NaN as well (:mod:`engine.data.torch_dataset`).
 """
 
 from __future__ import annotations
@@ -37,6 +48,48 @@ from engine.data.timeaxis import months as month_of
 #: Time steps reduced in float32 before the sums go into the float64 accumulators (the float32
 #: rounding of a sum of n terms grows like n; 64 keeps it near 4e-6 of the values' spread).
 REDUCE_ROWS = 64
+
+#: Strata a sampled pass aims for (two per month of a year), when the storage chunks are small enough.
+SAMPLE_STRATA = 24
+
+#: ``data.statistics_sample: auto`` reads every step while the target holds at most this many bytes,
+#: else a sample of about this many bytes (target and input channels of the training steps).
+AUTO_SAMPLE_BYTES = 2**30
+
+
+def sample_steps(setting, n_steps: int, per_step: int, target_step: int) -> int | None:
+    """Most training steps a pass reads under ``data.statistics_sample`` = ``setting``, or None for
+    all of them.
+
+    ``"all"``: None. An integer: that many. ``"auto"``: None while the target's ``n_steps`` steps
+    (``target_step`` bytes each) hold at most :data:`AUTO_SAMPLE_BYTES`, else as many steps as
+    :data:`AUTO_SAMPLE_BYTES` of reads (``per_step`` bytes each) allow.
+    """
+    if setting in (None, "all"):
+        return None
+    if setting == "auto":
+        if n_steps * int(target_step) <= AUTO_SAMPLE_BYTES:
+            return None
+        return max(1, AUTO_SAMPLE_BYTES // max(1, int(per_step)))
+    if isinstance(setting, bool) or not isinstance(setting, (int, np.integer)) or setting < 1:
+        raise DataError(f"data.statistics_sample={setting!r} is not valid; accepted: 'auto', 'all' or a whole "
+                        f"number of time steps >= 1")
+    return int(setting)
+
+
+def sample_blocks(plan: list[np.ndarray], max_steps: int, seed: int = 0) -> list[np.ndarray]:
+    """At most ``max_steps`` steps of ``plan`` (time-ordered blocks) as whole blocks: the period cut
+    into as many equal strata as blocks fit, one block drawn at random from each (``seed`` fixed, so
+    a job and its rerun read the same steps). All blocks when they fit."""
+    total = sum(b.size for b in plan)
+    if total <= max_steps or not plan:
+        return plan
+    per_block = max(1, int(np.median([b.size for b in plan])))
+    k = max(1, min(len(plan), max_steps // per_block))
+    edges = np.linspace(0, len(plan), k + 1).round().astype(int)
+    rng = np.random.default_rng(seed)
+    picked = [int(rng.integers(a, b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return [plan[i] for i in picked]
 
 
 def column_moments(values: np.ndarray, shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,6 +245,8 @@ class PassResult:
     monthly, pixel : how the moments are grouped (12 months or one group; per cell or domain)
     seconds : time the pass took (0 when it came from the cache)
     origin : ``"pass"`` or ``"cache"``
+    sampled : training steps read when the pass read a sample (:func:`sample_blocks`), else None
+    train_steps : training steps of the period (what ``count`` is scaled to when sampled)
     """
 
     mask: np.ndarray
@@ -202,6 +257,15 @@ class PassResult:
     pixel: bool = False
     seconds: float = 0.0
     origin: str = "pass"
+    sampled: int | None = None
+    train_steps: int = 0
+
+    def describe(self) -> str:
+        """Where the statistics come from, in words (for logs and the run's metadata)."""
+        if self.sampled is None:
+            return f"all {self.train_steps} training steps"
+        return (f"a sample of {self.sampled} of the {self.train_steps} training steps (data.statistics_sample; "
+                f"'all' reads every step)")
 
     def fits(self, train_key: str, monthly: bool, pixel: bool, names) -> bool:
         """Whether the moments serve a normaliser of this kind on these training steps."""
@@ -240,7 +304,8 @@ def _prefetch(read, items):
 
 
 def run_pass(hr, lr, names, train_positions, *, monthly: bool = False, pixel: bool = False,
-             mask: bool = True, budget: int | None = None, block_means: dict | None = None) -> PassResult:
+             mask: bool = True, budget: int | None = None, block_means: dict | None = None,
+             max_steps: int | None = None) -> PassResult:
     """Read the pair once: the mask over every time step (``mask=True``; else only the training
     steps are read) and the moments of ``hr`` and of the ``lr`` variables ``names`` over
     ``train_positions`` (indices into the time axis).
@@ -256,6 +321,8 @@ def run_pass(hr, lr, names, train_positions, *, monthly: bool = False, pixel: bo
     block_means : ``{lr variable: scale}`` for LR variables that are the block mean of ``hr`` (the
         PerfectProg input): computed from the target block in numpy (:func:`block_mean`) instead of
         read through their lazy graph (which would coarsen the same chunk again, at 2 x the cost)
+    max_steps : read at most this many training steps (:func:`sample_blocks`; the mask then comes from
+        those steps only), or every step (None)
     """
     block_means = {v: int(k) for v, k in (block_means or {}).items() if v in names}
     if block_means and hr.ndim != 3:
@@ -274,6 +341,13 @@ def run_pass(hr, lr, names, train_positions, *, monthly: bool = False, pixel: bo
     read_positions = np.arange(n_time) if mask else np.flatnonzero(train)
     per_step = 4 * int(np.prod(cells)) + sum(4 * int(np.prod(lr[v].shape[1:])) for v in names)
     plan = blocks.plan(read_positions, blocks.time_chunk(hr), per_step, budget)
+    sampled = None
+    if max_steps is not None and train.any() and sum(b.size for b in plan) > max_steps:
+        # a sample of the training period: its blocks only (the mask, too, comes from them), blocks
+        # small enough for about SAMPLE_STRATA strata (chunks allowing), so every season is drawn
+        small = min(blocks.BLOCK_BYTES if budget is None else budget, max(per_step, max_steps * per_step // SAMPLE_STRATA))
+        plan = sample_blocks(blocks.plan(np.flatnonzero(train), blocks.time_chunk(hr), per_step, small), max_steps)
+        sampled = int(sum(b.size for b in plan))
 
     def read(block):
         tr = block[train[block]]
@@ -299,6 +373,10 @@ def run_pass(hr, lr, names, train_positions, *, monthly: bool = False, pixel: bo
                              else out[1][v].transpose("time", ...).values)
                 acc[v].add(lr_values, groups_all[tr])
         del values, flat, out
+    n_train = int(train.sum())
+    if sampled:  # the counts of the sample, scaled to the whole training period
+        count = np.rint(count * (n_train / sampled)).astype(np.int64)
     return PassResult(mask=valid.reshape(cells) if mask else None, count=count, moments=acc,
                       train_key=times_key(times[train]) if train.any() else None,
-                      monthly=bool(monthly), pixel=bool(pixel), seconds=time.perf_counter() - started)
+                      monthly=bool(monthly), pixel=bool(pixel), seconds=time.perf_counter() - started,
+                      sampled=sampled, train_steps=n_train)

@@ -34,7 +34,7 @@ from engine.data.datapass import Moments, PassResult
 from engine.data.paths import atomic_path, cache_dir, default_catalog
 
 #: Bumped whenever what a pass computes (or how it is stored) changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: Most bytes the cache keeps: after each write the least recently used results beyond it are deleted
 #: (a per-cell monthly result on a 1024 x 1024 grid is about 250 MB).
 CACHE_BYTES = 2 * 2**30
@@ -120,7 +120,8 @@ def save(key: str | None, result: PassResult) -> None:
         if name in result.moments:
             arrays.update(result.moments[name].arrays(f"m{i}_"))
     meta = {"names": ["__hr__", *names] if "__hr__" in result.moments else [], "train_key": result.train_key,
-            "monthly": result.monthly, "pixel": result.pixel, "version": CACHE_VERSION}
+            "monthly": result.monthly, "pixel": result.pixel, "version": CACHE_VERSION,
+            "sampled": result.sampled, "train_steps": result.train_steps}
     try:
         with atomic_path(_path(key)) as tmp:
             with open(tmp, "wb") as fh:
@@ -162,6 +163,7 @@ def load(key: str | None) -> PassResult | None:
             count = raw["count"]
             return PassResult(mask=np.asarray(raw["mask"], bool), count=count if count.size else None,
                               moments=moments, train_key=meta["train_key"], monthly=bool(meta["monthly"]),
-                              pixel=bool(meta["pixel"]), origin="cache")
+                              pixel=bool(meta["pixel"]), origin="cache", sampled=meta.get("sampled"),
+                              train_steps=int(meta.get("train_steps", 0)))
     except (OSError, ValueError, KeyError):  # a damaged file: the pass runs again and rewrites it
         return None

@@ -359,6 +359,9 @@ class EpochLoop:
         from engine.data.normalise import save as save_normalisation
 
         save_normalisation(self.data.normaliser, run.normalisation_path)  # JSON + .npz sidecar for arrays
+        prepass = getattr(self.data.pair, "prepass", None)
+        if prepass is not None and prepass.train_steps:  # every training step read, or a sample of them (said)
+            status.setdefault("statistics", prepass.describe())
         run.update_status(state="running", started=run.status().get("started") or now_iso(), host=socket.gethostname(),
                           pid=os.getpid(), world_size=fabric.world_size, device=str(fabric.device),
                           parameters=parameters, epochs=self.cfg.training.epochs,
