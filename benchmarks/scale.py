@@ -11,7 +11,9 @@ fresh process) and prints a Markdown table:
 - **setup**: pairing and the normalisation statistics: one streaming pass over the store for the mask
   and the statistics together (:mod:`engine.data.datapass`; its own time beside it), or none when the
   pass cache holds them (:mod:`engine.data.passcache`; each row starts with an empty cache except the
-  ``cached`` rows of ``--cached``); **job start -> first batch**: from the child's start (configuration
+  ``cached`` rows of ``--cached``); with the default ``data.statistics_sample: auto`` a store whose
+  target exceeds 1 GiB is read as a stratified sample of about 1 GiB (the "statistics from" column
+  says how many steps); **job start -> first batch**: from the child's start (configuration
   read) to the first batch any DataLoader yields, everything the job does before training included;
   **DataLoader -> first batch**: worker start and the first block read only;
 - **samples/s** and **data wait** (fraction of the step time spent waiting for data) of the second
@@ -254,6 +256,9 @@ def child_train(args) -> dict:
         setup["setup_s"] = time.perf_counter() - start
         setup["statistics"] = out.normaliser.origin  # prepass (pairing's one pass), cache, or pass
         setup["pass_s"] = float(getattr(out.pair.prepass, "seconds", 0.0))
+        sampled = getattr(out.pair.prepass, "sampled", None)  # data.statistics_sample: auto samples a large store
+        if sampled:
+            setup["statistics"] += f", sample of {sampled}/{out.pair.prepass.train_steps} steps"
         return out
 
     trainer.prepare_data = timed_prepare
