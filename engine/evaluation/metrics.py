@@ -296,39 +296,138 @@ def _image_stack(pred, truth, valid, lo=0.0, scale=1.0):
     return pv, tv, order, [truth.sizes[d] for d in other], other
 
 
+def _strip_rows(W: int, itemsize: int) -> int:
+    """Rows of a strip of about 256 KiB: the passes over it stay in the CPU cache."""
+    return max(8, 2**18 // max(1, W * itemsize))
+
+
+def _blur_strip(src: np.ndarray, taps: np.ndarray, acc: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (r, W) = ``src`` (r + K - 1, W + K - 1, already padded) correlated with ``taps``
+    along rows, then columns (``acc`` / ``tmp``: scratch arrays of at least src's rows x W)."""
+    K = taps.size
+    r, W = out.shape
+    a, t = acc[: r + K - 1], tmp[: r + K - 1]
+    np.multiply(src[:, 0:W], taps[0], out=a)  # along each row
+    for i in range(1, K):
+        a += np.multiply(src[:, i : i + W], taps[i], out=t)
+    t = t[:r]
+    np.multiply(a[0:r], taps[0], out=out)  # then down the columns
+    for i in range(1, K):
+        out += np.multiply(a[i : i + r], taps[i], out=t)
+
+
+def _padded(x: np.ndarray, pad: int) -> np.ndarray:
+    return np.pad(x, ((pad, pad), (pad, pad)), mode="reflect")
+
+
+def gaussian_blur(img: np.ndarray, taps: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """Separable correlation of every image of ``img`` (..., H, W) with the odd 1-D kernel
+    ``taps`` along rows, then columns, reflect padding without edge repeat (torch's
+    ``F.pad(mode="reflect")``, scipy's ``mirror``), in ``img``'s float type (as a float32
+    ``conv2d``): equal to ``ndimage.correlate1d(.., axis=-1)`` then ``axis=-2``.
+
+    Shift-and-add over strips of ``rows`` rows (default: about 256 KiB a strip), so the 2 x
+    len(taps) passes over each strip run in the CPU cache instead of streaming the whole image
+    from memory once per tap.
+    """
+    taps = np.asarray(taps, dtype=img.dtype)
+    pad = taps.size // 2
+    shape = img.shape
+    H, W = shape[-2:]
+    x = img.reshape(-1, H, W)
+    if pad >= min(H, W):
+        raise MetricError(f"a {taps.size}-tap blur needs images of at least {pad + 1} pixels a side; got {H}x{W}")
+    rows = rows or _strip_rows(W, x.itemsize)
+    out = np.empty_like(x)
+    acc = np.empty((min(rows, H) + 2 * pad, W), dtype=x.dtype)
+    tmp = np.empty_like(acc)
+    for n in range(x.shape[0]):
+        xp = _padded(x[n], pad)
+        for r0 in range(0, H, rows):
+            r = min(rows, H - r0)
+            _blur_strip(xp[r0 : r0 + r + 2 * pad], taps, acc, tmp, out[n, r0 : r0 + r])
+    return out.reshape(shape)
+
+
+def _ssim_image_strips(x: np.ndarray, y: np.ndarray, taps: np.ndarray, c1: float, c2: float,
+                       rows: int | None = None) -> np.ndarray:
+    """The SSIM image of images ``x``, ``y`` (N, H, W) (see :func:`_separable_ssim_image`),
+    computed a strip of rows at a time: the five blurred maps and every temporary of the formula
+    are strip-sized and stay in cache (whole-image temporaries made the formula cost more than
+    the blurs)."""
+    dt = x.dtype
+    taps = np.asarray(taps, dtype=dt)
+    pad = taps.size // 2
+    N, H, W = x.shape
+    rows = rows or _strip_rows(W, x.itemsize)
+    R = min(rows, H)
+    out = np.empty_like(x)
+    acc, tmp = np.empty((R + 2 * pad, W), dt), np.empty((R + 2 * pad, W), dt)
+    prod = np.empty((R + 2 * pad, W + 2 * pad), dt)
+    mu_a, mu_b, e_aa, e_bb, e_ab, u, v = (np.empty((R, W), dt) for _ in range(7))
+    c1, c2 = dt.type(c1), dt.type(c2)
+    for n in range(N):
+        xp, yp = _padded(x[n], pad), _padded(y[n], pad)
+        for r0 in range(0, H, rows):
+            r = min(rows, H - r0)
+            sx, sy = xp[r0 : r0 + r + 2 * pad], yp[r0 : r0 + r + 2 * pad]
+            pr = prod[: r + 2 * pad]
+            ma, mb, aa, bb, ab, uu, vv = (m[:r] for m in (mu_a, mu_b, e_aa, e_bb, e_ab, u, v))
+            _blur_strip(sx, taps, acc, tmp, ma)
+            _blur_strip(sy, taps, acc, tmp, mb)
+            _blur_strip(np.multiply(sx, sx, out=pr), taps, acc, tmp, aa)
+            _blur_strip(np.multiply(sy, sy, out=pr), taps, acc, tmp, bb)
+            _blur_strip(np.multiply(sx, sy, out=pr), taps, acc, tmp, ab)
+            # sigma_a^2 = max(E[a^2] - mu_a^2, 0), likewise b; sigma_ab = E[ab] - mu_a mu_b
+            aa -= np.multiply(ma, ma, out=uu)
+            np.maximum(aa, 0.0, out=aa)
+            bb -= np.multiply(mb, mb, out=vv)
+            np.maximum(bb, 0.0, out=bb)
+            uu += vv  # mu_a^2 + mu_b^2
+            ab -= np.multiply(ma, mb, out=vv)  # vv = mu_a mu_b
+            num = out[n, r0 : r0 + r]
+            np.multiply(vv, 2, out=num)
+            num += c1
+            ab *= 2
+            ab += c2
+            num *= ab  # (2 mu_ab + c1)(2 s_ab + c2)
+            uu += c1
+            aa += bb
+            aa += c2
+            uu *= aa  # (mu_aa + mu_bb + c1)(s_aa + s_bb + c2)
+            num /= uu
+    return out
+
+
 def _separable_ssim_image(a, b, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03):
     """torchmetrics' SSIM image (Gaussian window of 2 * int(3.5 sigma + 0.5) + 1 taps,
-    reflect padding, data range 1), with the 2-D Gaussian applied as two 1-D convolutions (rows,
-    then columns; reflect padding without edge repeat, as torch's ``F.pad(mode="reflect")``).
+    reflect padding, data range 1), with the 2-D Gaussian applied as two 1-D correlations (rows,
+    then columns; torch's ``F.pad(mode="reflect")``, without edge repeat, is scipy's ``mirror``).
 
     Why not torchmetrics itself: its 11x11 convolution made a year of daily 256x256 fields take
     minutes. Two 11-tap passes cost 22 multiply-adds a pixel whatever the image size (dense
-    blur matrices, the earlier form, cost H + W: 10 GFLOP a 1024^2 image). Same arithmetic
-    otherwise; the tests check equality with torchmetrics' full SSIM image.
+    blur matrices, the earlier form, cost H + W: 10 GFLOP a 1024^2 image). The passes are
+    shift-and-add by row strips that stay in cache (:func:`_ssim_image_strips`): ~9x faster on one
+    CPU core than torch's ``conv2d`` with a 1 x 11 kernel, which has no fast path for
+    one-channel images (a 1024^2 image: 9 ms against 80 ms).
+    Same arithmetic otherwise; the tests check equality with torchmetrics' full SSIM image.
 
     a, b : tensors (N, 1, H, W) -> (N, 1, H, W)
     """
     import torch
-    import torch.nn.functional as F
 
     size = int(3.5 * sigma + 0.5) * 2 + 1
     pad = (size - 1) // 2
-    dist = torch.arange((1 - size) / 2, (1 + size) / 2, 1.0, dtype=torch.float64)
-    g = torch.exp(-((dist / sigma) ** 2) / 2)
-    g = (g / g.sum()).to(a.dtype)
+    dist = np.arange((1 - size) / 2, (1 + size) / 2, 1.0, dtype=np.float64)
+    g = np.exp(-((dist / sigma) ** 2) / 2)
+    g = g / g.sum()
     H, W = a.shape[-2:]
     if min(H, W) < pad + 1:
         raise MetricError(f"SSIM needs images of at least {pad + 1} pixels a side; got {min(H, W)}")
-    x = torch.cat((a, b, a * a, b * b, a * b))
-    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), g.view(1, 1, 1, size))
-    x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), g.view(1, 1, size, 1))
-    mu_a, mu_b, e_aa, e_bb, e_ab = x.split(a.shape[0])
-    mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
-    s_aa = torch.clamp(e_aa - mu_aa, min=0.0)
-    s_bb = torch.clamp(e_bb - mu_bb, min=0.0)
-    s_ab = e_ab - mu_ab
-    c1, c2 = k1**2, k2**2
-    return ((2 * mu_ab + c1) * (2 * s_ab + c2)) / ((mu_aa + mu_bb + c1) * (s_aa + s_bb + c2))
+    x, y = a.numpy(), b.numpy()
+    N = x.shape[0]
+    img = _ssim_image_strips(x.reshape(N, H, W), y.reshape(N, H, W), g.astype(x.dtype), k1**2, k2**2)
+    return torch.from_numpy(img.reshape(a.shape))
 
 
 def _scaled_images(pred, truth, mask, data_range, data_min):
@@ -361,7 +460,6 @@ def ssim_map(pred, truth, mask=None, data_range=None, data_min=None, chunk=64, k
         or "torchmetrics" (its ``structural_similarity_index_measure``)
     """
     import torch
-    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
     check_aligned(pred, truth)
     valid, data_range, lo, (pv, tv, order, other_sizes, other) = _scaled_images(pred, truth, mask, data_range,
@@ -377,6 +475,8 @@ def ssim_map(pred, truth, mask=None, data_range=None, data_min=None, chunk=64, k
             if backend == "separable":
                 img = _separable_ssim_image(a, b, sigma=sigma)
             elif backend == "torchmetrics":
+                from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
                 _, img = tm_ssim(a, b, data_range=1.0, reduction="none", return_full_image=True,
                                  kernel_size=kernel_size, sigma=sigma)
             else:
