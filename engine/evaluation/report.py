@@ -214,39 +214,62 @@ class _Sums:
         self.spec_steps = 0
 
 
-def _block_sums(sums: _Sums, s: slice, p, t, v, clim, offset, regw, ssim_img, season_idx, spectra):
-    """Accumulate one block (T_b, H, W) of float64 arrays; ``v`` valid bool."""
-    Tb, H, W = t.shape
-    vf = v.astype(np.float64)
-    e = np.where(v, p - t, 0.0)
-    pp = np.where(v, p - offset, 0.0)  # offsets keep the sums of products well conditioned
-    tt = np.where(v, t - offset, 0.0)
-    a = np.where(v, p - clim, 0.0)
-    b = np.where(v, t - clim, 0.0)
-    ss = np.where(v, ssim_img, 0.0)
-    fields = {
-        "n": vf, "se": e, "sae": np.abs(e), "sse": e * e, "st": np.where(v, t, 0.0), "sp": pp, "stt": tt * tt,
-        "spp": pp * pp, "spt": pp * tt, "sss": ss, "saa": a * b, "sa2": a * a, "sb2": b * b,
-    }
+def _block_sums(sums: _Sums, s: slice, p, t, v, clim, offset, regw, ssim_img, season_idx, spectra,
+                truth_spectrum=True):
+    """Accumulate one block (T_b, H, W) of float64 arrays; ``v`` valid bool.
+
+    Each summed field is made in one scratch array (products written in place, ``copyto`` for
+    the masked ones) rather than as a fresh block-sized array: a fresh array of a 1024^2 block
+    is page-faulted in again on every allocation, which cost as much as the arithmetic."""
+    Tb = t.shape[0]
     R2 = regw.reshape(regw.shape[0], -1).T  # (H*W, R)
-    for k, f in fields.items():
+    buf = np.empty_like(t)
+
+    def add(k, f):
         sums.step[k][s] += f.reshape(Tb, -1) @ R2
         sums.pix[k] += f.sum(axis=0)
+
+    invalid = ~v
+
+    def masked(values, out):  # values where valid, else 0 (``out`` may be ``values``)
+        if values is not out:
+            np.copyto(out, values)
+        np.copyto(out, 0.0, where=invalid)
+        return out
+
+    add("n", v.astype(np.float64))
+    e = masked(np.subtract(p, t, out=buf), np.empty_like(t))
+    add("se", e)
+    add("sae", np.abs(e, out=buf))
+    sq = np.multiply(e, e, out=buf)
+    add("sse", sq)
     for i in range(sums.season["n"].shape[0]):  # four seasons at most, not a loop over time steps
         sel = season_idx == i
         if sel.any():
-            sums.season["n"][i] += vf[sel].sum(axis=0)
+            sums.season["n"][i] += v[sel].sum(axis=0)
             sums.season["se"][i] += e[sel].sum(axis=0)
-            sums.season["sse"][i] += (e[sel] ** 2).sum(axis=0)
+            sums.season["sse"][i] += sq[sel].sum(axis=0)
+    add("st", masked(t, buf))
+    pp = masked(np.subtract(p, offset, out=e), e)  # offsets keep the sums of products well conditioned
+    tt = masked(np.subtract(t, offset, out=buf), np.empty_like(t))
+    add("sp", pp)
+    add("stt", np.multiply(tt, tt, out=buf))
+    add("spp", np.multiply(pp, pp, out=buf))
+    add("spt", np.multiply(pp, tt, out=buf))
+    add("sss", masked(ssim_img, buf))
+    a = masked(np.subtract(p, clim, out=pp), pp)
+    b = masked(np.subtract(t, clim, out=tt), tt)
+    add("saa", np.multiply(a, b, out=buf))
+    add("sa2", np.multiply(a, a, out=buf))
+    add("sb2", np.multiply(b, b, out=buf))
     if spectra:
-        from engine.evaluation.spectral import power_spectrum
+        from engine.evaluation.spectral import power_sum
 
-        dims = ("time", "a", "b")  # plain arrays: any two grid dims
-        vm = xr.DataArray(v, dims=dims)
-        sp = power_spectrum(xr.DataArray(p, dims=dims), vm, dims=dims[1:]).sum("time").values
-        st = power_spectrum(xr.DataArray(t, dims=dims), vm, dims=dims[1:]).sum("time").values
+        sp = power_sum(p, v)
         sums.spec_model = sp if sums.spec_model is None else sums.spec_model + sp
-        sums.spec_truth = st if sums.spec_truth is None else sums.spec_truth + st
+        if truth_spectrum:  # the truth's spectrum once (the first prediction's pass), not once per prediction
+            st = power_sum(t, v)
+            sums.spec_truth = st if sums.spec_truth is None else sums.spec_truth + st
         sums.spec_steps += Tb
 
 
@@ -413,7 +436,8 @@ def evaluate_dataset(
             img = ssim_map(xr.DataArray(p.astype(np.float32), dims=dims), xr.DataArray(t.astype(np.float32), dims=dims),
                            xr.DataArray(v, dims=dims),
                            data_range=data_range, data_min=data_min).values
-            _block_sums(sums, s, p, t, v, c, offset, regw, img, season_of_step[s], spectra)
+            _block_sums(sums, s, p, t, v, c, offset, regw, img, season_of_step[s], spectra,
+                        truth_spectrum="truth" not in spectra_out)
         if nvalid == 0:
             raise MetricError(f"{name!r} has no valid value where the truth is valid in the period {period!r}")
         pred_range[name] = tuple(prange)
@@ -473,7 +497,8 @@ def evaluate_dataset(
             season_maps["bias_season"].append(_f32(_ratio(sums.season["se"], sn)))
         if spectra:
             spectra_out[name] = sums.spec_model / sums.spec_steps
-            spectra_out.setdefault("truth", sums.spec_truth / sums.spec_steps)
+            if sums.spec_truth is not None:
+                spectra_out.setdefault("truth", sums.spec_truth / sums.spec_steps)
 
         headline[name] = {}
         _release_freed_memory()

@@ -99,6 +99,37 @@ def power_spectrum(da: xr.DataArray, mask=None, dims=None, average: str = "mean"
     return out
 
 
+def power_sum(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``power_spectrum(.., average="mean")`` of every field of ``values`` (N, H, W), summed over
+    the N fields (a field without valid points adds nothing, as ``.sum(skipna=True)``): what a
+    time-mean spectrum accumulates block by block. ``valid`` (N, H, W) or (H, W) bool.
+
+    The same numbers as the DataArray form, faster: the real FFT (half the coefficients; each
+    column but the first and the Nyquist one stands for its conjugate twin, which lies in the
+    same wavenumber bin) and one binning of the fields' summed power instead of one per field.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    N, H, W = v.shape
+    m = np.broadcast_to(np.asarray(valid, dtype=bool), v.shape)
+    cnt = m.sum(axis=(1, 2))
+    mean = np.where(m, v, 0).sum(axis=(1, 2)) / np.maximum(cnt, 1)
+    anomaly = np.where(m, v - mean[:, None, None], 0.0)
+    f = np.fft.rfft2(anomaly)
+    del anomaly
+    power = np.einsum("nij,nij->ij", f.real, f.real) + np.einsum("nij,nij->ij", f.imag, f.imag)
+    power /= float(H * W) ** 2
+    twin = np.full(W // 2 + 1, 2.0)
+    twin[0] = 1.0
+    if W % 2 == 0:
+        twin[-1] = 1.0
+    k_full, nbins, L = _bins(H, W)
+    k = np.rint(L * np.sqrt(np.fft.rfftfreq(W)[None, :] ** 2 + np.fft.fftfreq(H)[:, None] ** 2)).astype(int).ravel()
+    keep = (k >= 1) & (k <= nbins)
+    spec = np.bincount(k[keep] - 1, weights=(power * twin).ravel()[keep], minlength=nbins)
+    keep_full = (k_full >= 1) & (k_full <= nbins)
+    return spec / np.bincount(k_full[keep_full] - 1, minlength=nbins)
+
+
 def spectral_ratio(pred, truth, mask=None, weights=None, dim=None, dx=None):
     """Ratio of the time-mean power spectra, pred / truth, at each wavenumber: 1 = right
     amount of variance at that scale, < 1 = too smooth. ``dim`` (other than lat/lon, which the

@@ -178,10 +178,7 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
             series[0].add(start, np.where(v, p, np.nan))
             series[1].add(start, np.where(v, t, np.nan))
         if spearman and H * W >= 3:
-            with warnings.catch_warnings():  # constant (masked) fields give NaN, as wanted
-                warnings.simplefilter("ignore", RuntimeWarning)
-                spatial_r.append(spearman_fn(xr.DataArray(np.where(v, p, np.nan), dims=dims),
-                                             xr.DataArray(np.where(v, t, np.nan), dims=dims), dim=sdims).values)
+            spatial_r.append([spatial_spearman(p[i][v[i]], t[i][v[i]]) for i in range(p.shape[0])])
     rows, maps = [], {}
     if distribution:
         for j, region in enumerate(region_names):
@@ -201,7 +198,7 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
         maps["q01_bias"], maps["q99_bias"] = qmap[0], qmap[1]
     if spearman:
         if spatial_r:
-            r = np.concatenate(spatial_r)
+            r = np.concatenate([np.asarray(x, dtype=float) for x in spatial_r])
             rows.append(("spearman", "domain", float(np.nanmean(r)) if np.isfinite(r).any() else math.nan))
         if temporal:
             maps["spearman"] = _temporal_spearman(*series, sdims, spearman_fn)
@@ -209,6 +206,43 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
         for s in series:
             s.close()
     return rows, maps
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of the values of ``x`` (1-D, no NaN), ties given their average rank
+    (``scipy.stats.rankdata(method="average")``, bottleneck's ``rankdata``): one argsort."""
+    x = np.asarray(x).ravel()
+    n = x.size
+    order = np.argsort(x)
+    xs = x[order]
+    ranks = np.empty(n, dtype=np.float64)
+    new = np.empty(n, dtype=bool)
+    new[:1] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    if new.all():  # no ties (continuous fields): rank = position in the sorted order
+        ranks[order] = np.arange(1, n + 1, dtype=np.float64)
+        return ranks
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, n))
+    ranks[order] = (starts + (counts + 1) / 2.0)[np.cumsum(new) - 1]
+    return ranks
+
+
+def spatial_spearman(p: np.ndarray, t: np.ndarray) -> float:
+    """Spearman correlation of the paired values ``p``, ``t`` (1-D, valid points only): the
+    Pearson correlation of their average ranks, as xskillscore's ``spearman_r`` over the grid
+    dims (:func:`engine.evaluation.metrics.spearman`), without its xarray and NaN-matching
+    passes over the whole field. NaN for fewer than 2 points or a constant field."""
+    n = p.size
+    if n < 2:
+        return math.nan
+    mid = (n + 1) / 2.0
+    rp = average_ranks(p) - mid
+    rt = average_ranks(t) - mid
+    vp, vt = float(rp @ rp), float(rt @ rt)
+    if vp <= 0 or vt <= 0:
+        return math.nan
+    return float(np.clip((rp @ rt) / math.sqrt(vp * vt), -1.0, 1.0))
 
 
 class PixelSeries:

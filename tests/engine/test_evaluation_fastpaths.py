@@ -54,3 +54,56 @@ def test_ssim_by_strips_is_independent_of_the_strip_height():
         np.testing.assert_allclose(M._ssim_image_strips(p, t, g, 1e-4, 9e-4, rows=rows), whole, rtol=0, atol=1e-14)
     # identical images: SSIM 1 everywhere
     np.testing.assert_allclose(M._ssim_image_strips(t, t, g, 1e-4, 9e-4, rows=7), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (2, 15, 22), (3, 21, 13)])
+def test_power_sum_equals_the_summed_dataarray_spectra(shape):
+    from engine.evaluation.spectral import power_spectrum, power_sum
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=shape) + 280.0
+    valid = rng.random(shape) > 0.2
+    valid[1] = False  # a step without valid points adds nothing
+    x[~valid] = np.nan
+    dims = ("time", "a", "b")
+    ref = power_spectrum(xr.DataArray(x, dims=dims), xr.DataArray(valid, dims=dims), dims=dims[1:]).sum("time").values
+    np.testing.assert_allclose(power_sum(x, valid), ref, rtol=1e-10, atol=1e-14)
+    # by hand: a unit cosine of wavenumber 4 along a 16-wide grid, every row: mean power 0.5 / (bin 4's count)
+    if shape[1:] == (16, 16):
+        cos = np.cos(2 * np.pi * 4 * np.arange(16) / 16)[None, None, :] * np.ones((2, 16, 1))
+        summed = power_sum(cos, np.ones(cos.shape, bool))
+        count = power_spectrum(xr.DataArray(cos[0], dims=("a", "b")), dims=("a", "b"), average="sum").values[3] / \
+            power_spectrum(xr.DataArray(cos[0], dims=("a", "b")), dims=("a", "b")).values[3]
+        assert summed[3] == pytest.approx(2 * 0.5 / count)
+        assert np.delete(summed, 3) == pytest.approx(0.0, abs=1e-20)
+
+
+def test_average_ranks_by_hand_and_against_scipy():
+    from scipy.stats import rankdata
+
+    from engine.evaluation.streaming import average_ranks
+
+    assert list(average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0]))) == [4.0, 1.0, 4.0, 2.0, 4.0]
+    x = np.random.default_rng(7).integers(0, 20, 500).astype(float)  # many ties
+    np.testing.assert_array_equal(average_ranks(x), rankdata(x))
+    y = np.random.default_rng(8).random(300)
+    np.testing.assert_array_equal(average_ranks(y), rankdata(y))
+
+
+def test_spatial_spearman_equals_the_xskillscore_metric_per_step():
+    from engine.evaluation.streaming import spatial_spearman
+
+    rng = np.random.default_rng(9)
+    t = np.round(rng.random((4, 12, 10)) * 8)  # ties
+    p = t + rng.normal(size=t.shape)
+    valid = rng.random(t.shape) > 0.25
+    dims = ("time", "lat", "lon")
+    ref = M.spearman(xr.DataArray(np.where(valid, p, np.nan), dims=dims),
+                     xr.DataArray(np.where(valid, t, np.nan), dims=dims), dim=("lat", "lon")).values
+    ours = [spatial_spearman(p[i][valid[i]], t[i][valid[i]]) for i in range(4)]
+    np.testing.assert_allclose(ours, ref, rtol=1e-12)
+    # by hand: a monotone transform has Spearman 1; reversed order -1; a constant field NaN
+    x = np.array([1.0, 5.0, 2.0, 9.0])
+    assert spatial_spearman(np.exp(x), x) == pytest.approx(1.0)
+    assert spatial_spearman(-x, x) == pytest.approx(-1.0)
+    assert np.isnan(spatial_spearman(np.ones(4), x))
