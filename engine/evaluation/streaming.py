@@ -136,10 +136,6 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
     pass stores every pixel's series in a temporary file, :class:`PixelSeries`, then reads it in
     row strips of at most 64 MiB).
     """
-    import warnings
-
-    import xarray as xr
-
     from engine.evaluation.metrics import spearman as spearman_fn
 
     T, H, W = truth.shape
@@ -151,7 +147,6 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
     tails = {"p": TailQuantiles((H, W), T, qs), "t": TailQuantiles((H, W), T, qs)}
     spatial_r = []
     static_mask = "time" not in mask.dims
-    dims = ("time", *sdims)
     temporal = spearman and T >= 3
     if temporal:  # the pixel series for the temporal Spearman map, gathered in this one pass
         strip = strip_rows(T, W)

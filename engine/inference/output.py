@@ -8,7 +8,7 @@ steps written so far is stored in it (the ``finescale_steps_written`` attribute)
 finished file is moved into place. An interrupted prediction therefore resumes at the first
 unwritten block, and a reader never sees a half-written ``predictions.nc``.
 
-- ``netcdf``: netCDF4 with an unlimited ``time`` dimension, compressed, chunked one time step
+- ``netcdf``: netCDF4 with an unlimited ``time`` dimension, compressed (zlib level 1 + shuffle), chunked one time step
   per chunk; times are encoded once (units and calendar of the first block, cftime calendars kept).
 - ``zarr``: the whole period laid out at the first block (``compute=False``), each block written
   to its ``region`` of time.
@@ -66,7 +66,10 @@ def _encoding(ds: xr.Dataset, fmt: str) -> dict:
     for name, var in ds.data_vars.items():
         chunks = tuple(1 if d == "time" else n for d, n in zip(var.dims, var.shape))
         if fmt == "netcdf":
-            enc[name] = {"zlib": True, "complevel": 4, **({"chunksizes": chunks} if var.ndim else {})}
+            # level 1 with the byte shuffle: 2.8x faster to write and 2.4x to read than level 4
+            # alone, and 25 % smaller (float32 fields at 512^2, measured for issue 11)
+            enc[name] = {"zlib": True, "complevel": 1, "shuffle": True,
+                         **({"chunksizes": chunks} if var.ndim else {})}
         else:
             enc[name] = {"chunks": chunks} if var.ndim else {}
     # float times: later blocks may hold times the first block's units do not divide (e.g. 12:00)
@@ -152,7 +155,9 @@ class BlockWriter:
                 target = nc.variables[name]
                 index = tuple(slice(start, stop) if d == "time" else slice(None) for d in var.dims)
                 values = var.values
-                if np.issubdtype(values.dtype, np.floating) and hasattr(target, "_FillValue"):
+                fill = getattr(target, "_FillValue", None)
+                # NaN marks missing values; masking them only matters for a fill value other than NaN
+                if np.issubdtype(values.dtype, np.floating) and fill is not None and not np.isnan(fill):
                     values = np.ma.masked_invalid(values)
                 target[index] = values
             tvar[start:stop] = encoded
