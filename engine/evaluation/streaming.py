@@ -86,25 +86,52 @@ class TailQuantiles:
             raise ValueError(f"TailQuantiles keeps the tails only; got levels {self.qs} (accepted: <= 0.05 or >= 0.95)")
         tail = max(min(q, 1 - q) for q in self.qs)
         self.k = min(int(steps), int(math.ceil(tail * max(steps - 1, 0))) + 2)
-        self.low = np.full((0,) + tuple(shape), np.inf, dtype=np.float64)
-        self.high = np.full((0,) + tuple(shape), -np.inf, dtype=np.float64)
+        self.shape = tuple(shape)
+        # candidates: the k kept extremes + up to ``room`` new steps, cut back to k (np.partition)
+        # only when full: one partition per ~k steps instead of one per block, and no copy of
+        # the kept ones per block
+        self.room = max(self.k, 1)
+        self.low = self.high = None
+        self.used = 0
         self.n = np.zeros(shape, dtype=np.int64)
+
+    def _compact(self) -> None:
+        if self.used > self.k:
+            k = self.k
+            self.low[:k] = np.partition(self.low[: self.used], k - 1, axis=0)[:k]
+            self.high[:k] = -np.partition(-self.high[: self.used], k - 1, axis=0)[:k]
+            self.used = k
 
     def add(self, values: np.ndarray, valid: np.ndarray) -> None:
         """Add a block ``values`` (T_b, H, W) where ``valid`` (NaN-free points) is True."""
         v = np.asarray(valid, dtype=bool)
+        values = np.asarray(values)
         self.n += v.sum(axis=0)
-        low = np.concatenate([self.low, np.where(v, values, np.inf)])
-        high = np.concatenate([self.high, np.where(v, values, -np.inf)])
-        if low.shape[0] > self.k:
-            low = np.partition(low, self.k - 1, axis=0)[: self.k]
-            high = -np.partition(-high, self.k - 1, axis=0)[: self.k]
-        self.low, self.high = low, high
+        if self.low is None:
+            dtype = np.result_type(values.dtype, np.float32)
+            self.low = np.empty((self.k + self.room, *self.shape), dtype=dtype)
+            self.high = np.empty_like(self.low)
+        invalid = ~v
+        for i0 in range(0, values.shape[0], self.room):
+            part, bad = values[i0 : i0 + self.room], invalid[i0 : i0 + self.room]
+            if self.used + part.shape[0] > self.low.shape[0]:
+                self._compact()
+            rows = slice(self.used, self.used + part.shape[0])
+            lo, hi = self.low[rows], self.high[rows]
+            np.copyto(lo, part)
+            np.copyto(lo, np.inf, where=bad)
+            np.copyto(hi, part)
+            np.copyto(hi, -np.inf, where=bad)
+            self.used += part.shape[0]
 
     def quantiles(self) -> np.ndarray:
         """(len(qs), H, W) exact quantiles (numpy's linear definition); NaN where no value."""
-        low, high = np.sort(self.low, axis=0), -np.sort(-self.high, axis=0)  # ascending / descending
         n = self.n
+        if self.low is None:
+            return np.full((len(self.qs),) + n.shape, np.nan)
+        self._compact()
+        low = np.sort(self.low[: self.used], axis=0).astype(np.float64)  # ascending
+        high = -np.sort(-self.high[: self.used], axis=0).astype(np.float64)  # descending
         out = np.full((len(self.qs),) + n.shape, np.nan)
         for i, q in enumerate(self.qs):
             # rank counted from the nearer end: low tail ascending, high tail descending

@@ -31,13 +31,14 @@ def test_tail_quantiles_exact_per_pixel_with_gaps():
     x = rng.normal(size=(T, H, W))
     valid = rng.random((T, H, W)) > 0.2
     valid[:, 0, 0] = False  # a pixel without any value
-    tq = TailQuantiles((H, W), T, (0.01, 0.05, 0.99))
-    for start in range(0, T, 32):
-        tq.add(x[start:start + 32], valid[start:start + 32])
     expected = np.stack([np.array([[np.quantile(x[valid[:, i, j], i, j], q) if valid[:, i, j].any() else np.nan
                                     for j in range(W)] for i in range(H)]) for q in (0.01, 0.05, 0.99)])
-    np.testing.assert_allclose(tq.quantiles(), expected, rtol=0, atol=1e-12, equal_nan=True)
-    assert tq.low.shape[0] <= tq.k < T  # only the tails are kept
+    for step in (32, 1, 7, T):  # blocks smaller and larger than the candidates' room
+        tq = TailQuantiles((H, W), T, (0.01, 0.05, 0.99))
+        for start in range(0, T, step):
+            tq.add(x[start:start + step], valid[start:start + step])
+        np.testing.assert_allclose(tq.quantiles(), expected, rtol=0, atol=1e-12, equal_nan=True)
+        assert tq.used <= tq.k < T and tq.low.shape[0] <= 2 * tq.k  # only the tails are kept
 
 
 def test_tail_quantiles_refuse_the_middle():
