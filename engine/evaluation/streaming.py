@@ -87,51 +87,48 @@ class TailQuantiles:
         tail = max(min(q, 1 - q) for q in self.qs)
         self.k = min(int(steps), int(math.ceil(tail * max(steps - 1, 0))) + 2)
         self.shape = tuple(shape)
-        # candidates: the k kept extremes + up to ``room`` new steps, cut back to k (np.partition)
-        # only when full: one partition per ~k steps instead of one per block, and no copy of
-        # the kept ones per block
-        self.room = max(self.k, 1)
-        self.low = self.high = None
-        self.used = 0
+        cells = int(np.prod(self.shape))
+        # the k smallest values of each pixel so far, ascending, and the k largest, descending
+        # (+-inf: none yet). A new step changes only the pixels where it beats the k-th kept
+        # value -- after the first steps a small fraction (about k / steps) -- so each step costs
+        # one comparison and an insertion into those pixels' sorted lists (a partition of all the kept
+        # values per block cost 5x more than every other tail computation).
+        self.low = np.full((self.k, cells), np.inf)
+        self.high = np.full((self.k, cells), -np.inf)
         self.n = np.zeros(shape, dtype=np.int64)
 
-    def _compact(self) -> None:
-        if self.used > self.k:
-            k = self.k
-            self.low[:k] = np.partition(self.low[: self.used], k - 1, axis=0)[:k]
-            self.high[:k] = -np.partition(-self.high[: self.used], k - 1, axis=0)[:k]
-            self.used = k
+    @staticmethod
+    def _insert(kept: np.ndarray, x: np.ndarray, ok: np.ndarray, smallest: bool) -> None:
+        """Insert one step ``x`` (cells,) valid where ``ok`` into ``kept`` (k, cells), the
+        ``smallest`` values ascending (else the largest, descending)."""
+        if kept.shape[0] == 0:
+            return
+        beat = np.less(x, kept[-1]) if smallest else np.greater(x, kept[-1])
+        beat = np.flatnonzero(np.logical_and(beat, ok, out=beat))
+        if beat.size == 0:
+            return
+        sub, carry = kept[:, beat], x[beat]
+        pick, other = (np.minimum, np.maximum) if smallest else (np.maximum, np.minimum)
+        for j in range(sub.shape[0]):  # insertion: the value moves down the sorted list
+            row = sub[j]
+            sub[j], carry = pick(row, carry), other(row, carry)
+        kept[:, beat] = sub
 
     def add(self, values: np.ndarray, valid: np.ndarray) -> None:
         """Add a block ``values`` (T_b, H, W) where ``valid`` (NaN-free points) is True."""
         v = np.asarray(valid, dtype=bool)
-        values = np.asarray(values)
+        values = np.asarray(values, dtype=np.float64)
         self.n += v.sum(axis=0)
-        if self.low is None:
-            dtype = np.result_type(values.dtype, np.float32)
-            self.low = np.empty((self.k + self.room, *self.shape), dtype=dtype)
-            self.high = np.empty_like(self.low)
-        invalid = ~v
-        for i0 in range(0, values.shape[0], self.room):
-            part, bad = values[i0 : i0 + self.room], invalid[i0 : i0 + self.room]
-            if self.used + part.shape[0] > self.low.shape[0]:
-                self._compact()
-            rows = slice(self.used, self.used + part.shape[0])
-            lo, hi = self.low[rows], self.high[rows]
-            np.copyto(lo, part)
-            np.copyto(lo, np.inf, where=bad)
-            np.copyto(hi, part)
-            np.copyto(hi, -np.inf, where=bad)
-            self.used += part.shape[0]
+        for i in range(values.shape[0]):
+            x, ok = values[i].ravel(), v[i].ravel()
+            self._insert(self.low, x, ok, True)
+            self._insert(self.high, x, ok, False)
 
     def quantiles(self) -> np.ndarray:
         """(len(qs), H, W) exact quantiles (numpy's linear definition); NaN where no value."""
         n = self.n
-        if self.low is None:
-            return np.full((len(self.qs),) + n.shape, np.nan)
-        self._compact()
-        low = np.sort(self.low[: self.used], axis=0).astype(np.float64)  # ascending
-        high = -np.sort(-self.high[: self.used], axis=0).astype(np.float64)  # descending
+        low = self.low.reshape(self.k, *self.shape)  # ascending
+        high = self.high.reshape(self.k, *self.shape)  # descending
         out = np.full((len(self.qs),) + n.shape, np.nan)
         for i, q in enumerate(self.qs):
             # rank counted from the nearer end: low tail ascending, high tail descending
