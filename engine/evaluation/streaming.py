@@ -160,8 +160,6 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
     pass stores every pixel's series in a temporary file, :class:`PixelSeries`, then reads it in
     row strips of at most 64 MiB).
     """
-    from engine.evaluation.metrics import spearman as spearman_fn
-
     T, H, W = truth.shape
     qs = (0.01, 0.99)
     lo, hi = bounds
@@ -220,7 +218,7 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
             r = np.concatenate([np.asarray(x, dtype=float) for x in spatial_r])
             rows.append(("spearman", "domain", float(np.nanmean(r)) if np.isfinite(r).any() else math.nan))
         if temporal:
-            maps["spearman"] = _temporal_spearman(*series, sdims, spearman_fn)
+            maps["spearman"] = _temporal_spearman(*series)
     if temporal:
         for s in series:
             s.close()
@@ -324,18 +322,61 @@ def strip_rows(T: int, W: int, budget: int = 64 * 2**20) -> int:
     return max(1, budget // max(1, 8 * T * W * 6))
 
 
-def _temporal_spearman(series_p: PixelSeries, series_t: PixelSeries, sdims, spearman_fn) -> np.ndarray:
+def _row_ranks(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties averaged) of each row of ``x`` (P, T) among its ``valid``
+    entries; the entries not valid hold meaningless values. One argsort of contiguous rows:
+    ~3x faster than bottleneck's ``nanrankdata`` along the strided time axis."""
+    P, T = x.shape
+    x = np.where(valid, x, np.inf)  # invalid last (valid values are finite)
+    order = np.argsort(x, axis=1)
+    xs = np.take_along_axis(x, order, 1)
+    new = np.empty((P, T), dtype=bool)
+    new[:, :1] = True
+    np.not_equal(xs[:, 1:], xs[:, :-1], out=new[:, 1:])
+    pos = np.arange(T)
+    if new.all():
+        sorted_ranks = np.broadcast_to((pos + 1).astype(np.float64), (P, T))
+    else:  # a tie group's rank: the mean of its first and last positions
+        start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+        last = np.empty_like(new)
+        last[:, -1:] = True
+        last[:, :-1] = new[:, 1:]
+        end = np.minimum.accumulate(np.where(last, pos, T)[:, ::-1], axis=1)[:, ::-1]
+        sorted_ranks = (start + end) / 2.0 + 1.0
+    ranks = np.empty((P, T), dtype=np.float64)
+    np.put_along_axis(ranks, order, sorted_ranks, 1)
+    return ranks
+
+
+def series_spearman(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spearman correlation over time (axis 0) of every pixel of ``p``, ``t`` (T, ...), NaN =
+    missing (a step missing in either is left out of both, as xskillscore's ``spearman_r``
+    with ``skipna``): the Pearson correlation of the average ranks. NaN for fewer than two
+    valid steps or a constant series. Returns the map (...)."""
+    T = p.shape[0]
+    shape = p.shape[1:]
+    x = np.ascontiguousarray(np.reshape(p, (T, -1)).T)
+    y = np.ascontiguousarray(np.reshape(t, (T, -1)).T)
+    valid = np.isfinite(x) & np.isfinite(y)
+    n = valid.sum(axis=1)
+    mid = ((n + 1) / 2.0)[:, None]
+    a = _row_ranks(x, valid)
+    a -= mid
+    a[~valid] = 0.0
+    b = _row_ranks(y, valid)
+    b -= mid
+    b[~valid] = 0.0
+    saa, sbb, sab = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = sab / np.sqrt(saa * sbb)
+    ok = (n >= 2) & (saa > 0) & (sbb > 0)
+    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan).reshape(shape)
+
+
+def _temporal_spearman(series_p: PixelSeries, series_t: PixelSeries) -> np.ndarray:
     """Per-pixel Spearman over time, a strip of rows at a time (every time step of the strip),
     from the pixel series gathered during the block pass (NaN = not valid)."""
-    import warnings
-
-    import xarray as xr
-
     out = np.full((series_t.H, series_t.W), np.nan)
-    dims = ("time", *sdims)
     for (sl, p), (_, t) in zip(series_p.strips(), series_t.strips()):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out[sl] = spearman_fn(xr.DataArray(p.astype(np.float64), dims=dims),
-                                  xr.DataArray(t.astype(np.float64), dims=dims), dim="time").values
+        out[sl] = series_spearman(p, t)
     return out

@@ -107,3 +107,26 @@ def test_spatial_spearman_equals_the_xskillscore_metric_per_step():
     assert spatial_spearman(np.exp(x), x) == pytest.approx(1.0)
     assert spatial_spearman(-x, x) == pytest.approx(-1.0)
     assert np.isnan(spatial_spearman(np.ones(4), x))
+
+
+def test_series_spearman_equals_the_xskillscore_metric_over_time():
+    from engine.evaluation.streaming import series_spearman
+
+    rng = np.random.default_rng(10)
+    T, H, W = 40, 3, 5
+    t = np.round(rng.random((T, H, W)) * 6)  # ties
+    p = t + rng.normal(size=t.shape)
+    p[rng.random(p.shape) < 0.2] = np.nan  # missing in one of the two
+    t[rng.random(t.shape) < 0.1] = np.nan
+    p[:, 0, 0] = 5.0  # a constant series: NaN
+    p[:-1, 0, 1] = np.nan  # one valid step: NaN
+    dims = ("time", "lat", "lon")
+    ref = M.spearman(xr.DataArray(p, dims=dims), xr.DataArray(t, dims=dims), dim="time").values
+    ours = series_spearman(p, t)
+    assert np.isnan(ours[0, 0]) and np.isnan(ours[0, 1])
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, equal_nan=True)
+    # float32 series as the temporary file holds them
+    np.testing.assert_allclose(series_spearman(p.astype(np.float32), t.astype(np.float32)),
+                               M.spearman(xr.DataArray(p.astype(np.float32).astype(float), dims=dims),
+                                          xr.DataArray(t.astype(np.float32).astype(float), dims=dims), dim="time").values,
+                               rtol=1e-12, equal_nan=True)
