@@ -29,7 +29,7 @@ Targets (issue 10): peak memory <= 2 GiB and flat (within 20 %) across sizes; fi
 every size; lazy samples/s >= 0.8 x in-memory on the 1 GiB store.
 
 Options: ``--sizes 1,4,16,30`` (GiB), ``--grid 512`` (HR edge), ``--steps`` (batches per epoch),
-``--batch``, ``--patch``, ``--workers``, ``--repeat`` (in-memory/lazy pairs on the first size; the
+``--batch``, ``--patch``, ``--workers``, ``--cold`` (page cache emptied before each row, root only), ``--repeat`` (in-memory/lazy pairs on the first size; the
 ratio is of the medians), ``--cached 16`` (a second lazy row on those sizes, with the pass cache), ``--compress``, ``--no-memory-row``, ``--dir``, ``--keep``, ``--out``.
 """
 
@@ -200,6 +200,8 @@ def train_row(store: Path, info: dict, args, mode: str = "lazy", cached: bool = 
     cache = store.parent / f"{store.name}.cache"
     if not cached:
         shutil.rmtree(cache, ignore_errors=True)
+    if getattr(args, "cold", False) and not cached:
+        drop_page_cache()
     os.environ["FINESCALE_DATA"] = str(cache)
     result, mem = _child(["--child", "train", "--store", str(store), "--store-steps", str(info["steps"]),
                           "--mode", mode, "--steps", str(args.steps), "--batch", str(args.batch),
@@ -209,6 +211,16 @@ def train_row(store: Path, info: dict, args, mode: str = "lazy", cached: bool = 
     return {"kind": "train", "mode": mode, "store_gib": info["bytes"] / GIB, "steps": info["steps"],
             "peak_pss_gib": mem.peak_pss / GIB, "peak_rss_sum_gib": mem.peak_rss_sum / GIB,
             "peak_main_rss_gib": mem.peak_main_rss / GIB, **result}
+
+
+def drop_page_cache() -> None:
+    """Empty the kernel's page cache (``--cold``), so the row reads the store from disk as a job on an
+    archive written long ago would; root only (``/proc/sys/vm/drop_caches``)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        raise SystemExit(f"--cold needs to write /proc/sys/vm/drop_caches (root): {exc}") from None
 
 
 #: Row kinds: name -> function(store, info, args) -> dict. Prediction/evaluation rows add theirs.
@@ -324,6 +336,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-memory-row", action="store_true", help="skip the in-memory row")
     p.add_argument("--repeat", type=int, default=1, help="in-memory/lazy pairs on the first size (median ratio)")
     p.add_argument("--compress", action="store_true", help="write the stores with Zarr's default codec (zstd)")
+    p.add_argument("--cold", action="store_true",
+                   help="empty the page cache before each first-run row (root): the store is read from disk")
     p.add_argument("--cached", default="", help="sizes (GiB) on which a second lazy row runs with the pass cache "
                                                 "the first left (engine.data.passcache)")
     p.add_argument("--dir", default=None, help="folder for the stores (default: a temporary folder)")
