@@ -7,6 +7,11 @@ factory per tab and an empty column in its place; the open tab's view is built a
 other when the user first opens it (Panel's ``Tabs(dynamic=True)`` then renders only the open
 tab, so a built but hidden view costs nothing in the browser either).
 
+A built view *replaces* its placeholder in the tabs; it is never put inside it. A view nested
+in an extra column broke BokehJS's layout of the maps below it when a link opened the page on
+that tab: the map figures were sized 0 x 0 in the browser (blank maps, no hover tooltip),
+while the same view as the tab's own child lays out as before lazy tabs.
+
 Example
 -------
 >>> import panel as pn
@@ -16,6 +21,8 @@ Example
 >>> tabs.tabs.active = 1
 >>> tabs.built()
 ['A', 'B']
+>>> tabs.tabs.objects[1].object   # the view itself is the tab's child
+'b'
 """
 
 from __future__ import annotations
@@ -54,13 +61,17 @@ class LazyTabs:
         self.names = names
         self._factories = dict(factories)
         self._views: dict[str, Any] = {}
-        self._holders = {name: pn.Column(sizing_mode="stretch_width", name=name) for name in names}
         self._lock = threading.RLock()  # tab changes and the session's onload run in threads
         self.on_build = on_build
         params.setdefault("sizing_mode", "stretch_width")
+        # The open tab's view goes in at once (never wrapped: see the module's docstring); the
+        # others hold an empty placeholder until first opened.
+        first = self._build(names[active])
+        tabs = [(name, first if i == active else pn.Column(sizing_mode="stretch_width", name=name))
+                for i, name in enumerate(names)]
         # dynamic: only the open tab is rendered and sent to the browser.
-        self.tabs = pn.Tabs(*self._holders.items(), dynamic=True, active=active, **params)
-        self.view(names[active])
+        self.tabs = pn.Tabs(*tabs, dynamic=True, active=active, **params)
+        self._bind(names[active], first)
         self.tabs.param.watch(self._on_active, "active")
 
     def built(self) -> list[str]:
@@ -74,15 +85,23 @@ class LazyTabs:
         with self._lock:
             if name in self._views:
                 return self._views[name]
-            view = self._factories[name]()
-            self._views[name] = view
-            self._holders[name].objects = [view]
+            view = self._build(name)
+            # The view takes the placeholder's place (same tab title), not a place inside it.
+            self.tabs[self.names.index(name)] = (name, view)
+        self._bind(name, view)
+        return view
+
+    def _build(self, name: str):
+        view = self._factories[name]()
+        self._views[name] = view
+        return view
+
+    def _bind(self, name: str, view) -> None:
         if self.on_build is not None:
             try:
                 self.on_build(name, view)
             except Exception:  # a failed binding must not leave the tab empty
                 log.exception("binding the %s view failed", name)
-        return view
 
     def _on_active(self, event) -> None:
         if 0 <= event.new < len(self.names):

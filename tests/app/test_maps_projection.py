@@ -133,9 +133,6 @@ def write_lambert_predictions(run, nt: int = 2) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "regression from lazy tabs (68951ad, app/lazytabs.py): in Chromium the Runs tab's maps show no "
-    "hover tooltip when a link opens on that tab; passes at 68951ad~1. Open in issue 13."))
 def test_hovering_a_lambert_map_in_chromium_shows_the_cells_lat_lon(browser, tmp_path):
     import re
 
