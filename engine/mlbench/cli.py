@@ -6,6 +6,7 @@ mlbench list                          domains, experiments (with their test sets
 mlbench download --domain ALPS        the real archive (Zenodo, ~5 GB, once, checksummed)
 mlbench standin --domain ALPS         write the offline stand-in archive (see engine.mlbench.standin)
 mlbench train --domain ALPS --experiment ESD_pseudo_reality --model deepesd [--standin | --root DIR]
+                                      (--model diffusion: conditional diffusion, 10 members per file)
 mlbench score RUN [RUN ...] [--out scorecard.csv]
 """
 
@@ -71,7 +72,10 @@ def cmd_train(args) -> int:
         root = str(ensure_standin(args.domain))
     cfg = MLBenchConfig(domain=args.domain, experiment=args.experiment, model=args.model, epochs=args.epochs,
                         batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, lr=args.lr,
-                        seed=args.seed, orography=not args.no_orography, root=root, threads=args.threads).validate()
+                        seed=args.seed, orography=not args.no_orography, root=root, threads=args.threads,
+                        members=args.members,
+                        model_options={} if args.sampling_steps is None else {"sampling_steps": args.sampling_steps}
+                        ).validate()
     run = train(cfg, args.runs)
     print(run)
     return 0
@@ -122,6 +126,10 @@ def add_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--no-orography", action="store_true", help="train without the static orography")
+    q.add_argument("--members", type=int, default=10,
+                   help="ensemble members of a generative model (diffusion; the submission needs 10)")
+    q.add_argument("--sampling-steps", type=int, default=None,
+                   help="diffusion sampling steps (default: the model's, 20)")
     where = q.add_mutually_exclusive_group()
     where.add_argument("--root", default=None, help="the unpacked <domain>_domain folder of an archive")
     where.add_argument("--standin", action="store_true", help="use (and generate once) the offline stand-in")

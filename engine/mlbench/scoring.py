@@ -78,18 +78,25 @@ def _as_da(values: np.ndarray, truth: xr.DataArray) -> xr.DataArray:
 
 
 def score_arrays(pred: dict[str, np.ndarray], truth: _Truth) -> dict[str, float]:
-    """One number per variable x diagnostic for predictions ``{var: (T, H, W)}`` (a var may be absent)."""
+    """One number per variable x diagnostic for predictions ``{var: (T, H, W)}`` (a var may be absent).
+
+    An ensemble ``(member, T, H, W)`` (a generative model's submission) is scored as the benchmark
+    reads one: the RMSE of the ensemble mean, and every other diagnostic (spectra, distribution,
+    indices, correlations) of its first member, a realisation (a mean of members is smoother than
+    any field the model generates)."""
     out: dict[str, float] = {}
     preds = {}
     for var in VARIABLES:
         if var not in pred or var not in truth.ds:
             continue
         t = truth.ds[var]
-        if pred[var].shape != t.shape:
-            raise MLBenchError(f"{var}: prediction of shape {pred[var].shape} against a truth of shape {t.shape} "
+        a = np.asarray(pred[var])
+        members = a if a.ndim == t.ndim + 1 else a[None]
+        if members.shape[1:] != t.shape:
+            raise MLBenchError(f"{var}: prediction of shape {a.shape} against a truth of shape {t.shape} "
                                "(a test set on another grid or period?)")
-        p = preds[var] = _as_da(pred[var], t)
-        out[f"{var}_rmse"] = float(rmse(p, t))
+        p = preds[var] = _as_da(members[0], t)
+        out[f"{var}_rmse"] = float(rmse(_as_da(members.mean(0), t) if len(members) > 1 else p, t))
         # the same definitions as the registered ralsd / wasserstein, with the truth's side cached
         out[f"{var}_ralsd"] = ralsd_of(truth.psd(var), radial_psd(p))
         pv = p.values.ravel()
@@ -233,7 +240,8 @@ def _score_group(truth_file: str, domain: str, items: list) -> list[tuple[int, d
         if kind == "run":
             path = Path(what)
             with open_cf(path) as p:
-                pred = {v: p[v].transpose("time", *dom.spatial_dims).values for v in VARIABLES if v in p}
+                lead = ("member", "time") if "member" in p.dims else ("time",)
+                pred = {v: p[v].transpose(*lead, *dom.spatial_dims).values for v in VARIABLES if v in p}
                 if len(p.time) != len(truth.ds.time) or not all(
                         a == b for a, b in zip(p.indexes["time"], truth.ds.indexes["time"])):
                     raise MLBenchError(f"{path.name}: its time axis differs from the truth's ({Path(truth_file).name})")

@@ -60,11 +60,12 @@ def write_prediction(arrays: dict[str, np.ndarray], times, domain: str, path: st
     return path
 
 
-def check_prediction_file(path: str | Path, domain: str, times=None, generative: bool = False) -> None:
+def check_prediction_file(path: str | Path, domain: str, times=None, generative: bool = False,
+                          members: int = ENSEMBLE_MEMBERS) -> None:
     """Refuse a prediction file that does not match the benchmark's template, naming the mismatch.
 
     Checks: both variables; dims ``(time, *spatial)`` (``member`` of size 10 first when
-    ``generative``); the template's spatial coordinates (1-D and 2-D) to 1e-4; the template's
+    ``generative``; ``members`` other than 10 only for quick runs that are not submitted); the template's spatial coordinates (1-D and 2-D) to 1e-4; the template's
     variable attributes; the time axis of ``times`` when given; finite values.
     """
     dom = get_domain(domain)
@@ -80,8 +81,8 @@ def check_prediction_file(path: str | Path, domain: str, times=None, generative:
             expected = (("member",) if generative else ()) + ("time",) + dom.spatial_dims
             if ds[var].dims != expected:
                 raise MLBenchError(f"{where}: {var} has dims {ds[var].dims}, the {domain} template needs {expected}")
-            if generative and ds.sizes["member"] != ENSEMBLE_MEMBERS:
-                raise MLBenchError(f"{where}: member has size {ds.sizes['member']}; generative models need {ENSEMBLE_MEMBERS}")
+            if generative and ds.sizes["member"] != members:
+                raise MLBenchError(f"{where}: member has size {ds.sizes['member']}; generative models need {members}")
             for key, value in vattrs[var].items():
                 got = ds[var].attrs.get(key, ds[var].encoding.get(key))
                 if got != value:
