@@ -508,18 +508,25 @@ def evaluate_dataset(
     if distribution or spearman:
         # streamed in time blocks (engine.evaluation.streaming): pooled quantiles from per-block
         # histograms (within one bin of 1/65536 of the range), per-pixel tail quantiles exact
-        from engine.evaluation.streaming import streamed_extras
+        from engine.evaluation.streaming import TruthRanks, streamed_extras
 
         wet = wet_threshold(ds["truth"].attrs.get("units")) if _is_precip(ds, variable) else None
-        for name in names:
-            lo, hi = min(data_min, pred_range[name][0]), max(data_min + data_span, pred_range[name][1])
-            extra_rows, extra_maps = streamed_extras(truth, _score_name(name, ds), mask, rmask.values, region_names,
-                                                     sdims, block, (lo, hi), distribution, spearman, wet)
-            for metric, region, value in extra_rows:
-                add(name, metric, period, region, value)
-            for key, value in extra_maps.items():
-                maps.setdefault(key, []).append(_f32(value))
-            _release_freed_memory()
+        # the truth's spatial ranks sorted once for every prediction (a temporary file)
+        truth_ranks = TruthRanks((T, H, W)) if spearman and len(names) > 1 else None
+        try:
+            for name in names:
+                lo, hi = min(data_min, pred_range[name][0]), max(data_min + data_span, pred_range[name][1])
+                extra_rows, extra_maps = streamed_extras(truth, _score_name(name, ds), mask, rmask.values,
+                                                         region_names, sdims, block, (lo, hi), distribution, spearman,
+                                                         wet, truth_ranks=truth_ranks)
+                for metric, region, value in extra_rows:
+                    add(name, metric, period, region, value)
+                for key, value in extra_maps.items():
+                    maps.setdefault(key, []).append(_f32(value))
+                _release_freed_memory()
+        finally:
+            if truth_ranks is not None:
+                truth_ranks.close()
 
     if spectra:
         for name in names:

@@ -130,3 +130,29 @@ def test_series_spearman_equals_the_xskillscore_metric_over_time():
                                M.spearman(xr.DataArray(p.astype(np.float32).astype(float), dims=dims),
                                           xr.DataArray(t.astype(np.float32).astype(float), dims=dims), dim="time").values,
                                rtol=1e-12, equal_nan=True)
+
+
+def test_truth_ranks_shared_by_predictions_give_the_same_scores():
+    from engine.evaluation.streaming import TruthRanks, streamed_extras
+
+    rng = np.random.default_rng(11)
+    T, H, W = 6, 9, 8
+    dims = ("time", "lat", "lon")
+    t = np.round(rng.random((T, H, W)) * 5, 1)  # ties
+    t[2, 3, 3] = np.nan
+    truth = xr.DataArray(t, dims=dims)
+    mask = xr.DataArray(np.ones((H, W), bool), dims=dims[1:])
+    mask[0, 0] = False
+    regions = np.ones((1, H, W), bool)
+    p1 = t + rng.normal(size=t.shape)
+    p2 = t + rng.normal(size=t.shape)
+    p2[4, 1, 1] = np.nan  # missing where the truth is valid: that step ranks the truth itself
+    args = (mask, regions, ["domain"], ("lat", "lon"), 4, (-5.0, 10.0), False, True, None)
+    plain = [streamed_extras(truth, xr.DataArray(p, dims=dims), *args) for p in (p1, p2)]
+    ranks = TruthRanks((T, H, W))
+    shared = [streamed_extras(truth, xr.DataArray(p, dims=dims), *args, truth_ranks=ranks) for p in (p1, p2)]
+    assert ranks.stored.sum() == T  # every step's truth ranks stored by the first prediction
+    ranks.close()
+    for (rows_a, maps_a), (rows_b, maps_b) in zip(plain, shared):
+        assert rows_a == rows_b
+        np.testing.assert_array_equal(maps_a["spearman"], maps_b["spearman"])
