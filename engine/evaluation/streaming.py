@@ -171,6 +171,7 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
     spatial_r = []
     static_mask = "time" not in mask.dims
     temporal = spearman and T >= 3
+    shareable = True
     if temporal:  # the pixel series for the temporal Spearman map, gathered in this one pass
         strip = strip_rows(T, W)
         series = (PixelSeries((T, H, W), strip), PixelSeries((T, H, W), strip))
@@ -179,6 +180,8 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
         t, p = _block(truth, s), _block(pred, s)
         m = np.asarray(mask.values if static_mask else mask.isel(time=s).values, dtype=bool)
         v = np.isfinite(t) & np.isfinite(p) & np.broadcast_to(m, t.shape)
+        if truth_ranks is not None and shareable:  # valid wherever the truth is: its time ranks are shared
+            shareable = np.array_equal(v, np.isfinite(t) & np.broadcast_to(m, t.shape))
         if distribution:
             for j in range(len(region_names)):
                 vr = v & regions[j][None]
@@ -228,7 +231,7 @@ def streamed_extras(truth, pred, mask, regions, region_names, sdims, block: int,
             r = np.concatenate([np.asarray(x, dtype=float) for x in spatial_r])
             rows.append(("spearman", "domain", float(np.nanmean(r)) if np.isfinite(r).any() else math.nan))
         if temporal:
-            maps["spearman"] = _temporal_spearman(*series)
+            maps["spearman"] = _temporal_spearman(*series, truth_ranks if shareable else None)
     if temporal:
         for s in series:
             s.close()
@@ -292,6 +295,23 @@ class TruthRanks:
         self.cells = self.H * self.W
         self.file = tempfile.TemporaryFile(prefix="finescale-ranks-", dir=folder)
         self.stored = np.zeros(self.T, dtype=bool)
+        # the truth's centred ranks over time by strip (see _temporal_spearman), a second file
+        self.series_file = tempfile.TemporaryFile(prefix="finescale-series-ranks-", dir=folder)
+        self.series_stored: set[int] = set()
+
+    def series_get(self, r0: int, shape: tuple[int, int]) -> np.ndarray | None:
+        """The centred time ranks (P, T) of the strip starting at row ``r0``, or None."""
+        if r0 not in self.series_stored:
+            return None
+        return _pread(self.series_file, r0 * self.W * self.T * 4, shape, f"strip {r0}").astype(np.float64)
+
+    def series_put(self, r0: int, centred: np.ndarray) -> None:
+        """Store a strip's centred ranks (half-integers up to T: exact in float32)."""
+        import os
+
+        os.pwrite(self.series_file.fileno(), memoryview(np.ascontiguousarray(centred, dtype=np.float32)).cast("B"),
+                  r0 * self.W * self.T * 4)
+        self.series_stored.add(r0)
 
     def ranks(self, step: int, t: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Average ranks of ``t[valid]`` (``t``, ``valid``: one (H, W) step), stored at first use."""
@@ -299,14 +319,7 @@ class TruthRanks:
 
         offset = int(step) * self.cells * 4
         if self.stored[step]:
-            buf = bytearray(self.cells * 4)
-            view, got = memoryview(buf), 0
-            while got < len(buf):
-                n = os.preadv(self.file.fileno(), [view[got:]], offset + got)
-                if n <= 0:
-                    raise OSError(f"temporary truth ranks truncated at step {step}")
-                got += n
-            return np.frombuffer(buf, dtype=np.float32).reshape(self.H, self.W)[valid].astype(np.float64)
+            return _pread(self.file, offset, (self.H, self.W), f"step {step}")[valid].astype(np.float64)
         r = average_ranks(t[valid])
         full = np.zeros((self.H, self.W), dtype=np.float32)
         full[valid] = r
@@ -316,6 +329,21 @@ class TruthRanks:
 
     def close(self) -> None:
         self.file.close()
+        self.series_file.close()
+
+
+def _pread(file, offset: int, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """float32 array of ``shape`` read from ``file`` at ``offset`` (pread may return less than asked)."""
+    import os
+
+    buf = bytearray(int(np.prod(shape)) * 4)
+    view, got = memoryview(buf), 0
+    while got < len(buf):
+        n = os.preadv(file.fileno(), [view[got:]], offset + got)
+        if n <= 0:
+            raise OSError(f"temporary truth ranks truncated at {what}")
+        got += n
+    return np.frombuffer(buf, dtype=np.float32).reshape(shape)
 
 
 class PixelSeries:
@@ -409,6 +437,12 @@ def series_spearman(p: np.ndarray, t: np.ndarray) -> np.ndarray:
     missing (a step missing in either is left out of both, as xskillscore's ``spearman_r``
     with ``skipna``): the Pearson correlation of the average ranks. NaN for fewer than two
     valid steps or a constant series. Returns the map (...)."""
+    return _series_spearman(p, t)[0]
+
+
+def _series_spearman(p: np.ndarray, t: np.ndarray, truth_centred: np.ndarray | None = None):
+    """:func:`series_spearman` and the truth's centred ranks (P, T) (given as
+    ``truth_centred``: not ranked again; valid only where ``p`` is valid wherever ``t`` is)."""
     T = p.shape[0]
     shape = p.shape[1:]
     x = np.ascontiguousarray(np.reshape(p, (T, -1)).T)
@@ -419,20 +453,29 @@ def series_spearman(p: np.ndarray, t: np.ndarray) -> np.ndarray:
     a = _row_ranks(x, valid)
     a -= mid
     a[~valid] = 0.0
-    b = _row_ranks(y, valid)
-    b -= mid
-    b[~valid] = 0.0
+    if truth_centred is None:
+        b = _row_ranks(y, valid)
+        b -= mid
+        b[~valid] = 0.0
+    else:
+        b = truth_centred
     saa, sbb, sab = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", a, b)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = sab / np.sqrt(saa * sbb)
     ok = (n >= 2) & (saa > 0) & (sbb > 0)
-    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan).reshape(shape)
+    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan).reshape(shape), b
 
 
-def _temporal_spearman(series_p: PixelSeries, series_t: PixelSeries) -> np.ndarray:
+def _temporal_spearman(series_p: PixelSeries, series_t: PixelSeries, truth_ranks: TruthRanks | None = None) -> np.ndarray:
     """Per-pixel Spearman over time, a strip of rows at a time (every time step of the strip),
-    from the pixel series gathered during the block pass (NaN = not valid)."""
+    from the pixel series gathered during the block pass (NaN = not valid). ``truth_ranks``
+    (given only when the prediction is valid wherever the truth is): the truth's time ranks
+    are read from there, or ranked and stored for the next prediction."""
     out = np.full((series_t.H, series_t.W), np.nan)
     for (sl, p), (_, t) in zip(series_p.strips(), series_t.strips()):
-        out[sl] = series_spearman(p, t)
+        shape = (p.shape[1] * p.shape[2], p.shape[0])
+        cached = truth_ranks.series_get(sl.start, shape) if truth_ranks is not None else None
+        out[sl], centred = _series_spearman(p, t, cached)
+        if truth_ranks is not None and cached is None:
+            truth_ranks.series_put(sl.start, centred)
     return out

@@ -147,11 +147,13 @@ def test_truth_ranks_shared_by_predictions_give_the_same_scores():
     p1 = t + rng.normal(size=t.shape)
     p2 = t + rng.normal(size=t.shape)
     p2[4, 1, 1] = np.nan  # missing where the truth is valid: that step ranks the truth itself
+    p3 = t + rng.normal(size=t.shape)  # valid wherever the truth is: reads the stored ranks
     args = (mask, regions, ["domain"], ("lat", "lon"), 4, (-5.0, 10.0), False, True, None)
-    plain = [streamed_extras(truth, xr.DataArray(p, dims=dims), *args) for p in (p1, p2)]
+    plain = [streamed_extras(truth, xr.DataArray(p, dims=dims), *args) for p in (p1, p2, p3)]
     ranks = TruthRanks((T, H, W))
-    shared = [streamed_extras(truth, xr.DataArray(p, dims=dims), *args, truth_ranks=ranks) for p in (p1, p2)]
+    shared = [streamed_extras(truth, xr.DataArray(p, dims=dims), *args, truth_ranks=ranks) for p in (p1, p2, p3)]
     assert ranks.stored.sum() == T  # every step's truth ranks stored by the first prediction
+    assert ranks.series_stored  # and its time ranks strip by strip
     ranks.close()
     for (rows_a, maps_a), (rows_b, maps_b) in zip(plain, shared):
         assert rows_a == rows_b
