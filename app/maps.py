@@ -14,7 +14,12 @@ receives about as many pixels as it shows.
 Views give their map panes ``linked_axes=False``: Panel otherwise links the axes of every
 HoloViews pane with the same dimensions in a page, so one tab's domain (the dataset's) would
 set the ranges of another's (a run's, a sub-domain's). Maps inside one view stay linked
-through the holoviews Layout (``shared_axes``).
+through the holoviews Layout (``shared_axes``, True by default for a Layout).
+
+Map updates are cheap when options are set once: views never call ``.opts`` on a Layout or a
+DynamicMap of maps (holoviews then re-applies those options to every frame of every map, a
+clone of each element per update, about half of an update's Python), and a DynamicMap's
+frames come from :class:`MapFrames` (options set on the first frame only).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ RASTERIZE_ABOVE = 300_000
 
 _LAND_MASKS: dict[tuple, object] = {}
 _LAND_LOCK = threading.Lock()
+_COASTS: dict[int, tuple] = {}  # id(land mask) -> (the mask, its coastline element)
 
 
 def kdims():
@@ -89,34 +95,89 @@ def map_element(da, title: str, value_name: str, units: str = "", group: str | N
     """
     import holoviews as hv
 
-    from .projection import grid_of, map_crs, native_xy
+    from .projection import grid_of, map_crs
 
     gv = _geo()
     vdim = hv.Dimension(value_name, label=value_name, unit=units or None)
     group = "".join(c for c in (group or title).title() if c.isalnum()) or "Map"
     grid = grid_of(da)
     crs = map_crs(grid)
+    kind, coords, extra_values, dims = _layout(grid)
     values = np.asarray(da.transpose(*grid.dims).values, dtype=float)
-    if grid.kind == "latlon":
-        lat, lon = grid.y, grid.x
-        kind = gv.Image if _regular(lat) and _regular(lon) else gv.QuadMesh
-        element = kind((lon, lat, values), kdims=kdims(), vdims=[vdim], group=group, crs=crs)
-    elif grid.kind == "curvilinear":
-        # No CRS: every cell drawn where it is from its 2-D longitude/latitude.
-        element = gv.QuadMesh((grid.lon, grid.lat, values), kdims=kdims(), vdims=[vdim], group=group, crs=crs)
-    else:
-        x, y = native_xy(grid)
-        extra = [hv.Dimension("cell_lat", label="Latitude", unit="°N"),
-                 hv.Dimension("cell_lon", label="Longitude", unit="°E")]
-        kind = gv.Image if _regular(x) and _regular(y) else gv.QuadMesh
-        element = kind((x, y, values, grid.lat, grid.lon), kdims=native_kdims(grid), vdims=[vdim, *extra],
-                       group=group, crs=crs)
+    extra = [hv.Dimension("cell_lat", label="Latitude", unit="°N"),
+             hv.Dimension("cell_lon", label="Longitude", unit="°E")] if extra_values else []
+    element = getattr(gv, kind)((*coords, values, *extra_values), kdims=dims, vdims=[vdim, *extra], group=group,
+                                crs=crs)
     # Options keyed by type and group: a Layout's options (shared_axes) merge its maps' option
     # trees into one, where options keyed by the type alone would all become the last map's.
     # Tools stay keyed by type, so that a view's later .opts(tools=...) on the map replaces them.
     tools = {k: opts.pop(k) for k in ("tools", "active_tools") if k in opts}
     element = element.opts(**tools) if tools else element
     return element.opts({f"{type(element).__name__}.{group}": dict(title=title, projection=crs, **opts)})
+
+
+class MapFrames:
+    """The frames of one map of a ``DynamicMap``: options set once, each frame only new data.
+
+    A map's frames differ only in their values and the date in the title, yet
+    :func:`map_element` builds each one from scratch: the grid's layout and CRS, all its
+    options again (two ``.opts`` calls). Here the first frame is built with
+    :func:`map_element`; every later frame on the same grid is a clone of it (same type, group
+    and label, hence the same overlay layer: a new label or group per frame would make
+    holoviews add a layer and hide the old one) with the new values and only its title set.
+
+    Parameters
+    ----------
+    value_name, units, group, **opts
+        As for :func:`map_element` (``group`` is required: it must not change between frames).
+
+    Example
+    -------
+    >>> frames = MapFrames("t2m", "K", group="Truth", cmap="viridis")            # doctest: +SKIP
+    >>> hv.DynamicMap(lambda t: frames(field(t), dated("Truth", t)), streams=...)  # doctest: +SKIP
+    """
+
+    def __init__(self, value_name: str, units: str = "", group: str = "Map", **opts):
+        if not group:
+            raise ValueError("MapFrames needs a fixed group (the overlay layer of the map); got an empty one")
+        self.value_name, self.units, self.group, self.opts = value_name, units, group, opts
+        self._template = None
+        self._grid_key = None
+        self._lock = threading.Lock()  # frames of one session may be asked for from two threads
+
+    def __call__(self, da, title: str):
+        """The frame of the 2-D field ``da`` titled ``title``."""
+        from .projection import grid_of
+
+        grid = grid_of(da)
+        # Same grid (shape, kind and corner coordinates): the template's options and layout hold.
+        corners = [float(np.ravel(c)[i]) for c in (grid.x, grid.y) for i in (0, -1)]
+        key = (grid.kind, tuple(grid.shape), *corners)
+        with self._lock:
+            if self._template is None or key != self._grid_key:
+                self._template = map_element(da, title, self.value_name, self.units, group=self.group,
+                                             **self.opts)
+                self._spec = f"{type(self._template).__name__}.{self._template.group}"
+                self._layout = _layout(grid)
+                self._grid_key = key
+            template, spec, (_, coords, extra_values, _) = self._template, self._spec, self._layout
+        values = np.asarray(da.transpose(*grid.dims).values, dtype=float)
+        return template.clone(data=(*coords, values, *extra_values)).opts({spec: dict(title=title)})
+
+
+def _layout(grid):
+    """How a field on ``grid`` becomes an element: ``(element type name, coordinates, extra
+    value arrays (each cell's lat/lon on rotated and projected grids), key dimensions)``."""
+    if grid.kind == "latlon":
+        lat, lon = grid.y, grid.x
+        return ("Image" if _regular(lat) and _regular(lon) else "QuadMesh"), (lon, lat), (), kdims()
+    if grid.kind == "curvilinear":
+        # No CRS: every cell drawn where it is from its 2-D longitude/latitude.
+        return "QuadMesh", (grid.lon, grid.lat), (), kdims()
+    from .projection import native_xy
+
+    x, y = native_xy(grid)
+    return ("Image" if _regular(x) and _regular(y) else "QuadMesh"), (x, y), (grid.lat, grid.lon), native_kdims(grid)
 
 
 def native_kdims(grid):
@@ -177,7 +238,27 @@ def _regular_axis(values: np.ndarray, n: int) -> np.ndarray:
 
 def coastline(land_mask):
     """The 0.5 contour of a ``(lat, lon)`` land mask as black paths in longitude/latitude,
-    projected by geoviews into whatever CRS the map is drawn in (an empty element if None)."""
+    projected by geoviews into whatever CRS the map is drawn in (an empty element if None).
+
+    Computed once per mask for the whole server: the masks of :func:`land_mask` are cached
+    per grid, and every session's maps of that grid share one coastline element (elements
+    are never changed in place; each plot projects its own copy).
+    """
+    key = id(land_mask)
+    with _LAND_LOCK:
+        hit = _COASTS.get(key)
+    if hit is not None and hit[0] is land_mask:  # the same object (an id is reused only after it dies)
+        return hit[1]
+    element = _coastline(land_mask)
+    if land_mask is not None:
+        with _LAND_LOCK:
+            if len(_COASTS) >= 64:  # masks of many sub-domains: keep the most recent ones
+                _COASTS.pop(next(iter(_COASTS)))
+            _COASTS[key] = (land_mask, element)
+    return element
+
+
+def _coastline(land_mask):
     import holoviews as hv
     from holoviews.operation import contours
 

@@ -116,7 +116,7 @@ class CompareView(Viewer):
                                   **colour_options("spread", clim=(0.0, err_top or 1.0)), **common)
             rmses_el = tapped(maybe_rasterize(element, npix, **common)) * coast * marker
             errors.append(rmses_el)
-        return hv.Layout(panels + errors).cols(3).opts(shared_axes=True)
+        return hv.Layout(panels + errors).cols(3)  # axes shared by default (no .opts: app.maps)
 
     @param.depends("cmp.version", "cmp.baselines")
     def _maps_pane(self):

@@ -14,7 +14,8 @@ from panel.viewable import Viewer
 from ..catalogue import CatalogueState
 from ..colours import kind_of_array
 from ..colours import options as colour_options
-from ..maps import aspect_of, coastline, dated, land_mask, map_crs_of, map_element, maybe_rasterize, region_box
+from ..maps import (RASTERIZE_ABOVE, MapFrames, aspect_of, coastline, dated, land_mask, map_crs_of, map_element,
+                    maybe_rasterize, region_box)
 from ..state import AppState
 
 
@@ -111,17 +112,24 @@ class DataView(Viewer):
         npix = hr.size
         region = hv.DynamicMap(lambda region: region_box(region), streams=dict(region=self.state.param.region))
 
+        titles = {"hr": f"High-res target {var}", "lr": f"Low-res input {var}"}
+        big = npix > RASTERIZE_ABOVE
+        # The region picker's tools go with the HR map's frames when they are drawn as they are
+        # (options set once, see MapFrames); a rasterized map takes them on the operation's output.
+        picker = dict(tools=["hover", "box_select"], active_tools=["box_select"])
+        makers = {"hr": MapFrames(var, units, group=titles["hr"], **values, **{**common, **({} if big else picker)}),
+                  "lr": MapFrames(var, units, group=titles["lr"], **values, **common)}
+
         def frame(time_index, which):
-            f = data.fields(time_index)[which]
-            title = {"hr": f"High-res target {var}", "lr": f"Low-res input {var}"}[which]
             label = data.times[time_index] if 0 <= time_index < len(data.times) else None
-            return map_element(f, dated(title, label), var, units, group=title, **values, **common)
+            return makers[which](data.fields(time_index)[which], dated(titles[which], label))
 
         hr_map = hv.DynamicMap(lambda time_index: frame(time_index, "hr"),
                                streams=dict(time_index=data.param.time_index))
         lr_map = hv.DynamicMap(lambda time_index: frame(time_index, "lr"),
                                streams=dict(time_index=data.param.time_index))
-        hr_map = maybe_rasterize(hr_map, npix, **common).opts(tools=["hover", "box_select"], active_tools=["box_select"])
+        if big:
+            hr_map = maybe_rasterize(hr_map, npix, **common).opts(**picker)
         self._bounds = hv.streams.BoundsXY(source=hr_map, bounds=None)
         from ..projection import bounds_to_latlon
 
@@ -133,7 +141,7 @@ class DataView(Viewer):
             element = map_element(field, name.replace("_", " ").capitalize(), name, str(field.attrs.get("units", "")),
                                   cmap=cmap, **common)
             panels.append(maybe_rasterize(element, npix, **common) * coast * region)
-        return hv.Layout(panels).cols(2).opts(shared_axes=True)
+        return hv.Layout(panels).cols(2)  # axes shared by default (no .opts: app.maps)
 
     @param.depends("data.version")
     def _maps(self):

@@ -108,7 +108,7 @@ class MLBenchView(Viewer):
 
                 element = rasterize(element).opts(title=label, **opts, **common)
             panels.append(element * coast)
-        return hv.Layout(panels).cols(3).opts(shared_axes=True)
+        return hv.Layout(panels).cols(3)  # axes shared by default (no .opts: app.maps)
 
     @param.depends("mb.maps_version")
     def _maps(self):

@@ -11,7 +11,7 @@ from panel.viewable import Viewer
 
 from ..colours import kind_of_array, limits
 from ..colours import options as colour_options
-from ..maps import aspect_of, coastline, dated, land_mask, map_element  # noqa: F401  (map_element re-exported)
+from ..maps import MapFrames, aspect_of, coastline, dated, land_mask, map_element  # noqa: F401  (map_element re-exported)
 from ..state import AppState
 
 #: Above this many pixels a map is rasterized by datashader on the server (aggregated to the
@@ -108,12 +108,13 @@ class ResultsView(Viewer):
                 rmse = s.map_field("rmse")
                 element = map_element(rmse, _TITLES[name], "rmse", units, **colour_options("spread", rmse.values), **common)
             else:
-                def frame(time, name=name):
-                    # Options are set on each frame's element, not on the DynamicMap, so the four
-                    # maps keep their own titles and colour maps; the group stays fixed while
-                    # the title carries the date.
-                    return map_element(s.map_field(name, time), dated(_TITLES[name], time), variable, units,
-                                       group=_TITLES[name], **value_opts, **common)
+                # Options are set on the frames' element, not on the DynamicMap, so the four maps
+                # keep their own titles and colour maps; set once (MapFrames), the group fixed
+                # while the title carries the date.
+                frames = MapFrames(variable, units, group=_TITLES[name], **value_opts, **common)
+
+                def frame(time, name=name, frames=frames):
+                    return frames(s.map_field(name, time), dated(_TITLES[name], time))
 
                 # A DynamicMap keeps the plot and only swaps the data when the time changes.
                 element = hv.DynamicMap(frame, streams=dict(time=s.param.selected_time))
@@ -123,7 +124,7 @@ class ResultsView(Viewer):
                 element = rasterize(element).opts(**common)
             panels.append(element * coast)
         # Shared axes: zooming or panning one map moves all four.
-        return hv.Layout(panels).cols(2).opts(shared_axes=True)
+        return hv.Layout(panels).cols(2)  # axes shared by default (no .opts: app.maps)
 
     def maps_png(self):
         """The maps on screen (same fields, date, colour maps and limits) as a PNG (BytesIO)."""

@@ -86,7 +86,7 @@ class UncertaintyView(Viewer):
 
             dmap = hv.DynamicMap(frame, streams=dict(time=ens.param.time, member=ens.param.member))
             panels.append(maybe_rasterize(dmap, truth.size, **common) * coast)
-        return hv.Layout(panels).cols(3).opts(shared_axes=True)
+        return hv.Layout(panels).cols(3)  # axes shared by default (no .opts: app.maps)
 
     @param.depends("ens.version")
     def _maps_pane(self):
