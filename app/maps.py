@@ -8,7 +8,8 @@ latitude/longitude.
 
 Coastlines are drawn offline: they are the 0.5 contour of the real land mask on the map's grid
 (:func:`engine.data.static.static_fields`), so no cartopy shapefile or map tile is ever
-downloaded. Large grids are rasterized on the server (datashader) so that the browser only ever
+downloaded (online map tiles are an opt-in, :func:`tile_layer`, fetched by the browser only).
+Large grids are rasterized on the server (datashader) so that the browser only ever
 receives about as many pixels as it shows.
 
 Views give their map panes ``linked_axes=False``: Panel otherwise links the axes of every
@@ -113,7 +114,9 @@ def map_element(da, title: str, value_name: str, units: str = "", group: str | N
     # Tools stay keyed by type, so that a view's later .opts(tools=...) on the map replaces them.
     tools = {k: opts.pop(k) for k in ("tools", "active_tools") if k in opts}
     element = element.opts(**tools) if tools else element
-    return element.opts({f"{type(element).__name__}.{group}": dict(title=title, projection=crs, **opts)})
+    # The plot's projection is the data's CRS unless the caller draws in another (Web Mercator
+    # under map tiles: see tile_layer).
+    return element.opts({f"{type(element).__name__}.{group}": dict(title=title, **{"projection": crs, **opts})})
 
 
 class MapFrames:
@@ -365,3 +368,33 @@ def dated(title: str, label: str | None) -> str:
         return title
     label = label[:-6] if label.endswith(" 00:00") else label
     return f"{title} — {label}"
+
+
+#: Online tile sources offered under the maps (geoviews' ``tile_sources``), off by default.
+TILE_SOURCES = ("OSM", "CartoLight", "EsriImagery")
+
+
+def tile_projection():
+    """The CRS maps are drawn in under map tiles: Web Mercator, the only one tiles come in."""
+    import cartopy.crs as ccrs
+
+    return ccrs.GOOGLE_MERCATOR
+
+
+def tile_layer(source: str = "OSM"):
+    """An online map-tile layer (e.g. OpenStreetMap) to put under maps drawn in
+    :func:`tile_projection`.
+
+    Optional and never the default: the maps work offline with their own coastlines, and the
+    tiles are fetched by the browser only (the server never downloads any). Maps drawn over
+    tiles are reprojected into Web Mercator by geoviews.
+
+    Raises
+    ------
+    ValueError
+        For a source not in :data:`TILE_SOURCES` (naming them).
+    """
+    if source not in TILE_SOURCES:
+        raise ValueError(f"unknown tile source {source!r}; accepted: {', '.join(TILE_SOURCES)}")
+    gv = _geo()
+    return getattr(gv.tile_sources, source).opts(alpha=0.9)

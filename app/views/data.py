@@ -15,7 +15,7 @@ from ..catalogue import CatalogueState
 from ..colours import kind_of_array
 from ..colours import options as colour_options
 from ..maps import (RASTERIZE_ABOVE, MapFrames, aspect_of, coastline, dated, land_mask, map_crs_of, map_element,
-                    maybe_rasterize, region_box)
+                    maybe_rasterize, region_box, tile_layer, tile_projection)
 from ..state import AppState
 
 
@@ -34,6 +34,8 @@ class DataView(Viewer):
     state = param.ClassSelector(class_=AppState)
     maps = param.Boolean(default=True)
     width = param.Integer(default=360, doc="Width of one map in pixels.")
+    tiles = param.Boolean(default=False, doc="Online map tiles (OpenStreetMap) under the maps, which are then drawn "
+                                             "in Web Mercator; off: offline, in the data's own CRS.")
     # A parameter (not a plain attribute) so that @param.depends("data.time_index") watches it.
     data = param.ClassSelector(class_=CatalogueState, allow_None=True, doc="The data view's state.")
 
@@ -108,6 +110,8 @@ class DataView(Viewer):
         kind = kind_of_array(hr, var)
         values = colour_options(kind, hr.values)
         common = dict(colorbar=True, frame_width=self.width - 90, aspect=aspect_of(lat, lon), tools=["hover"])
+        if self.tiles:  # tiles come in Web Mercator only: every map is drawn in it
+            common["projection"] = tile_projection()
         coast = coastline(land_mask(lat, lon))
         npix = hr.size
         region = hv.DynamicMap(lambda region: region_box(region), streams=dict(region=self.state.param.region))
@@ -133,17 +137,20 @@ class DataView(Viewer):
         self._bounds = hv.streams.BoundsXY(source=hr_map, bounds=None)
         from ..projection import bounds_to_latlon
 
-        crs = map_crs_of(hr)  # a box drawn in the map's CRS, as the lon/lat box around it
+        crs = tile_projection() if self.tiles else map_crs_of(hr)  # a box drawn in the map's CRS, as lon/lat
         self._bounds.add_subscriber(lambda bounds: data.set_region_from_bounds(bounds_to_latlon(crs, bounds)))
-        panels = [hr_map * coast * region, lr_map * coast * region]
+        def under(layer):  # the tiles (when asked for) under a map
+            return tile_layer() * layer if self.tiles else layer
+
+        panels = [under(hr_map) * coast * region, under(lr_map) * coast * region]
         for name, field in data.static().items():
             cmap = "terrain" if name == "elevation" else "Greens"
             element = map_element(field, name.replace("_", " ").capitalize(), name, str(field.attrs.get("units", "")),
                                   cmap=cmap, **common)
-            panels.append(maybe_rasterize(element, npix, **common) * coast * region)
+            panels.append(under(maybe_rasterize(element, npix, **common)) * coast * region)
         return hv.Layout(panels).cols(2)  # axes shared by default (no .opts: app.maps)
 
-    @param.depends("data.version")
+    @param.depends("data.version", "tiles")
     def _maps(self):
         if self.data.error:
             return pn.pane.Alert(self.data.error, alert_type="warning")
@@ -179,7 +186,10 @@ class DataView(Viewer):
             self.selectors(),
             pn.Card(self._catalogue, title="Catalogue", collapsed=False, sizing_mode="stretch_width"),
             pn.Row(self._time, self._time_label, sizing_mode="stretch_width"),
-            pn.Row(self._region, self._clear, sizing_mode="stretch_width"),
+            pn.Row(self._region, self._clear,
+                   pn.widgets.Checkbox.from_param(self.param.tiles, name="Online map tiles (OpenStreetMap)",
+                                                  css_classes=["fs-tiles"], width=240, sizing_mode="fixed"),
+                   sizing_mode="stretch_width"),
             self._maps,
             sizing_mode="stretch_width",
         )

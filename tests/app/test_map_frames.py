@@ -106,3 +106,38 @@ def test_a_grids_coastline_is_computed_once_and_shared():
     assert again is not first and len(again.split()) == len(first.split())
     empty = maps.coastline(None)
     assert len(empty) == 0
+
+
+# -- online map tiles: an option, off by default, never fetched by the server -------------------
+def test_tiles_are_off_by_default_and_an_option_adds_a_tile_layer_to_every_map(run_root):
+    from bokeh.document import Document
+    from bokeh.models import TileRenderer
+    from pyproj import Transformer
+
+    from app.state import AppState
+    from app.views import DataView
+
+    state = AppState()
+    state.load_choices()
+    models = {}
+    for tiles in (False, True):
+        view = DataView(state=state, tiles=tiles) if tiles else DataView(state=state)
+        view.data.open()
+        doc = Document()
+        root = view._maps().get_root(doc)
+        doc.add_root(root)
+        models[tiles] = (view, root)
+    off, on = (list(models[t][1].select({"type": TileRenderer})) for t in (False, True))
+    assert off == []  # offline by default: coastlines only
+    assert len(on) == 4 and all("openstreetmap" in r.tile_source.url for r in on)
+    # Under tiles the maps are in Web Mercator: a box drawn there is read back as its lon/lat box.
+    view = models[True][0]
+    merc = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+    x0, y0 = merc.transform(8.0, 44.0)
+    x1, y1 = merc.transform(10.0, 46.5)
+    view._bounds.event(bounds=(x0, y0, x1, y1))
+    assert view.state.region == pytest.approx((44.0, 46.5, 8.0, 10.0), abs=1e-6)
+    # A time step still updates the maps drawn over tiles.
+    view.data.time_index = 2
+    with pytest.raises(ValueError, match="unknown tile source 'Google'; accepted: OSM"):
+        maps.tile_layer("Google")
