@@ -61,7 +61,7 @@ def validation_sample(net, x, static, generator) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_members(net, xn: torch.Tensor, static: torch.Tensor | None, members: int, seed: int = 0,
-                   chunk: int = 64) -> torch.Tensor:
+                   chunk: int = 16) -> torch.Tensor:
     """``members`` samples of every day: (M, T, H, W) in standardised units, member ``k`` drawn
     with a generator seeded ``seed + k`` over the days in order (chunks of ``chunk`` days)."""
     out = []

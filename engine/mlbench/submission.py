@@ -61,7 +61,7 @@ def write_prediction(arrays: dict[str, np.ndarray], times, domain: str, path: st
 
 
 def check_prediction_file(path: str | Path, domain: str, times=None, generative: bool = False,
-                          members: int = ENSEMBLE_MEMBERS) -> None:
+                          members: int = ENSEMBLE_MEMBERS, template: xr.Dataset | None = None) -> None:
     """Refuse a prediction file that does not match the benchmark's template, naming the mismatch.
 
     Checks: both variables; dims ``(time, *spatial)`` (``member`` of size 10 first when
@@ -69,7 +69,7 @@ def check_prediction_file(path: str | Path, domain: str, times=None, generative:
     variable attributes; the time axis of ``times`` when given; finite values.
     """
     dom = get_domain(domain)
-    template = target_template(dom)
+    template = target_template(dom) if template is None else template  # a caller checking many files passes it
     path = Path(path)
     with open_cf(path) as ds:
         where = f"prediction file {path.name}"
