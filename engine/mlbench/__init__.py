@@ -5,7 +5,7 @@ Modules: :mod:`~engine.mlbench.protocol` (domains, experiments, test sets, file 
 :mod:`~engine.mlbench.download` (Zenodo archives and templates, pooch with checksums),
 :mod:`~engine.mlbench.standin` (the offline stand-in archive), :mod:`~engine.mlbench.submission`
 (prediction files in the benchmark's format, checked against the templates),
-:mod:`~engine.mlbench.experiments` (training and predicting), :mod:`~engine.mlbench.scoring`
+:mod:`~engine.mlbench.experiments` (training), :mod:`~engine.mlbench.prediction` (predicting), :mod:`~engine.mlbench.scoring`
 (baselines and the scorecard).
 """
 

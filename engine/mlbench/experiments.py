@@ -1,5 +1,5 @@
-"""The benchmark's experiments as configurations: train on an experiment's data, predict every test
-predictor file, write the submission.
+"""The benchmark's experiments as configurations: train on an experiment's data; then
+:mod:`engine.mlbench.prediction` predicts every test predictor file and writes the submission.
 
 A configuration (:class:`MLBenchConfig`) names the domain, the training experiment and a model of
 the zoo; :func:`train` makes it a run of the run store (:class:`engine.runs.RunStore`) and trains it
@@ -36,8 +36,7 @@ from engine.config import ExperimentConfig, ModelConfig, TrainingConfig
 from engine.files import write_text_atomic
 from engine.mlbench.download import download_archive
 from engine.mlbench.protocol import (
-    PREDICTORS, VARIABLES, MLBenchError, all_test_inputs, check_predictors, get_domain, get_experiment, open_cf,
-    submission_file, predictor_path, train_files,
+    PREDICTORS, VARIABLES, MLBenchError, check_predictors, get_domain, get_experiment, open_cf, train_files,
 )
 
 # Named models: the benchmark's reference and zoo models that fit 16 x 16 -> 128 x 128 (x8).
@@ -48,11 +47,6 @@ from engine.mlbench.protocol import (
 # script's exact activation.
 DEFAULT_LR = {"deepesd": 3e-3, "deepesd-relu": 3e-4}
 RESIDUALS = ("auto", "interpolation", None)
-# Days per network call at prediction. 16 x 128 x 128 activations stay below glibc's mmap threshold
-# (32 MiB): with 64 days every HR tensor was a fresh mmap whose pages the kernel zeroed on first
-# touch (a third of the time in the kernel); 16 days ran the resnet preset 2.3x faster with the
-# same bits (measured on a 365-day test file, one thread).
-PREDICT_CHUNK = 16
 LEARNINGS = ("supervised", "diffusion")
 MODEL_PRESETS = {
     "deepesd": {"backbone": "deepesd", "upsampling": "pin", "activation": "gelu"},
@@ -453,6 +447,8 @@ def train_run(run) -> dict:
     write_text_atomic(run.path / "mlbench.json", json.dumps(info, indent=1))
     run.update_status(phase="predictions")
     t0 = time.perf_counter()
+    from engine.mlbench.prediction import predict_run  # its own module; it loads what this one saved
+
     predict_run(run.path)
     info["seconds"]["predict"] = round(time.perf_counter() - t0, 1)
     write_text_atomic(run.path / "mlbench.json", json.dumps(info, indent=1))
@@ -468,90 +464,3 @@ def load_run(run: str | Path) -> tuple[MLBenchConfig, dict]:
                            "python -m engine mlbench train ...")
     info = json.loads(path.read_text())
     return MLBenchConfig.from_dict(info["config"]), info
-
-
-def predictor_fn(run: str | Path):
-    """A function predictors-Dataset -> {var: (T, H, W) array in physical units} for a trained run
-    ((member, T, H, W) for a generative run: ``cfg.members`` samples, :mod:`engine.mlbench.generative`)."""
-    from engine.mlbench import generative
-    from engine.models import build_model
-    from engine.training.loop import load_checkpoint
-
-    run = Path(run)
-    cfg, info = load_run(run)
-    stats = dict(np.load(run / "normalisation.npz"))
-    H, W = info["grid_shape"]
-    model_cfg = cfg.model_config()
-    with open_cf(train_files(Path(info["archive"]), get_domain(cfg.domain), get_experiment(cfg.experiment))["static"]) as s:
-        orog = s["orog"].transpose(*get_domain(cfg.domain).spatial_dims).values.astype(np.float32)
-    from engine.mlbench.interp import T850Interpolation
-    from engine.mlbench.standin import _latlon, target_template
-
-    lat2, lon2 = _latlon(target_template(get_domain(cfg.domain)), get_domain(cfg.domain))
-    nets = {}
-    for var in cfg.variables:
-        if cfg.learning == "diffusion":
-            net = generative.build(model_cfg, len(PREDICTORS), 1 if cfg.orography else 0, info["scale"])
-        else:
-            net = build_model(model_cfg, len(PREDICTORS), 1 if cfg.orography else 0, info["scale"], grid_shape=(H, W))
-        net.load_state_dict(load_checkpoint(run / "checkpoints" / f"{var}.pt")["model"])
-        nets[var] = net.eval()
-
-    def predict(ds, name: str = "predictors") -> dict[str, np.ndarray]:
-        x = _predictor_array(ds, name)
-        if x.shape[-2:] != stats["x_mean"].shape[-2:]:
-            raise MLBenchError(f"{name}: predictors on a {x.shape[-2]}x{x.shape[-1]} grid; the run was trained on "
-                               f"{stats['x_mean'].shape[-2]}x{stats['x_mean'].shape[-1]}")
-        xn, static = _inputs(x, stats, orog, cfg.orography)
-        first_guess = {}
-        if "tasmax_interp_offset" in stats:
-            interp = T850Interpolation(ds["lat"].values, ds["lon"].values, lat2, lon2)
-            interp.offset = stats["tasmax_interp_offset"]
-            first_guess["tasmax"] = interp(x)
-        out = {}
-        with torch.inference_mode():
-            for var, net in nets.items():
-                if cfg.learning == "diffusion":
-                    a = generative.sample_members(net, xn, static, cfg.members, seed=cfg.seed, chunk=PREDICT_CHUNK).numpy()
-                else:
-                    parts = []
-                    for chunk in xn.split(PREDICT_CHUNK):
-                        s = None if static is None else static.expand(len(chunk), -1, -1, -1)
-                        parts.append(net(chunk, s)[:, 0].numpy())
-                    a = np.concatenate(parts)
-                a = a * stats[f"{var}_std"] + stats[f"{var}_mean"] + first_guess.get(var, 0.0)
-                out[var] = np.clip(a, 0, None) if var == "pr" else a
-        return out
-
-    return predict
-
-
-def predict_run(run: str | Path) -> list[Path]:
-    """Write the run's prediction for every test predictor file of its domain, in the submission
-    format, each checked against the template. Variables the run did not train are refused."""
-    from engine.mlbench.submission import check_prediction_file, write_prediction
-    from engine.mlbench.standin import target_template
-
-    run = Path(run)
-    cfg, info = load_run(run)
-    missing = [v for v in VARIABLES if v not in cfg.variables]
-    if missing:
-        raise MLBenchError(f"a submission needs both {', '.join(VARIABLES)}; run {run.name} trained only "
-                           f"{list(cfg.variables)}")
-    dom, exp = get_domain(cfg.domain), get_experiment(cfg.experiment)
-    root = Path(info["archive"])
-    predict = predictor_fn(run)
-    template = target_template(dom)
-    written = []
-    for period, mode, gcm in all_test_inputs(dom):
-        src = predictor_path(root, period, mode, gcm)
-        with open_cf(src) as ds:
-            arrays = predict(ds, src.name)
-            times = ds.indexes["time"]
-        path = submission_file(run / "submission", dom, exp, period, mode, gcm)
-        write_prediction(arrays, times, dom.name, path, template,
-                         attrs={"source": f"finescale {cfg.model} ({cfg.run_name})", "predictors": str(src)})
-        check_prediction_file(path, dom.name, times=times, generative=cfg.learning == "diffusion",
-                              members=cfg.members, template=template)
-        written.append(path)
-    return written

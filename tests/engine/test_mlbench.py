@@ -196,7 +196,8 @@ def test_a_file_that_does_not_match_its_template_is_refused(alps_run, tmp_path):
 
 @needs_templates
 def test_predictors_with_a_missing_level_or_on_another_grid(alps, alps_run, tmp_path):
-    from engine.mlbench.experiments import MLBenchConfig, load_training, predictor_fn
+    from engine.mlbench.experiments import MLBenchConfig, load_training
+    from engine.mlbench.prediction import predictor_fn
 
     predict = predictor_fn(alps_run)
     with open_cf(predictor_path(alps, "historical", "perfect", "CNRM-CM5")) as ds:

@@ -99,7 +99,7 @@ def test_ten_member_files_pass_the_template_check(alps, tmp_path):
 
 @needs_templates
 def test_diffusion_members_are_reproducible(alps, diffusion_run):
-    from engine.mlbench.experiments import predictor_fn
+    from engine.mlbench.prediction import predictor_fn
     from engine.mlbench.protocol import predictor_path
 
     predict = predictor_fn(diffusion_run)

@@ -106,7 +106,7 @@ def test_the_zoo_model_starts_from_the_interpolation_baseline(alps, store_and_ru
     training mean of the correction: the first guess is added back in physical units."""
     import torch
 
-    from engine.mlbench.experiments import predictor_fn
+    from engine.mlbench.prediction import predictor_fn
     from engine.mlbench.protocol import open_cf, predictor_path
     from engine.mlbench.scoring import fit_baselines
 
