@@ -21,7 +21,7 @@ store, so a second job on unchanged data does not read it again.
 
 **Sampled passes.** Reading every step costs time proportional to the archive (about 5 s per GiB on
 this project's 2-core machine when idle, far more when it is loaded or the disk is cold): a 30 GiB
-archive would wait minutes before its first batch. With ``max_steps`` (``data.statistics_sample``,
+archive would wait minutes before its first batch. With ``sample`` (``data.statistics_sample``,
 :func:`sample_steps`), the pass reads at most that many training steps, as whole blocks drawn at
 random, one from each of equal strata of the training period (seeded: the same sample every time;
 stratified: every part of the period, so every season, is represented; random within a stratum: no
@@ -305,7 +305,7 @@ def _prefetch(read, items):
 
 def run_pass(hr, lr, names, train_positions, *, monthly: bool = False, pixel: bool = False,
              mask: bool = True, budget: int | None = None, block_means: dict | None = None,
-             max_steps: int | None = None) -> PassResult:
+             sample="all") -> PassResult:
     """Read the pair once: the mask over every time step (``mask=True``; else only the training
     steps are read) and the moments of ``hr`` and of the ``lr`` variables ``names`` over
     ``train_positions`` (indices into the time axis).
@@ -321,8 +321,9 @@ def run_pass(hr, lr, names, train_positions, *, monthly: bool = False, pixel: bo
     block_means : ``{lr variable: scale}`` for LR variables that are the block mean of ``hr`` (the
         PerfectProg input): computed from the target block in numpy (:func:`block_mean`) instead of
         read through their lazy graph (which would coarsen the same chunk again, at 2 x the cost)
-    max_steps : read at most this many training steps (:func:`sample_blocks`; the mask then comes from
-        those steps only), or every step (None)
+    sample : ``data.statistics_sample`` (``"all"``, ``"auto"`` or a number of steps; :func:`sample_steps`):
+        above its limit only a sample of the training steps is read (:func:`sample_blocks`; the mask then
+        comes from those steps only)
     """
     block_means = {v: int(k) for v, k in (block_means or {}).items() if v in names}
     if block_means and hr.ndim != 3:
@@ -341,6 +342,7 @@ def run_pass(hr, lr, names, train_positions, *, monthly: bool = False, pixel: bo
     read_positions = np.arange(n_time) if mask else np.flatnonzero(train)
     per_step = 4 * int(np.prod(cells)) + sum(4 * int(np.prod(lr[v].shape[1:])) for v in names)
     plan = blocks.plan(read_positions, blocks.time_chunk(hr), per_step, budget)
+    max_steps = sample_steps(sample, read_positions.size, per_step, 4 * int(np.prod(cells)))
     sampled = None
     if max_steps is not None and train.any() and sum(b.size for b in plan) > max_steps:
         # a sample of the training period: its blocks only (the mask, too, comes from them), blocks

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from engine.data.datapass import Moments, run_pass, sample_steps, times_key  # noqa: F401  (Moments re-exported)
+from engine.data.datapass import Moments, run_pass, times_key  # noqa: F401  (Moments re-exported)
 from engine.data.errors import DataError
 from engine.data.grid import spatial_dims
 from engine.data.timeaxis import keys as time_keys
@@ -139,12 +139,8 @@ class Normaliser:
             self.origin = pre.origin
             return {v: pre.moments[v] for v in [*names, "__hr__"]}
         self.origin = "pass"
-        cells = int(np.prod(pair.hr.shape[1:]))
-        per_step = 4 * cells + sum(4 * int(np.prod(pair.lr[v].shape[1:])) for v in names)
-        max_steps = sample_steps(getattr(pair, "attrs", {}).get("statistics_sample", "all"), positions.size,
-                                 per_step, 4 * cells)
         result = run_pass(pair.hr, pair.lr, names, positions, monthly=self.monthly, pixel=self.pixel, mask=False,
-                          max_steps=max_steps)
+                          sample=getattr(pair, "attrs", {}).get("statistics_sample", "all"))
         return result.moments
 
     def _stats(self, m: "Moments", floor: float):

@@ -357,15 +357,12 @@ def _prepass(cfg, hr: xr.DataArray, lr: xr.Dataset, entry: str):
         names = [v for v in lr.data_vars if not (kind.target_shares_hr and v == cfg.variable)]
     except Exception:  # no (valid) normalisation or period: the checks and the fit say so; the mask is still needed
         kind, positions = None, np.zeros(0, np.int64)
-    # how many training steps the pass reads (data.statistics_sample): every one, or a sample of a large archive
-    read = names if positions.size else []
-    cells = int(np.prod(hr.shape[1:]))
-    max_steps = datapass.sample_steps(getattr(cfg, "statistics_sample", "all"), hr.sizes["time"],
-                                      4 * cells + sum(4 * int(np.prod(lr[v].shape[1:])) for v in read), 4 * cells)
     try:
         # PerfectProg: the input target channel is the target's block mean, computed from the block read
         derived = {cfg.variable: int(cfg.scale)} if cfg.downscaling == "perfectprog" else {}
-        result = datapass.run_pass(hr, lr, read, positions, block_means=derived, max_steps=max_steps,
+        # data.statistics_sample: every step, or a sample of a large archive's training period
+        result = datapass.run_pass(hr, lr, names if positions.size else [], positions, block_means=derived,
+                                   sample=getattr(cfg, "statistics_sample", "all"),
                                    monthly=bool(kind and kind.monthly), pixel=bool(kind and kind.pixel))
     except DataError:
         raise

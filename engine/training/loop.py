@@ -360,7 +360,8 @@ class EpochLoop:
 
         save_normalisation(self.data.normaliser, run.normalisation_path)  # JSON + .npz sidecar for arrays
         prepass = getattr(self.data.pair, "prepass", None)
-        if prepass is not None and prepass.train_steps:  # every training step read, or a sample of them (said)
+        # every training step read, or a sample of them (said) -- when the statistics came from that pass
+        if prepass is not None and prepass.train_steps and self.data.normaliser.origin in ("prepass", "cache"):
             status.setdefault("statistics", prepass.describe())
         run.update_status(state="running", started=run.status().get("started") or now_iso(), host=socket.gethostname(),
                           pid=os.getpid(), world_size=fabric.world_size, device=str(fabric.device),
