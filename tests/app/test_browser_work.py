@@ -62,7 +62,8 @@ def test_errors_stand_beside_their_fields_and_train_waits(browser, server):
         _type(page, css, value)
         error = page.locator(f".fs-error-{field}")
         expect(error).to_contain_text(words, timeout=30_000)
-        expect(train).to_be_disabled()
+        # the button follows the same validation round trip as the message: wait on it as long
+        expect(train).to_be_disabled(timeout=30_000)
         # The typed value stays in the field: nothing is restored behind the user's back.
         assert page.locator(f"{css} input").first.input_value().replace(",", "") in (str(value), f"{value}.0")
         good = {".fs-epochs": 3, ".fs-lr": 0.001, ".fs-patch": 32}[css]
