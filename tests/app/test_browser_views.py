@@ -57,7 +57,7 @@ def open_tab(page, name: str) -> None:
 def test_data_view_catalogue_maps_time_and_region(page):
     from playwright.sync_api import expect
 
-    expect(page.locator(".fs-catalogue").get_by_text("demo_alps_gcm").first).to_be_visible()
+    expect(page.locator(".fs-catalogue").get_by_text("demo_alps_gcm").first).to_be_visible(timeout=60_000)
     maps = page.locator(".fs-data-maps")
     expect(maps).to_be_visible(timeout=60_000)
     page.wait_for_timeout(1500)
