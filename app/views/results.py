@@ -154,7 +154,6 @@ class ResultsView(Viewer):
 
         s = self.state
         run = s.selected_run or "run"
-        time = (s.selected_time or "").replace(" 00:00", "").replace(" ", "T").replace(":", "")
         w = pn.widgets.FileDownload
         return pn.Row(
             w(callback=lambda: D.predictions_file(s), filename=f"{run}-predictions.nc", label="Predictions (NetCDF)",
@@ -162,10 +161,15 @@ class ResultsView(Viewer):
             w(callback=lambda: D.scores_file(s), filename=f"{run}-scores.csv", label="Scores (CSV)",
               css_classes=["fs-dl-scores"], width=160, sizing_mode="fixed",
               disabled=s.scores is None),
-            w(callback=self.maps_png, filename=f"{run}-maps-{time or 'all'}.png", label="Maps (PNG)",
+            w(callback=self.maps_png, filename=self._png_filename(), label="Maps (PNG)",
               css_classes=["fs-dl-maps"], width=160, sizing_mode="fixed"),
             sizing_mode="stretch_width",
         )
+
+    def _png_filename(self) -> str:
+        s = self.state
+        time = (s.selected_time or "").replace(" 00:00", "").replace(" ", "T").replace(":", "")
+        return f"{s.selected_run or 'run'}-maps-{time or 'all'}.png"
 
     @param.depends("state.results_version", "clim")
     def _maps_pane(self):
@@ -180,15 +184,23 @@ class ResultsView(Viewer):
             pn.pane.Markdown(f"#### Maps — run `{self.state.selected_run}`", css_classes=["fs-maps-title"]),
             self._time_widget(),
             self._clim_widget(self.auto_clim() or (0.0, 1.0)),
-            self._downloads_pane,
+            self._downloads_row(),
             pn.pane.HoloViews(layout, css_classes=["fs-maps"], linked_axes=False),
             sizing_mode="stretch_width",
         )
 
-    @param.depends("state.selected_time", "state.results_version")
-    def _downloads_pane(self):
-        # Rebuilt with the time: the PNG's file name carries the date shown.
-        return self.downloads()
+    def _downloads_row(self):
+        row = self.downloads()
+        self._png_download = row[2]
+        return row
+
+    @param.depends("state.selected_time", watch=True)
+    def _png_name(self):
+        # The PNG's file name carries the date shown: only that name changes with the time, in
+        # the same widget (a re-created row swaps a layout's children, and Chromium lays the
+        # whole tab out again, maps included).
+        if getattr(self, "_png_download", None) is not None:
+            self._png_download.filename = self._png_filename()
 
     @param.depends("state.scores")
     def _scores_pane(self):
