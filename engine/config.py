@@ -100,9 +100,11 @@ class DataConfig:
     scale: int = 4
     predictors: tuple[str, ...] = ()
     static: tuple[str, ...] = ("elevation", "land_mask")
-    # monthly climatology per cell: the residual then starts from a monthly mean-and-variance bias
-    # correction of the input (measured best on PerfectProg and MOS cases, benchmarks/results/skill.md)
-    normalisation: str = "monthly_pixel"
+    # seasonal climatology per cell (monthly statistics smoothed by annual harmonics; monthly steps
+    # when the training period lacks a month): the residual then starts from a mean-and-variance bias
+    # correction of the input for that day of the year (measured best on PerfectProg and MOS cases,
+    # benchmarks/results/skill.md)
+    normalisation: str = "seasonal_pixel"
     train_period: tuple[str, str] = ("2001-01-01", "2002-12-31")
     val_period: tuple[str, str] = ("2003-01-01", "2003-06-30")
     test_period: tuple[str, str] = ("2003-07-01", "2003-12-31")

@@ -8,6 +8,10 @@ in :data:`engine.registry.NORMALISATIONS` (``data.normalisation`` names one):
                      high-resolution statistics, so input and target stay on the same scale
 ``per_pixel``        mean/std per grid cell (LR cells for inputs, HR cells for the target)
 ``monthly_pixel``    monthly climatology per grid cell (12 x H x W); erases the spatial pattern
+``seasonal_pixel``   smooth seasonal climatology per grid cell: the monthly statistics fitted by two
+                     annual harmonics of the day of year (5 x H x W), so the seasonal drift within a
+                     month is removed too (:mod:`engine.data.seasonal`); monthly steps when the
+                     training period lacks a calendar month
 ``monthly_domain``   monthly climatology over the domain; LR and HR each with their own statistics
 ``monthly_domain_lr``monthly climatology over the domain; LR and HR both with the LR statistics
 ``instance``         per sample: mean/std of the LR input over the domain at that time step, applied
@@ -89,6 +93,7 @@ class Normaliser:
         #: where the fitted statistics came from: "pass" (read by fit), "prepass" (pairing's
         #: fused pass), "cache" (engine.data.passcache), "sample"; None before fit
         self.origin: str | None = None
+        self.fit_times = None
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, pair, train_times) -> "Normaliser":
@@ -108,6 +113,7 @@ class Normaliser:
         if times.size == 0:
             raise DataError(f"no training time step lies in the data ({fmt_times(pair.times)})")
         self.variable = pair.variable
+        self.fit_times = times  # the training steps (the seasonal fit averages its basis over them)
         moments = self._moments(pair, np.flatnonzero(inside))
         self.floor = {v: float(m.domain()[1]) for v, m in moments.items()}
         hr = moments.pop("__hr__")
@@ -321,6 +327,75 @@ class MonthlyPixelNormaliser(Normaliser):
     name = "monthly_pixel"
     pixel = True
     monthly = True
+
+
+@NORMALISATIONS.register("seasonal_pixel", description="smooth seasonal climatology per grid cell (annual harmonics)")
+class SeasonalPixelNormaliser(Normaliser):
+    """Per-cell mean and std as smooth functions of the day of year.
+
+    The monthly moments of the training period (the same pass as ``monthly_pixel``) are fitted by
+    :data:`engine.data.seasonal.HARMONICS` annual harmonics (:func:`engine.data.seasonal.fit`), so a
+    day at the start of May and one at its end get different climatologies, as they have. Why: with
+    monthly steps the drift within a month (up to about 1 K where the seasonal cycle is steep) is left
+    to the network, which does not see the date. Statistics are ``(5, H, W)`` coefficients; when the
+    training period lacks a calendar month the harmonics cannot be fitted there, and the monthly steps
+    ``(12, H, W)`` are kept instead (the shape tells which).
+    """
+
+    name = "seasonal_pixel"
+    pixel = True
+    monthly = True  # fitted from the monthly moments
+
+    def _stats(self, m: "Moments", floor: float):
+        from engine.data import seasonal
+
+        means, stds = super()._stats(m, floor)
+        if not all(m.steps[k] for k in range(12)):
+            return means, stds  # a month without data: harmonics would extrapolate into it
+        return seasonal.fit(means, self.fit_times), seasonal.fit(stds, self.fit_times)
+
+    def _harmonic(self, stats) -> bool:
+        return np.asarray(stats[0]).shape[0] != 12
+
+    def _evaluate(self, stats, times, floor: float):
+        """(mean, std) at each of ``times``, shape (T, H, W)."""
+        from engine.data import seasonal
+
+        basis = seasonal.basis(times)
+        mean = np.tensordot(basis, np.asarray(stats[0], dtype=np.float64), axes=1)
+        std = np.tensordot(basis, np.asarray(stats[1], dtype=np.float64), axes=1)
+        return mean, self._floor(std, floor)
+
+    def _floor_of(self, stats) -> float:
+        for var, s in [*self.lr_stats.items(), ("__hr__", self.hr_stats)]:
+            if s is stats:
+                return self.floor.get(var, np.nan)
+        return np.nan
+
+    def _broadcast(self, stats, times, shape):
+        if not self._harmonic(stats):
+            return super()._broadcast(stats, times, shape)
+        if tuple(np.asarray(stats[0]).shape[-2:]) != tuple(shape[-2:]):
+            raise DataError(f"normalisation {self.name!r} has per-pixel statistics on a {np.asarray(stats[0]).shape[-2:]} "
+                            f"grid; got an array of shape {shape} (use the full domain)")
+        mean, std = self._evaluate(stats, time_index(times), self._floor_of(stats))
+        extra = (1,) * (len(shape) - mean.ndim)  # (T, H, W) against (T, C, H, W)
+        return (mean.reshape(mean.shape[:1] + extra + mean.shape[1:]),
+                std.reshape(std.shape[:1] + extra + std.shape[1:]))
+
+    def _apply_block(self, data, stats, times):
+        if not self._harmonic(stats):
+            return super()._apply_block(data, stats, times)
+        if tuple(np.asarray(stats[0]).shape[-2:]) != tuple(data.shape[-2:]):
+            self._broadcast(stats, times[:1], data.shape)  # raises, naming the shapes
+        out = np.array(data, dtype=np.float32)
+        floor = self._floor_of(stats)
+        index = time_index(times)
+        for t in range(out.shape[0]):  # one step at a time: no (T, H, W) float64 statistics in memory
+            mean, std = self._evaluate(stats, index[t:t + 1], floor)
+            out[t] -= mean[0]
+            out[t] /= std[0]
+        return out
 
 
 @NORMALISATIONS.register("monthly_domain", description="monthly climatology over the domain; LR and HR own statistics")

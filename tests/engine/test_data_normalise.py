@@ -12,7 +12,7 @@ from engine.data import DataError, make_pair
 from engine.data.normalise import create, from_dict
 from engine.registry import NORMALISATIONS
 
-NAMES = ("global", "per_pixel", "monthly_pixel", "monthly_domain", "monthly_domain_lr", "instance")
+NAMES = ("global", "per_pixel", "monthly_pixel", "seasonal_pixel", "monthly_domain", "monthly_domain_lr", "instance")
 TRAIN = ("2001-01-01", "2001-08-31")
 
 
