@@ -10,6 +10,13 @@ server answers first. SLURM jobs run on compute nodes and are left alone.
 The niceness is ``$FINESCALE_JOB_NICENESS`` (default :data:`JOB_NICENESS`; 0 leaves jobs at the
 server's own priority). Raising a priority back needs privileges, so a job is only ever made
 nicer, never less nice.
+
+Linux with automatic group scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on in most
+desktop and many server kernels) shares the CPU first between *sessions*, and a process's
+niceness only counts within its own session. A local worker leads its own session, so its
+niceness alone changed nothing against the server (another session): the job's autogroup is
+made as nice as well (``/proc/<pid>/autogroup``), which is what lets the server's sessions
+answer first.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ import os
 
 log = logging.getLogger(__name__)
 
-#: Default niceness of local jobs started from the dashboard (0..19; 10 = a quarter of the
-#: CPU share of a process at niceness 0 when both want the same core, roughly 1/10 by weight).
-JOB_NICENESS = 10
+#: Default niceness of local jobs started from the dashboard (0..19; 19 = about 1/70 of the
+#: weight of a process (or autogroup) at niceness 0 when both want the same core: the job still
+#: gets every cycle the dashboard leaves idle).
+JOB_NICENESS = 19
 
 
 def job_niceness() -> int:
@@ -76,7 +84,42 @@ def yield_cpu(handle, niceness: int | None = None) -> int | None:
             os.setpriority(os.PRIO_PGRP, target, niceness)
         else:
             os.setpriority(os.PRIO_PROCESS, pid, niceness)
+        nicer_autogroup(pid, niceness)
         return niceness
     except (ProcessLookupError, PermissionError) as exc:  # ended already, or not ours
         log.info("left the priority of job %s alone: %s", pid, exc)
         return None
+
+
+def autogroup_niceness(pid: int) -> int | None:
+    """The niceness of the scheduling autogroup of process ``pid``; None without autogroups."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as fh:
+            text = fh.read()  # "/autogroup-1234 nice 0"
+        return int(text.split("nice")[-1])
+    except (OSError, ValueError):
+        return None
+
+
+def nicer_autogroup(pid: int, niceness: int) -> int | None:
+    """Make the autogroup of a job that leads its own session at least ``niceness`` nice.
+
+    Only a session leader's autogroup is touched: it holds the job and its children alone
+    (a process in the server's session shares the server's autogroup, which must keep its
+    priority). Never made less nice. Returns the autogroup's niceness after the call, or None
+    where there is none (no autogroups, not a session leader, the process gone).
+    """
+    try:
+        if os.getsid(pid) != pid:
+            return None
+    except OSError:
+        return None
+    current = autogroup_niceness(pid)
+    if current is None or current >= niceness:
+        return current
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as fh:
+            fh.write(str(int(niceness)))
+    except OSError as exc:  # e.g. a kernel that refuses it: the job's own niceness still holds
+        log.info("left the autogroup of job %s alone: %s", pid, exc)
+    return autogroup_niceness(pid)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.niceness import JOB_NICENESS, job_niceness, yield_cpu
+from app.niceness import JOB_NICENESS, autogroup_niceness, job_niceness, nicer_autogroup, yield_cpu
 from engine.config import ExperimentConfig
 from engine.launch.local import LocalHandle
 from engine.runs import RunStore
@@ -35,6 +35,19 @@ def test_local_job_and_its_children_get_nicer(job):
     assert yield_cpu(handle, 3) == 7  # never made less nice
 
 
+def test_the_jobs_own_session_autogroup_gets_nicer_not_the_servers(job):
+    # With autogroup scheduling a niceness only counts inside a session; the worker leads its own.
+    handle, proc, child = job
+    if autogroup_niceness(proc.pid) is None:
+        pytest.skip("this kernel has no scheduling autogroups (/proc/<pid>/autogroup)")
+    ours = autogroup_niceness(os.getpid())
+    assert yield_cpu(handle, 7) == 7
+    assert autogroup_niceness(proc.pid) == 7 and autogroup_niceness(child) == 7
+    assert autogroup_niceness(os.getpid()) == ours  # the calling process's group is left alone
+    assert nicer_autogroup(proc.pid, 3) == 7  # never made less nice
+    assert nicer_autogroup(child, 12) is None  # not a session leader: its group is not its own
+
+
 def test_zero_or_another_launcher_leaves_the_job_alone(job):
     handle, proc, _ = job
     assert yield_cpu(handle, 0) is None
@@ -45,7 +58,7 @@ def test_zero_or_another_launcher_leaves_the_job_alone(job):
 
 def test_niceness_from_the_environment(monkeypatch):
     monkeypatch.delenv("FINESCALE_JOB_NICENESS", raising=False)
-    assert job_niceness() == JOB_NICENESS == 10
+    assert job_niceness() == JOB_NICENESS == 19
     monkeypatch.setenv("FINESCALE_JOB_NICENESS", "4")
     assert job_niceness() == 4
     for bad in ("-1", "20", "high"):
