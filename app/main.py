@@ -84,7 +84,8 @@ def _summary(dataset, variable, region):
 
 template = pn.template.FastListTemplate(
     title="finescale — deep-learning downscaling",
-    sidebar=[_summary, pn.layout.Divider(),
+    # A line of text: no loading indicator (its on/off is two more layouts in the browser).
+    sidebar=[pn.param.ParamFunction(_summary, loading_indicator=False), pn.layout.Divider(),
              pn.pane.Markdown(state.param.message, css_classes=["fs-status-message"])],
     main=[tabs],
     sidebar_width=300,
