@@ -26,8 +26,9 @@ Options: ``--size`` (default 1000), ``--times`` (time steps in the synthetic fil
 
 ``--before REF`` measures a change on a shared, loaded machine: it serves two dashboards side by
 side on the same run store, the ``app/`` package of git revision ``REF`` ("before") and a copy of
-the working tree's ``app/`` ("after"; the engine is the working tree's for both), and measures 3.
-and 4. on each, alternated (``--rounds`` times for 3.), so that both see the same machine load.
+the working tree's ``app/`` ("after"; the engine is the working tree's for both), and measures 2a.
+(the demo's map updates, in a fresh session), 3. and 4. on each, alternated (``--rounds`` times for
+2a. and 3.), so that both see the same machine load.
 The load average is printed beside every figure.
 """
 
@@ -262,8 +263,27 @@ def _updates_while_training(browser, url: str, root: Path, repeat: int, label: s
     return rows
 
 
+def _demo_updates(browser, url: str, repeat: int, label: str) -> list[dict]:
+    """``repeat`` map updates of the demo's Data tab (one time step each) in a fresh session of ``url``."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1600})
+    page.goto(url)
+    expect(page.locator(".fs-data-maps canvas").first).to_be_attached(timeout=300_000)
+    page.wait_for_timeout(1500)
+    page.evaluate(_HOOK)
+    rows = []
+    for _ in range(repeat):
+        rows.append({"measure": "map update after a time step (demo 64x128, 4 maps)", "grid": label,
+                     "seconds": _slider_step(page, ".fs-data-time"), "load": load()})
+        print(rows[-1], flush=True)
+        page.wait_for_timeout(300)
+    page.close()
+    return rows
+
+
 def compare(before: str, repeat: int = 3, sessions: int = 5, rounds: int = 2, train: bool = True) -> pd.DataFrame:
-    """3. and 4. on the ``app/`` of git revision ``before`` and on the working tree's, alternated."""
+    """2a., 3. and 4. on the ``app/`` of git revision ``before`` and on the working tree's, alternated."""
     from playwright.sync_api import expect, sync_playwright
 
     sys.path.insert(0, str(REPO))
@@ -285,6 +305,8 @@ def compare(before: str, repeat: int = 3, sessions: int = 5, rounds: int = 2, tr
                     expect(page.locator(".fs-catalogue")).to_be_visible(timeout=300_000)
                     page.close()
                 for _ in range(rounds):
+                    for label, served in servers.items():
+                        rows += _demo_updates(browser, served.url, repeat, label)
                     for label, served in servers.items():
                         got = _sessions_together(browser, served.url, sessions)
                         for row in got:
@@ -418,7 +440,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-train", action="store_true", help="skip the map update while a run trains")
     parser.add_argument("--csv", default=None)
     parser.add_argument("--before", default=None, metavar="REF",
-                        help="also serve app/ of git revision REF and measure 3. and 4. on both, alternated")
+                        help="also serve app/ of git revision REF and measure 2a., 3. and 4. on both, alternated")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of 3. per server with --before")
     args = parser.parse_args(argv)
     if args.before:
