@@ -221,7 +221,14 @@ def to_device(batch: dict[str, torch.Tensor], device, channels_last: bool) -> di
     return out
 
 
-def prefetched(iterable: Iterable, depth: int = 2) -> Iterator:
+#: Batches the prefetch thread may assemble ahead of the step. Reading and normalising a new block
+#: of the store takes several steps' time; with 2 batches ahead the step waited for data 4-6 % of the
+#: time on the 2-core benchmark machine, with 8 ahead 2-2.3 % (alternated runs, benchmarks/results/speed.md).
+#: A batch of 16 patches of 64^2 is well under 1 MB, so 8 cost nothing worth counting.
+PREFETCH_BATCHES = 8
+
+
+def prefetched(iterable: Iterable, depth: int = PREFETCH_BATCHES) -> Iterator:
     """``iterable``'s items in order, the next ``depth`` produced by a background thread while the
     caller works on the current one. The iterator is made and its first item taken in the calling
     thread (a shuffling sampler draws its permutation from torch's generator there, as without
