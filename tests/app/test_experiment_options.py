@@ -61,7 +61,7 @@ def test_defaults_equal_the_engines(state):
     [
         ({"model_filters": 0}, ["model.filters=0"]),
         ({"model_dropout": 1.5}, ["model.dropout=1.5"]),
-        ({"model_mc_dropout": True}, ["mc_dropout", "dropout > 0"]),
+        ({"model_mc_dropout": True, "model_dropout": 0.0}, ["mc_dropout", "dropout > 0"]),
         ({"data_downscaling": "mos"}, ["data.lowres is required"]),
         ({"data_time_window": 3}, ["data.time_window=3", "spatiotemporal"]),
         ({"model_sampling_steps": 2000}, ["sampling_steps=2000"]),

@@ -36,7 +36,7 @@ def test_replace_sections_and_tuples():
         ({"data": {"train_period": ["2001-13", "2002"]}}, ["train_period", "ISO dates"]),
         ({"data": {"val_period": ["2003-06-30", "2003-01-01"]}}, ["ends before it starts"]),
         ({"model": {"dropout": 1.5}}, ["model.dropout=1.5", "0 <= dropout < 1"]),
-        ({"model": {"mc_dropout": True}}, ["mc_dropout", "dropout > 0"]),
+        ({"model": {"mc_dropout": True, "dropout": 0.0}}, ["mc_dropout", "dropout > 0"]),
         ({"training": {"epochs": 0}}, ["training.epochs=0", ">= 1"]),
         ({"data": {"scale": 6, "patch_size": 48}}, ["does not support data.scale=6", "pin"]),
         ({"data": {"bbox": [50, 40, 0, 1]}}, ["data.bbox", "min < max"]),
