@@ -50,6 +50,11 @@ class ChoicesState(FormState):
         # Only launchers that start a separate process: training inside the web server would
         # block every session until it ends (app.validation.IN_PROCESS_LAUNCHERS).
         self._set_objects("launcher", launcher_choices(), defaults.launch.launcher)
+        # The selected entry first: a Select shown for this parameter falls back to its first option
+        # while its options change, and under load that fallback's echo from the browser can arrive
+        # after the value below and win (a session then showed demo_alps but worked on arco_era5).
+        preferred = self.dataset if self.dataset in entries else defaults.data.highres
+        entries = sorted(entries, key=lambda name: name != preferred)
         self._set_objects("dataset", entries, defaults.data.highres)
         lowres = [n for n in catalog.list_entries(self.catalog)
                   if (catalog.entry_metadata(n, self.catalog) or {}).get("role") == "lowres"]
