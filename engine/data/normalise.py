@@ -357,11 +357,11 @@ class SeasonalPixelNormaliser(Normaliser):
     def _harmonic(self, stats) -> bool:
         return np.asarray(stats[0]).shape[0] != 12
 
-    def _evaluate(self, stats, times, floor: float):
-        """(mean, std) at each of ``times``, shape (T, H, W)."""
+    def _evaluate(self, stats, times, floor: float, basis=None):
+        """(mean, std) at each of ``times`` (or at the rows of their ``basis``), shape (T, H, W)."""
         from engine.data import seasonal
 
-        basis = seasonal.basis(times)
+        basis = seasonal.basis(times) if basis is None else basis
         mean = np.tensordot(basis, np.asarray(stats[0], dtype=np.float64), axes=1)
         std = np.tensordot(basis, np.asarray(stats[1], dtype=np.float64), axes=1)
         return mean, self._floor(std, floor)
@@ -389,10 +389,12 @@ class SeasonalPixelNormaliser(Normaliser):
         if tuple(np.asarray(stats[0]).shape[-2:]) != tuple(data.shape[-2:]):
             self._broadcast(stats, times[:1], data.shape)  # raises, naming the shapes
         out = np.array(data, dtype=np.float32)
+        from engine.data import seasonal
+
         floor = self._floor_of(stats)
-        index = time_index(times)
-        for t in range(out.shape[0]):  # one step at a time: no (T, H, W) float64 statistics in memory
-            mean, std = self._evaluate(stats, index[t:t + 1], floor)
+        basis = seasonal.basis(times)  # the block's phases once; the statistics one step at a time below
+        for t in range(out.shape[0]):  # no (T, H, W) float64 statistics in memory
+            mean, std = self._evaluate(stats, None, floor, basis=basis[t:t + 1])
             out[t] -= mean[0]
             out[t] /= std[0]
         return out

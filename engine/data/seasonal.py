@@ -26,6 +26,7 @@ from engine.data.timeaxis import time_index
 #: Annual harmonics fitted (1: the annual cycle; 2: also its asymmetry, e.g. a short summer peak).
 HARMONICS = 2
 
+
 def n_coefficients(harmonics: int = HARMONICS) -> int:
     return 1 + 2 * harmonics
 
