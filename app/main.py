@@ -9,8 +9,12 @@ Many sessions at once (a shared login node):
 
 - callbacks run in Panel's thread pool (``pn.config.nthreads``), never on the event loop, so
   one session reading a large file does not hold up the others' pages and clicks;
-- engine imports that cost seconds (torch through the model registry) happen after the page is
-  shown, in a threaded ``pn.state.onload``;
+- engine imports that cost seconds (torch through the model registry) happen once per server
+  (:mod:`app.warmup`); until they are done a session's page is shown first and its choices are
+  read in a threaded ``pn.state.onload``, afterwards they are read as the session's document is
+  made, so the first document is complete (one layout in the browser, not one per patch);
+- the browser's work per page is kept down (:mod:`app.pagecost`: canvas maps, no MathJax bundle;
+  the run-store poll runs in the background, without the busy indicator);
 - a tab's view is built when the tab is first opened (:mod:`app.lazytabs`), and only the open
   tab is rendered (``Tabs(dynamic=True)``); files are read when a view shows them, through the
   shared cache; panes show Panel's loading indicator while they re-render;
@@ -20,8 +24,9 @@ Many sessions at once (a shared login node):
 import os
 
 import panel as pn
+from panel.io.callbacks import PeriodicCallback
 
-from . import warmup
+from . import pagecost, warmup
 from .lazytabs import LazyTabs
 from .state import AppState
 from .urlstate import UrlState
@@ -34,6 +39,7 @@ POLL_MS = 1000
 #: Threads of Panel's pool for callbacks (``python -m app --num-threads`` sets it for the server).
 NTHREADS = int(os.environ.get("FINESCALE_APP_THREADS", "4"))
 
+pagecost.configure()  # canvas maps, no MathJax bundle (app.pagecost): less browser work per page
 if pn.config.nthreads is None:
     pn.config.nthreads = NTHREADS
 pn.extension("tabulator", sizing_mode="stretch_width", loading_indicator=True, notifications=True)
@@ -43,6 +49,14 @@ pn.extension("tabulator", sizing_mode="stretch_width", loading_indicator=True, n
 CATALOG = os.environ.get("FINESCALE_CATALOG") or None
 warmup.start(CATALOG)  # once per server process: torch, catalogue, default dataset, land mask
 state = AppState(catalog=CATALOG)
+# A warm server (app.warmup done: registries imported, catalogue and default dataset read) reads
+# the session's choices now, so the page's first document already holds the catalogue and the
+# maps. Read after the page is up instead, each arrived as a patch that made the browser lay the
+# whole page out again (about 1.2 s of script per page in Chromium on a CPU). A cold server (the
+# warm-up still running) shows the page first and reads them in onload (_start), as before.
+_PRELOADED = warmup.DONE.is_set()
+if _PRELOADED:
+    state.start()
 
 #: The tabs, each with the function that builds its view for a session's state.
 TABS = {
@@ -110,15 +124,20 @@ def _notifier(area):
 
 def _start() -> None:
     global _started
-    state.start()
+    if not _PRELOADED:
+        state.start()
     state.on_run_state = _notifier(pn.state.notifications)
     url.bind(state, tabs)
     _started = True
     if "Compare" in lazy.built():
         url.bind_compare(lazy.view("Compare").cmp)
     # Training runs in another process; the page only reads the run store, so it follows runs
-    # from this page, the command line or SLURM alike. Threaded like every callback.
-    pn.state.add_periodic_callback(state.poll, period=POLL_MS)
+    # from this page, the command line or SLURM alike. Threaded like every callback. In the
+    # background: a poll is not the user waiting, so it does not turn the template's busy
+    # indicator on (it did every second: two patches and a spinning icon that kept each idle
+    # page redrawing, ~0.1 CPU s per second per page in Chromium). Scoped to this session's
+    # document, as Panel's own background callbacks (FileSelector's refresh) are.
+    PeriodicCallback(callback=state.poll, period=POLL_MS, background=True).start()
 
 
 pn.state.onload(_start, threaded=bool(pn.config.nthreads))

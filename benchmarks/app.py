@@ -30,6 +30,10 @@ the working tree's ``app/`` ("after"; the engine is the working tree's for both)
 (the demo's map updates, in a fresh session), 3. and 4. on each, alternated (``--rounds`` times for
 2a. and 3.), so that both see the same machine load.
 The load average is printed beside every figure.
+
+``--cpu`` measures 3. as CPU seconds instead (the server's process and Chromium's, from ``/proc``),
+median of ``--rounds``, for the working tree or, with ``--before REF``, both servers alternated:
+CPU seconds hardly depend on what else runs on a shared machine, wall-clock does.
 """
 
 from __future__ import annotations
@@ -327,6 +331,120 @@ def compare(before: str, repeat: int = 3, sessions: int = 5, rounds: int = 2, tr
 
 
 
+def _proc_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads) from ``/proc``; None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(root: int) -> list[int]:
+    """Process ids below ``root`` (children, grandchildren ...), read from ``/proc``."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, frontier = [], [root]
+    while frontier:
+        kids = [pid for pid, ppid in parent.items() if ppid in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def _chromium_cpu() -> dict[int, float]:
+    """CPU seconds of every Chromium process this benchmark started (browser, renderers, GPU)."""
+    out = {}
+    for pid in _descendants(os.getpid()):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if "chrom" in name:
+            cpu = _proc_cpu(pid)
+            if cpu is not None:
+                out[pid] = cpu
+    return out
+
+
+def _sessions_cpu(browser, url: str, server_pid: int, n: int) -> dict:
+    """Open ``n`` pages at once on a warm server (each its own context), wait until each shows its
+    catalogue and answers a click on Runs; the CPU seconds the server and Chromium spent meanwhile.
+
+    CPU seconds, not wall-clock: on a shared machine they hardly depend on what else runs, so a
+    change can be measured while other work goes on. Chromium processes that end meanwhile are
+    not counted (none do: the pages stay open until the figures are read).
+    """
+    from playwright.sync_api import expect
+
+    server0, chrome0 = _proc_cpu(server_pid), _chromium_cpu()
+    t0 = time.perf_counter()
+    pages = [browser.new_context(viewport={"width": 1500, "height": 1600}).new_page() for _ in range(n)]
+    for page in pages:
+        page.goto(url, wait_until="commit")
+    shown = []
+    for page in pages:
+        expect(page.locator(".fs-catalogue")).to_be_visible(timeout=300_000)
+        shown.append(time.perf_counter() - t0)
+    for page in pages:
+        page.locator(".bk-tab", has_text="Runs").first.click(timeout=300_000)
+        expect(page.locator(".fs-runs-table")).to_be_visible(timeout=300_000)
+    wall = time.perf_counter() - t0
+    server1, chrome1 = _proc_cpu(server_pid), _chromium_cpu()
+    for page in pages:
+        page.context.close()
+    return {"server_cpu_s": server1 - server0,
+            "chromium_cpu_s": sum(v - chrome0.get(pid, 0.0) for pid, v in chrome1.items()),
+            "slowest_catalogue_s": max(shown), "all_clicked_s": wall, "load": load()}
+
+
+def cpu(before: str | None, sessions: int = 5, rounds: int = 3) -> pd.DataFrame:
+    """CPU seconds of the server and of Chromium for ``sessions`` pages opened together, ``rounds``
+    times; with ``before``, on the ``app/`` of that git revision and the working tree's, alternated."""
+    from playwright.sync_api import expect, sync_playwright
+
+    sys.path.insert(0, str(REPO))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="finescale-bench-app-") as tmp:
+        tmp = Path(tmp)
+        root = tmp / "runs"
+        root.mkdir()
+        servers = {}
+        try:
+            if before:
+                servers[f"before ({before})"] = ServedCopy(app_copy(tmp / "before", before), root, tmp / "before.log")
+            servers["after" if before else "working tree"] = ServedCopy(app_copy(tmp / "after", None), root, tmp / "after.log")
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+                for served in servers.values():  # warm-up session of each server
+                    page = browser.new_page(viewport={"width": 1500, "height": 1600})
+                    page.goto(served.url)
+                    expect(page.locator(".fs-catalogue")).to_be_visible(timeout=300_000)
+                    page.close()
+                time.sleep(3)
+                for r in range(rounds):
+                    for label, served in servers.items():
+                        row = {"server": label, "round": r, **_sessions_cpu(browser, served.url, served.proc.pid, sessions)}
+                        rows.append(row)
+                        print(row, flush=True)
+                        time.sleep(3)  # the closed pages' processes end
+                browser.close()
+        finally:
+            for served in servers.values():
+                served.close()
+    df = pd.DataFrame(rows)
+    return df.groupby("server", sort=False).agg(
+        server_cpu_s=("server_cpu_s", "median"), chromium_cpu_s=("chromium_cpu_s", "median"),
+        slowest_catalogue_s=("slowest_catalogue_s", "median"), all_clicked_s=("all_clicked_s", "median"),
+        rounds=("round", "count"), load_min=("load", "min"), load_max=("load", "max")).reset_index()
+
+
 def run(size: int = 1000, times: int = 8, repeat: int = 5, sessions: int = 5, train: bool = True) -> pd.DataFrame:
     from playwright.sync_api import expect, sync_playwright
 
@@ -441,8 +559,17 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", default=None)
     parser.add_argument("--before", default=None, metavar="REF",
                         help="also serve app/ of git revision REF and measure 2a., 3. and 4. on both, alternated")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of 3. per server with --before")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of 3. per server with --before (and --cpu)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="only 3., as CPU seconds of the server and of Chromium (median of --rounds; "
+                             "with --before on both servers, alternated)")
     args = parser.parse_args(argv)
+    if args.cpu:
+        table = cpu(args.before, args.sessions, args.rounds)
+        print(markdown(table))
+        if args.csv:
+            table.to_csv(args.csv, index=False)
+        return 0
     if args.before:
         table = compare(args.before, args.repeat, args.sessions, args.rounds, not args.no_train)
     else:
