@@ -73,7 +73,7 @@ def cmd_train(args) -> int:
     cfg = MLBenchConfig(domain=args.domain, experiment=args.experiment, model=args.model, epochs=args.epochs,
                         batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, lr=args.lr,
                         seed=args.seed, orography=not args.no_orography, root=root, threads=args.threads,
-                        members=args.members,
+                        members=args.members, predictor_adjustment=args.predictor_adjustment,
                         model_options={} if args.sampling_steps is None else {"sampling_steps": args.sampling_steps}
                         ).validate()
     run = train(cfg, args.runs)
@@ -126,6 +126,9 @@ def add_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--no-orography", action="store_true", help="train without the static orography")
+    q.add_argument("--predictor-adjustment", default="none", choices=("none", "mean_variance"),
+                   help="map the GCM's (imperfect) predictors onto the perfect ones' historical mean and variance "
+                        "before prediction (engine.mlbench.adjust); default: none, as the benchmark's scripts")
     q.add_argument("--members", type=int, default=10,
                    help="ensemble members of a generative model (diffusion; the submission needs 10)")
     q.add_argument("--sampling-steps", type=int, default=None,

@@ -89,6 +89,9 @@ class MLBenchConfig:
     val_fraction: float = 0.1  # held-out training days (every k-th 30-day block) that choose the epoch
     members: int = 10  # ensemble members a generative model writes (the submission README asks for 10;
     # fewer only for quick runs that are not submitted)
+    # "mean_variance": imperfect (GCM) predictors are mapped onto the perfect ones' historical mean and
+    # variance before prediction (engine.mlbench.adjust); "none": as the benchmark's own scripts
+    predictor_adjustment: str = "none"
 
     def validate(self) -> "MLBenchConfig":
         get_domain(self.domain)
@@ -102,6 +105,11 @@ class MLBenchConfig:
         if self.residual not in RESIDUALS:
             raise MLBenchError(f"residual={self.residual!r} is not valid; accepted: {', '.join(map(str, RESIDUALS))}")
         validation_days(1, float(self.val_fraction))
+        from engine.mlbench.adjust import ADJUSTMENTS
+
+        if self.predictor_adjustment not in ADJUSTMENTS:
+            raise MLBenchError(f"predictor_adjustment={self.predictor_adjustment!r} is not valid; accepted: "
+                               f"{', '.join(ADJUSTMENTS)}")
         for name in ("epochs", "batch_size", "members"):
             if int(getattr(self, name)) < 1:
                 raise MLBenchError(f"{name}={getattr(self, name)} is not valid; expected an integer >= 1")

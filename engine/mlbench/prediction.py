@@ -53,8 +53,11 @@ def predictor_fn(run: str | Path):
         net.load_state_dict(load_checkpoint(run / "checkpoints" / f"{var}.pt")["model"])
         nets[var] = net.eval()
 
-    def predict(ds, name: str = "predictors") -> dict[str, np.ndarray]:
+    def predict(ds, name: str = "predictors", adjust=None) -> dict[str, np.ndarray]:
+        """``adjust``: a function applied to the predictor array first (:mod:`engine.mlbench.adjust`)."""
         x = _predictor_array(ds, name)
+        if adjust is not None:
+            x = adjust(x)
         if x.shape[-2:] != stats["x_mean"].shape[-2:]:
             raise MLBenchError(f"{name}: predictors on a {x.shape[-2]}x{x.shape[-1]} grid; the run was trained on "
                                f"{stats['x_mean'].shape[-2]}x{stats['x_mean'].shape[-1]}")
@@ -85,6 +88,7 @@ def predictor_fn(run: str | Path):
 def predict_run(run: str | Path) -> list[Path]:
     """Write the run's prediction for every test predictor file of its domain, in the submission
     format, each checked against the template. Variables the run did not train are refused."""
+    from engine.mlbench.adjust import adjustment_for
     from engine.mlbench.submission import check_prediction_file, write_prediction
     from engine.mlbench.standin import target_template
 
@@ -102,11 +106,12 @@ def predict_run(run: str | Path) -> list[Path]:
     for period, mode, gcm in all_test_inputs(dom):
         src = predictor_path(root, period, mode, gcm)
         with open_cf(src) as ds:
-            arrays = predict(ds, src.name)
+            arrays = predict(ds, src.name, adjust=adjustment_for(cfg.predictor_adjustment, root, mode, gcm))
             times = ds.indexes["time"]
         path = submission_file(run / "submission", dom, exp, period, mode, gcm)
         write_prediction(arrays, times, dom.name, path, template,
-                         attrs={"source": f"finescale {cfg.model} ({cfg.run_name})", "predictors": str(src)})
+                         attrs={"source": f"finescale {cfg.model} ({cfg.run_name})", "predictors": str(src),
+                                "predictor_adjustment": cfg.predictor_adjustment if mode == "imperfect" else "none"})
         check_prediction_file(path, dom.name, times=times, generative=cfg.learning == "diffusion",
                               members=cfg.members, template=template)
         written.append(path)

@@ -16,6 +16,10 @@ Baselines, fitted on the same experiment's training data:
 - ``linear_regression``: the classical ESD reference: each target cell regressed (least squares)
   on the 20 leading principal components of the standardised predictors; precipitation clipped at 0.
 
+When a run's imperfect predictors were bias-adjusted (``predictor_adjustment``, :mod:`engine.mlbench.adjust`),
+its baselines get the same adjusted predictors, named ``interpolation+mean_variance`` etc., so that a
+model and its references always see the same inputs.
+
 For a dashboard: :func:`scorecard` returns the table as a pandas DataFrame and :func:`index_maps`
 the truth, model and bias maps of one index as an xarray Dataset.
 """
@@ -127,8 +131,9 @@ def _stack(ds) -> np.ndarray:
 
 
 def fit_baselines(domain: str, experiment: str, root: str | Path) -> dict:
-    """``{"interpolation": fn, "linear_regression": fn}``; each fn maps a predictor Dataset to
-    ``{var: (T, H, W)}``, fitted on ``experiment``'s training data under ``root``."""
+    """``{"interpolation": fn, "linear_regression": fn}``; each fn maps a predictor Dataset (and an
+    optional ``adjust`` of its array, :mod:`engine.mlbench.adjust`) to ``{var: (T, H, W)}``, fitted on
+    ``experiment``'s training data under ``root``."""
     from engine.mlbench.experiments import MLBenchConfig, interpolation_for
 
     dom = get_domain(domain)
@@ -150,11 +155,15 @@ def fit_baselines(domain: str, experiment: str, root: str | Path) -> dict:
     A = design(data["x"])
     coefs = {v: np.linalg.lstsq(A, y.reshape(len(y), -1).astype(np.float64), rcond=None)[0] for v, y in data["y"].items()}
 
-    def interpolation(ds) -> dict:
-        return {"tasmax": interp_t850(_stack(ds))}
+    def predictors(ds, adjust):
+        x = _stack(ds)
+        return x if adjust is None else adjust(x).astype(np.float64)
 
-    def linear_regression(ds) -> dict:
-        d = design(_stack(ds))
+    def interpolation(ds, adjust=None) -> dict:
+        return {"tasmax": interp_t850(predictors(ds, adjust))}
+
+    def linear_regression(ds, adjust=None) -> dict:
+        d = design(predictors(ds, adjust))
         out = {v: (d @ c).reshape(len(d), H, W) for v, c in coefs.items()}
         if "pr" in out:
             out["pr"] = np.clip(out["pr"], 0, None)
@@ -207,8 +216,9 @@ def scorecard(runs, baselines: bool = True, log=None, all_tests: bool = False, w
         cfg, info = load_run(run)
         dom, exp = get_domain(cfg.domain), get_experiment(cfg.experiment)
         root = Path(info["archive"])
-        fit = baselines and (dom.name, exp.name, str(root)) not in done_baselines
-        done_baselines.add((dom.name, exp.name, str(root)))
+        adjustment = cfg.predictor_adjustment
+        fit = baselines and (dom.name, exp.name, str(root), adjustment) not in done_baselines
+        done_baselines.add((dom.name, exp.name, str(root), adjustment))
         for test in _tests_for(exp, all_tests):
             gcm = test.gcm(dom)
             meta = {"domain": dom.name, "experiment": exp.name, "test": test.name, "period": test.period,
@@ -220,7 +230,9 @@ def scorecard(runs, baselines: bool = True, log=None, all_tests: bool = False, w
             if fit:
                 src = str(predictor_path(root, test.period, test.mode, gcm))
                 for name in ("interpolation", "linear_regression"):
-                    items.append((n, name, meta, ("baseline", (dom.name, exp.name, str(root), name, src))))
+                    label = name if adjustment == "none" else f"{name}+{adjustment}"
+                    items.append((n, label, meta, ("baseline", (dom.name, exp.name, str(root), name, src,
+                                                                adjustment, test.mode, gcm))))
                     n += 1
     workers = min(len(groups), max(1, int(workers)))
     if workers > 1 and len(groups) > 1:
@@ -256,11 +268,13 @@ def _score_group(truth_file: str, domain: str, items: list) -> list[tuple[int, d
                         a == b for a, b in zip(p.indexes["time"], truth.ds.indexes["time"])):
                     raise MLBenchError(f"{path.name}: its time axis differs from the truth's ({Path(truth_file).name})")
         else:
-            d, e, root, name, src = what
+            d, e, root, name, src, adjustment, mode, gcm = what
             if (d, e, root) not in _FITTED:
                 _FITTED[d, e, root] = fit_baselines(d, e, root)
+            from engine.mlbench.adjust import adjustment_for
+
             with open_cf(Path(src)) as ds:
-                pred = _FITTED[d, e, root][name](ds)
+                pred = _FITTED[d, e, root][name](ds, adjust=adjustment_for(adjustment, root, mode, gcm))
         rows.append((number, {"model": model, **meta, **score_arrays(pred, truth)}))
     return rows
 
