@@ -39,6 +39,7 @@ CPU seconds hardly depend on what else runs on a shared machine, wall-clock does
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -286,20 +287,22 @@ def _demo_updates(browser, url: str, repeat: int, label: str) -> list[dict]:
     return rows
 
 
-def compare(before: str, repeat: int = 3, sessions: int = 5, rounds: int = 2, train: bool = True) -> pd.DataFrame:
-    """2a., 3. and 4. on the ``app/`` of git revision ``before`` and on the working tree's, alternated."""
+@contextlib.contextmanager
+def _warm_servers(before: str | None, label: str):
+    """Servers of the ``app/`` of git revision ``before`` (if given) and of the working tree on one
+    fresh run store, each past its warm-up session, and a Chromium: ``(browser, servers, root)``."""
     from playwright.sync_api import expect, sync_playwright
 
     sys.path.insert(0, str(REPO))
-    rows = []
     with tempfile.TemporaryDirectory(prefix="finescale-bench-app-") as tmp:
         tmp = Path(tmp)
         root = tmp / "runs"
         root.mkdir()
         servers = {}
         try:
-            servers[f"before ({before})"] = ServedCopy(app_copy(tmp / "before", before), root, tmp / "before.log")
-            servers["after"] = ServedCopy(app_copy(tmp / "after", None), root, tmp / "after.log")
+            if before:
+                servers[f"before ({before})"] = ServedCopy(app_copy(tmp / "before", before), root, tmp / "before.log")
+            servers[label] = ServedCopy(app_copy(tmp / "after", None), root, tmp / "after.log")
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
@@ -308,22 +311,29 @@ def compare(before: str, repeat: int = 3, sessions: int = 5, rounds: int = 2, tr
                     page.goto(served.url)
                     expect(page.locator(".fs-catalogue")).to_be_visible(timeout=300_000)
                     page.close()
-                for _ in range(rounds):
-                    for label, served in servers.items():
-                        rows += _demo_updates(browser, served.url, repeat, label)
-                    for label, served in servers.items():
-                        got = _sessions_together(browser, served.url, sessions)
-                        for row in got:
-                            row.update(grid=label, load=load())
-                        rows += got
-                        print(got[-1], flush=True)
-                if train:
-                    for label, served in servers.items():
-                        rows += _updates_while_training(browser, served.url, root, repeat, label)
+                yield browser, servers, root
                 browser.close()
         finally:
             for served in servers.values():
                 served.close()
+
+
+def compare(before: str, repeat: int = 3, sessions: int = 5, rounds: int = 2, train: bool = True) -> pd.DataFrame:
+    """2a., 3. and 4. on the ``app/`` of git revision ``before`` and on the working tree's, alternated."""
+    rows = []
+    with _warm_servers(before, "after") as (browser, servers, root):
+        for _ in range(rounds):
+            for label, served in servers.items():
+                rows += _demo_updates(browser, served.url, repeat, label)
+            for label, served in servers.items():
+                got = _sessions_together(browser, served.url, sessions)
+                for row in got:
+                    row.update(grid=label, load=load())
+                rows += got
+                print(got[-1], flush=True)
+        if train:
+            for label, served in servers.items():
+                rows += _updates_while_training(browser, served.url, root, repeat, label)
     df = pd.DataFrame(rows)
     return df.groupby(["measure", "grid"], sort=False).agg(
         median=("seconds", "median"), max=("seconds", "max"), count=("seconds", "count"),
@@ -406,38 +416,15 @@ def _sessions_cpu(browser, url: str, server_pid: int, n: int) -> dict:
 def cpu(before: str | None, sessions: int = 5, rounds: int = 3) -> pd.DataFrame:
     """CPU seconds of the server and of Chromium for ``sessions`` pages opened together, ``rounds``
     times; with ``before``, on the ``app/`` of that git revision and the working tree's, alternated."""
-    from playwright.sync_api import expect, sync_playwright
-
-    sys.path.insert(0, str(REPO))
     rows = []
-    with tempfile.TemporaryDirectory(prefix="finescale-bench-app-") as tmp:
-        tmp = Path(tmp)
-        root = tmp / "runs"
-        root.mkdir()
-        servers = {}
-        try:
-            if before:
-                servers[f"before ({before})"] = ServedCopy(app_copy(tmp / "before", before), root, tmp / "before.log")
-            servers["after" if before else "working tree"] = ServedCopy(app_copy(tmp / "after", None), root, tmp / "after.log")
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-                for served in servers.values():  # warm-up session of each server
-                    page = browser.new_page(viewport={"width": 1500, "height": 1600})
-                    page.goto(served.url)
-                    expect(page.locator(".fs-catalogue")).to_be_visible(timeout=300_000)
-                    page.close()
-                time.sleep(3)
-                for r in range(rounds):
-                    for label, served in servers.items():
-                        row = {"server": label, "round": r, **_sessions_cpu(browser, served.url, served.proc.pid, sessions)}
-                        rows.append(row)
-                        print(row, flush=True)
-                        time.sleep(3)  # the closed pages' processes end
-                browser.close()
-        finally:
-            for served in servers.values():
-                served.close()
+    with _warm_servers(before, "after" if before else "working tree") as (browser, servers, root):
+        time.sleep(3)
+        for r in range(rounds):
+            for label, served in servers.items():
+                row = {"server": label, "round": r, **_sessions_cpu(browser, served.url, served.proc.pid, sessions)}
+                rows.append(row)
+                print(row, flush=True)
+                time.sleep(3)  # the closed pages' processes end
     df = pd.DataFrame(rows)
     return df.groupby("server", sort=False).agg(
         server_cpu_s=("server_cpu_s", "median"), chromium_cpu_s=("chromium_cpu_s", "median"),
