@@ -27,8 +27,10 @@ fallback on ``squeue``.
 from __future__ import annotations
 
 import math
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,17 @@ def partitions() -> dict[str, dict[str, Any]]:
     return parts
 
 
+# The ranks of a multi-task job meet at MASTER_PORT on the first node. Without it, submitit picks a
+# port from the job id (random.Random(job_id) in 20000-60000), which lies in Linux's ephemeral
+# range: a job was seen failing with EADDRINUSE on that port while rank 1 waited until the time
+# limit. The batch script runs on the first node (where rank 0 starts), so a port the kernel hands
+# out there as free is taken instead; submitit's environment reads MASTER_PORT when it is set.
+_RENDEZVOUS_PORT_LINE = (
+    f"export MASTER_PORT=$({shlex.quote(sys.executable)} -c 'import socket; s = socket.socket(); "
+    "s.bind((\"\", 0)); print(s.getsockname()[1]); s.close()')"
+)
+
+
 def _executor_parameters(config: ExperimentConfig, run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     lch = config.launch
     seconds = time_limit_seconds(lch.time)
@@ -159,7 +172,13 @@ def _executor_parameters(config: ExperimentConfig, run: Run) -> tuple[dict[str, 
             additional[key] = value
     for key in ("setup", "teardown", "srun_args"):
         if site.get(key):
-            params[key] = site[key]
+            params[key] = list(site[key])
+    if lch.nodes * lch.tasks_per_node > 1:
+        params["setup"] = params.get("setup", []) + [_RENDEZVOUS_PORT_LINE]
+        # one rank failing ends the step: the others would otherwise wait in the rendezvous or
+        # the next all-reduce until the time limit, holding the allocation
+        if not any(str(a).startswith("--kill-on-bad-exit") for a in params.get("srun_args", [])):
+            params["srun_args"] = params.get("srun_args", []) + ["--kill-on-bad-exit=1"]
     if additional:
         params["additional_parameters"] = additional
     sbatch.check_parameters(params)

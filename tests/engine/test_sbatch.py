@@ -109,6 +109,36 @@ def test_setup_lines_come_from_the_site_file(tmp_path, tiny_config, monkeypatch)
     assert "#SBATCH --reservation=course" in script.splitlines()
 
 
+def test_a_multi_task_job_meets_on_a_free_port_and_ends_when_a_rank_fails(tmp_path, tiny_config, monkeypatch):
+    """A DDP job's ranks meet at MASTER_PORT: the batch script asks the kernel for a free port on
+    the first node (submitit's job-id port lies in the ephemeral range and was seen in use), after
+    the site's own setup lines; srun ends the step when one rank fails instead of leaving the others
+    waiting until the time limit. A one-task job gets neither."""
+    import subprocess
+
+    site = tmp_path / "launcher.yaml"
+    site.write_text("setup:\n  - module load cuda/12.1\n")
+    site.chmod(0o644)
+    monkeypatch.setenv("FINESCALE_SITE_CONFIG", str(site))
+    cfg = tiny_config.replace(launch={"launcher": "slurm", "tasks_per_node": 2}).validate()
+    run = RunStore(tmp_path / "runs").create(cfg)
+    lines = _script(cfg, run).splitlines()
+    port_line = next(ln for ln in lines if ln.startswith("export MASTER_PORT="))
+    assert lines.index("module load cuda/12.1") < lines.index(port_line)
+    srun = next(ln for ln in lines if ln.startswith("srun "))
+    assert "--kill-on-bad-exit=1" in srun.split()
+    # the line itself, run by a shell, exports a port that can be bound
+    out = subprocess.run(["bash", "-c", f"{port_line}; echo $MASTER_PORT"], capture_output=True, text=True, check=True)
+    port = int(out.stdout.strip())
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+    single = tiny_config.replace(launch={"launcher": "slurm"}).validate()
+    script = _script(single, RunStore(tmp_path / "one").create(single))
+    assert "MASTER_PORT" not in script and "--kill-on-bad-exit" not in script
+
+
 @pytest.mark.parametrize("text, mode, match", [
     ("setup: ['id']\n", 0o666, "writable by group or others"),
     ('setup: ["id\\nrm -rf /"]\n', 0o644, "newline"),
