@@ -10,9 +10,8 @@ Many sessions at once (a shared login node):
 - callbacks run in Panel's thread pool (``pn.config.nthreads``), never on the event loop, so
   one session reading a large file does not hold up the others' pages and clicks;
 - engine imports that cost seconds (torch through the model registry) happen once per server
-  (:mod:`app.warmup`); until they are done a session's page is shown first and its choices are
-  read in a threaded ``pn.state.onload``, afterwards they are read as the session's document is
-  made, so the first document is complete (one layout in the browser, not one per patch);
+  (:mod:`app.warmup`); a session's page is shown first and its choices are read in a threaded
+  ``pn.state.onload``;
 - the browser's work per page is kept down (:mod:`app.pagecost`: canvas maps, no MathJax bundle;
   the run-store poll runs in the background, without the busy indicator);
 - a tab's view is built when the tab is first opened (:mod:`app.lazytabs`), and only the open
@@ -49,14 +48,6 @@ pn.extension("tabulator", sizing_mode="stretch_width", loading_indicator=True, n
 CATALOG = os.environ.get("FINESCALE_CATALOG") or None
 warmup.start(CATALOG)  # once per server process: torch, catalogue, default dataset, land mask
 state = AppState(catalog=CATALOG)
-# A warm server (app.warmup done: registries imported, catalogue and default dataset read) reads
-# the session's choices now, so the page's first document already holds the catalogue and the
-# maps. Read after the page is up instead, each arrived as a patch that made the browser lay the
-# whole page out again (about 1.2 s of script per page in Chromium on a CPU). A cold server (the
-# warm-up still running) shows the page first and reads them in onload (_start), as before.
-_PRELOADED = warmup.DONE.is_set()
-if _PRELOADED:
-    state.start()
 
 #: The tabs, each with the function that builds its view for a session's state.
 TABS = {
@@ -124,8 +115,11 @@ def _notifier(area):
 
 def _start() -> None:
     global _started
-    if not _PRELOADED:
-        state.start()
+    # The session's choices are read here, after the page is shown. Reading them while the
+    # document was made (so that its first document held the catalogue and maps) saved browser
+    # layouts but lost the map refresh after a Runs-table click in about 1 of 3 tries
+    # (tests/app/test_browser_work.py::test_the_url_holds_the_view_and_a_link_reopens_it).
+    state.start()
     state.on_run_state = _notifier(pn.state.notifications)
     url.bind(state, tabs)
     _started = True
