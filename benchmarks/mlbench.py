@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.mlbench.adjust import ADJUSTMENTS
 from engine.mlbench.experiments import MLBenchConfig, train
 from engine.mlbench.scoring import scorecard
 from engine.mlbench.standin import generate_standin
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs-zoo", type=int, default=16)
     p.add_argument("--samples-per-epoch", type=int, default=512,
                    help="random training days per epoch (the same budget for both experiments)")
-    p.add_argument("--predictor-adjustment", default="mean_variance", choices=("none", "mean_variance"),
+    p.add_argument("--predictor-adjustment", default="mean_variance", choices=ADJUSTMENTS,
                    help="bias adjustment of the GCM (imperfect) predictors for the models and the baselines alike "
                         "(engine.mlbench.adjust); none: the benchmark scripts' plain standardisation")
     p.add_argument("--work", default=None, help="folder for the stand-in and runs (default: a temporary one)")

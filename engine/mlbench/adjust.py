@@ -17,6 +17,7 @@ GCM's historical bias is removed.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,14 @@ class MeanVarianceAdjustment:
 
 
 def adjustment_for(kind: str, root: str | Path, mode: str, gcm: str):
-    """The function applied to the predictors of a ``mode`` file of ``gcm`` (identity for perfect
-    predictors or ``kind="none"``)."""
+    """The function applied to the predictors of a ``mode`` file of ``gcm`` (None for perfect
+    predictors or ``kind="none"``). Fitted once per (kind, archive, mode, GCM) in a process: a run's
+    submission and its scorecard ask for the same GCM's adjustment for every imperfect test file."""
+    return _adjustment_for(kind, str(root), mode, gcm)
+
+
+@functools.lru_cache(maxsize=8)
+def _adjustment_for(kind: str, root: str, mode: str, gcm: str):
     if kind not in ADJUSTMENTS:
         raise MLBenchError(f"predictor_adjustment={kind!r} is not valid; accepted: {', '.join(ADJUSTMENTS)}")
     if kind == "none" or mode == "perfect":

@@ -97,6 +97,7 @@ def cmd_score(args) -> int:
 
 def add_parser(sub) -> None:
     """Add the ``mlbench`` command and its subcommands to the engine's command line."""
+    from engine.mlbench.adjust import ADJUSTMENTS
     p = sub.add_parser("mlbench", help="CORDEX ML-Bench: train, predict and score the benchmark's experiments")
     msub = p.add_subparsers(dest="mlbench_command", required=True)
     msub.add_parser("list", help="domains, experiments, test sets, models").set_defaults(func=cmd_list)
@@ -126,7 +127,7 @@ def add_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--no-orography", action="store_true", help="train without the static orography")
-    q.add_argument("--predictor-adjustment", default="none", choices=("none", "mean_variance"),
+    q.add_argument("--predictor-adjustment", default="none", choices=ADJUSTMENTS,
                    help="map the GCM's (imperfect) predictors onto the perfect ones' historical mean and variance "
                         "before prediction (engine.mlbench.adjust); default: none, as the benchmark's scripts")
     q.add_argument("--members", type=int, default=10,
