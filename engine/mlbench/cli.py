@@ -16,10 +16,12 @@ from pathlib import Path
 
 
 def standin_root(domain: str) -> Path:
-    """Where ``--standin`` keeps the generated archive (apart from the real one's cache folder)."""
+    """Where ``--standin`` keeps the generated archive (apart from the real one's cache folder; one
+    folder per generator version, so that a stand-in from an older generator is not reused)."""
     from engine.data.paths import cache_dir
+    from engine.mlbench.standin import STANDIN_VERSION
 
-    return cache_dir("mlbench-standin") / domain
+    return cache_dir(f"mlbench-standin-v{STANDIN_VERSION}") / domain
 
 
 def ensure_standin(domain: str, **sizes) -> Path:

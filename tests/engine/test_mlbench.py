@@ -103,6 +103,23 @@ def test_standin_carries_what_its_docstring_promises(alps):
         assert float(xr.corr(i["t_850"], p["t_850"])) > 0.9  # same large-scale weather
 
 
+def test_standin_convection_is_mostly_a_future_climate_regime():
+    """The docstring's promise behind the emulator experiment's pr advantage: the convective term
+    is on (past its half-way point) on ~2 % of the 1961-1980 cell-days and ~14 % of 2080-2099,
+    counted over whole years (the fixture keeps only January) at every 8th target cell."""
+    from engine.mlbench.standin import CONVECTIVE_ONSET_K, _latlon, _modes, _state, _times, target_template
+
+    dom = DOMAINS["ALPS"]
+    lat, lon = (a[::8, ::8] for a in _latlon(target_template(dom), dom))
+    share = {}
+    for label, years in {"historical": [1961, 1962], "end_century": [2099, 2100]}.items():
+        times = _times(years, dom.calendars[dom.gcm], None)
+        state = _state(lat, lon, times, _modes(dom.gcm, times, 0), dom, dom.gcm, (float(lat.mean()), float(lon.mean())))
+        share[label] = float((state["t850"] > CONVECTIVE_ONSET_K).mean())
+    assert 0.005 < share["historical"] < 0.04, share
+    assert 0.08 < share["end_century"] < 0.25 and share["end_century"] > 4 * share["historical"], share
+
+
 def test_sa_grid_built_from_its_template_coordinates(tmp_path, monkeypatch):
     from engine.mlbench.standin import generate_standin
 
