@@ -31,6 +31,10 @@ the working tree's ``app/`` ("after"; the engine is the working tree's for both)
 2a. and 3.), so that both see the same machine load.
 The load average is printed beside every figure.
 
+``--cpu --floor`` adds two near-empty Panel pages (two Markdown panes in tabs, with the
+dashboard's template and extensions and without; :data:`FLOOR_APPS`), measured alternated with the
+dashboard: the part of the figure that any Panel page costs on the machine at hand.
+
 ``--cpu`` measures 3. as CPU seconds instead (the server's process and Chromium's, from ``/proc``),
 median of ``--rounds``, for the working tree or, with ``--before REF``, both servers alternated:
 CPU seconds hardly depend on what else runs on a shared machine, wall-clock does.
@@ -199,8 +203,6 @@ class ServedCopy:
     working tree's engine after it), on a free localhost port, reading the run store ``root``."""
 
     def __init__(self, folder: Path, root: Path, log_path: Path):
-        import urllib.request
-
         from tests.app.conftest import _free_port
 
         self.port = _free_port()
@@ -210,6 +212,12 @@ class ServedCopy:
         self.proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(self.port)], cwd=folder, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}/app"
+        self._wait(log_path)
+
+    def _wait(self, log_path: Path) -> None:
+        """Until the page answers (the server imports and warms up first)."""
+        import urllib.request
+
         deadline = time.monotonic() + 300
         while True:
             try:
@@ -226,6 +234,46 @@ class ServedCopy:
 
         stop_process(self.proc)
         self._log.close()
+
+
+#: The least a Panel page can be, two ways: the dashboard's template and extensions around two
+#: Markdown panes that carry the classes ``_sessions_cpu`` waits for, and the same tabs without
+#: template or extensions. What five of these cost is the floor under the dashboard's figure on the
+#: machine at hand (``--floor``).
+FLOOR_APPS = {
+    "floor: empty page, same template": """
+import panel as pn
+
+pn.extension("tabulator", sizing_mode="stretch_width", loading_indicator=True, notifications=True)
+tabs = pn.Tabs(("Data", pn.pane.Markdown("catalogue", css_classes=["fs-catalogue"])),
+               ("Runs", pn.pane.Markdown("runs", css_classes=["fs-runs-table"])), dynamic=True)
+pn.template.FastListTemplate(title="floor", main=[tabs], sidebar_width=300).servable()
+""",
+    "floor: bare Panel tabs": """
+import panel as pn
+
+pn.extension(sizing_mode="stretch_width")
+pn.Tabs(("Data", pn.pane.Markdown("catalogue", css_classes=["fs-catalogue"])),
+        ("Runs", pn.pane.Markdown("runs", css_classes=["fs-runs-table"])), dynamic=True).servable()
+""",
+}
+
+
+class ServedFloor(ServedCopy):
+    """``panel serve`` of one of :data:`FLOOR_APPS` (written to ``folder``) on a free localhost port."""
+
+    def __init__(self, source: str, folder: Path, log_path: Path):
+        from tests.app.conftest import _free_port
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "app.py").write_text(source)
+        self.port = _free_port()
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(folder / "app.py"),
+                                      "--port", str(self.port), "--address", "127.0.0.1"],
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}/app"
+        self._wait(log_path)
 
 
 def _updates_while_training(browser, url: str, root: Path, repeat: int, label: str) -> list[dict]:
@@ -288,9 +336,10 @@ def _demo_updates(browser, url: str, repeat: int, label: str) -> list[dict]:
 
 
 @contextlib.contextmanager
-def _warm_servers(before: str | None, label: str):
+def _warm_servers(before: str | None, label: str, floor: bool = False):
     """Servers of the ``app/`` of git revision ``before`` (if given) and of the working tree on one
-    fresh run store, each past its warm-up session, and a Chromium: ``(browser, servers, root)``."""
+    fresh run store (and, with ``floor``, of :data:`FLOOR_APPS`), each past its warm-up session, and
+    a Chromium: ``(browser, servers, root)``."""
     from playwright.sync_api import expect, sync_playwright
 
     sys.path.insert(0, str(REPO))
@@ -303,6 +352,8 @@ def _warm_servers(before: str | None, label: str):
             if before:
                 servers[f"before ({before})"] = ServedCopy(app_copy(tmp / "before", before), root, tmp / "before.log")
             servers[label] = ServedCopy(app_copy(tmp / "after", None), root, tmp / "after.log")
+            for i, (name, source) in enumerate(FLOOR_APPS.items() if floor else ()):
+                servers[name] = ServedFloor(source, tmp / f"floor{i}", tmp / f"floor{i}.log")
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
@@ -413,11 +464,12 @@ def _sessions_cpu(browser, url: str, server_pid: int, n: int) -> dict:
             "slowest_catalogue_s": max(shown), "all_clicked_s": wall, "load": load()}
 
 
-def cpu(before: str | None, sessions: int = 5, rounds: int = 3) -> pd.DataFrame:
+def cpu(before: str | None, sessions: int = 5, rounds: int = 3, floor: bool = False) -> pd.DataFrame:
     """CPU seconds of the server and of Chromium for ``sessions`` pages opened together, ``rounds``
-    times; with ``before``, on the ``app/`` of that git revision and the working tree's, alternated."""
+    times; with ``before``, on the ``app/`` of that git revision and the working tree's, alternated;
+    with ``floor``, also on near-empty Panel pages (:data:`FLOOR_APPS`)."""
     rows = []
-    with _warm_servers(before, "after" if before else "working tree") as (browser, servers, root):
+    with _warm_servers(before, "after" if before else "working tree", floor) as (browser, servers, root):
         time.sleep(3)
         for r in range(rounds):
             for label, served in servers.items():
@@ -550,9 +602,14 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu", action="store_true",
                         help="only 3., as CPU seconds of the server and of Chromium (median of --rounds; "
                              "with --before on both servers, alternated)")
+    parser.add_argument("--floor", action="store_true",
+                        help="with --cpu: also serve near-empty Panel pages (with the same template and without) "
+                             "and measure them alternated with the dashboard (what any Panel page costs here)")
     args = parser.parse_args(argv)
+    if args.floor and not args.cpu:
+        parser.error("--floor is a --cpu measurement; add --cpu")
     if args.cpu:
-        table = cpu(args.before, args.sessions, args.rounds)
+        table = cpu(args.before, args.sessions, args.rounds, args.floor)
         print(markdown(table))
         if args.csv:
             table.to_csv(args.csv, index=False)
