@@ -51,12 +51,23 @@ class MeanVarianceAdjustment:
 def adjustment_for(kind: str, root: str | Path, mode: str, gcm: str):
     """The function applied to the predictors of a ``mode`` file of ``gcm`` (None for perfect
     predictors or ``kind="none"``). Fitted once per (kind, archive, mode, GCM) in a process: a run's
-    submission and its scorecard ask for the same GCM's adjustment for every imperfect test file."""
-    return _adjustment_for(kind, str(root), mode, gcm)
+    submission and its scorecard ask for the same GCM's adjustment for every imperfect test file.
+    The reference files' size and modification time are part of that key, so an archive written
+    again at the same path (a regenerated stand-in) is fitted again."""
+    stamps = tuple(_stamp(predictor_path(Path(root), REFERENCE_PERIOD, which, gcm)) for which in ("imperfect", "perfect"))
+    return _adjustment_for(kind, str(root), mode, gcm, stamps)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # missing: _adjustment_for says which file and what is accepted
+    return st.st_size, st.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=8)
-def _adjustment_for(kind: str, root: str, mode: str, gcm: str):
+def _adjustment_for(kind: str, root: str, mode: str, gcm: str, stamps: tuple):
     if kind not in ADJUSTMENTS:
         raise MLBenchError(f"predictor_adjustment={kind!r} is not valid; accepted: {', '.join(ADJUSTMENTS)}")
     if kind == "none" or mode == "perfect":

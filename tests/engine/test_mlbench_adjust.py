@@ -83,6 +83,31 @@ def test_a_missing_reference_file_and_a_bad_name_are_refused(alps, tmp_path):
         adjustment_for("mean_variance", copy, "imperfect", "CNRM-CM5")
 
 
+
+def test_an_archive_written_again_is_fitted_again(alps, tmp_path):
+    """The fit is kept per process, but a reference file written again at the same path (a
+    regenerated stand-in) gives a new fit, not the old one."""
+    import shutil
+
+    import xarray as xr
+
+    from engine.mlbench.adjust import adjustment_for
+    from engine.mlbench.protocol import predictor_path
+
+    copy = tmp_path / "ALPS_domain"
+    shutil.copytree(alps, copy)
+    gcm = "CNRM-CM5"
+    x = np.zeros((1, len(PREDICTORS), 16, 16), np.float32)
+    before = adjustment_for("mean_variance", copy, "imperfect", gcm)(x)
+    assert adjustment_for("mean_variance", copy, "imperfect", gcm) is adjustment_for("mean_variance", copy, "imperfect", gcm)
+    path = predictor_path(copy, "historical", "perfect", gcm)
+    with xr.open_dataset(path) as ds:
+        shifted = (ds + 1.0).load()  # every reference predictor 1 unit higher: the adjusted mean moves by 1
+    shifted.to_netcdf(path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    after = adjustment_for("mean_variance", copy, "imperfect", gcm)(x)
+    assert np.allclose(after - before, 1.0, atol=1e-3)
+
 @needs_templates
 def test_a_run_with_adjusted_predictors_and_its_baselines(alps, tmp_path):
     """The submission of an imperfect file is the prediction from the adjusted predictors, and the
