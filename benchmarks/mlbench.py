@@ -74,7 +74,9 @@ def markdown(table, checks, timings, args, total) -> str:
              "training days, one network per variable, each a run of the run store (`engine runs`, the dashboard's "
              "run list); the epoch kept is the one with the lowest loss on held-out training days (every 10th 30-day "
              f"block); {args.zoo} learns tasmax as the correction of the interpolated 850 hPa temperature "
-             "(`MLBenchConfig.residual`), DeepESD the target itself. Scoring: grouped by truth file, "
+             "(`MLBenchConfig.residual`) and sees the predictors interpolated to the target's 8 x 8 block centres "
+             "(`engine.mlbench.interp.PredictorAlignment`); DeepESD learns the target itself from the predictors as "
+             "published. Scoring: grouped by truth file, "
              f"{args.workers} process(es) through dask. Imperfect (GCM) predictors: "
              + ("as the benchmark's scripts, standardised with the training statistics only."
                 if args.predictor_adjustment == "none" else

@@ -19,7 +19,11 @@ Predictors are standardised per cell over the training days (as the benchmark's 
 does), targets by their per-cell mean and standard deviation; precipitation is clipped at 0. Zoo
 models learn tasmax as the correction of the interpolated 850 hPa temperature
 (:mod:`engine.mlbench.interp`, ``residual="auto"``): their translation-invariant convolutions then
-start at the interpolation baseline instead of learning every cell's climate.
+start at the interpolation baseline instead of learning every cell's climate. Zoo models also see
+the predictors interpolated to the centres of the target grid's blocks
+(:class:`engine.mlbench.interp.PredictorAlignment`, ``aligned_predictors`` in ``mlbench.json``): the
+archive's predictor grid is larger than the target domain and not nested with it, and an upsampling
+network places a target cell under the predictor cell of its block.
 """
 
 from __future__ import annotations
@@ -144,6 +148,14 @@ class MLBenchConfig:
         return options.get("learning", "supervised")
 
     @property
+    def aligns_predictors(self) -> bool:
+        """Whether the network sees the predictors interpolated to the target grid's block centres
+        (:class:`engine.mlbench.interp.PredictorAlignment`): the zoo's upsampling networks place a
+        target cell under the predictor cell of its block; DeepESD's dense layer needs no placement
+        and gets the predictors as the benchmark publishes them."""
+        return self.model_config().backbone != "deepesd"
+
+    @property
     def residual_kind(self) -> str | None:
         """``residual`` with "auto" resolved."""
         if self.residual == "auto":
@@ -265,6 +277,15 @@ def validation_days(n: int, val_fraction: float) -> np.ndarray:
     return (np.arange(n) // 30) % k == k - 1
 
 
+def alignment_for(dom, lat1: np.ndarray, lon1: np.ndarray):
+    """The :class:`engine.mlbench.interp.PredictorAlignment` from the predictor axes to ``dom``'s target grid."""
+    from engine.mlbench.interp import PredictorAlignment
+    from engine.mlbench.standin import _latlon, target_template
+
+    lat2, lon2 = _latlon(target_template(dom), dom)
+    return PredictorAlignment(lat1, lon1, lat2, lon2)
+
+
 def _targets(cfg: MLBenchConfig, data: dict, dom) -> tuple[dict, dict]:
     """Training targets in physical units ({var: (T, H, W)}) after the configured first guess is
     taken off, and the arrays to store with the normalisation (the first guess's offset)."""
@@ -354,7 +375,9 @@ def train_run(run) -> dict:
     (run.path / "checkpoints").mkdir(exist_ok=True)
     t_data = time.perf_counter()
     data = load_training(cfg)
-    targets, extra = _targets(cfg, data, dom)
+    targets, extra = _targets(cfg, data, dom)  # tasmax's first guess from the predictors as published
+    if cfg.aligns_predictors:
+        data["x"] = alignment_for(dom, *data["lr_grid"])(data["x"])
     val = validation_days(len(data["x"]), cfg.val_fraction)
     train_idx = torch.from_numpy(np.flatnonzero(~val))
     val_idx = torch.from_numpy(np.flatnonzero(val))
@@ -366,6 +389,7 @@ def train_run(run) -> dict:
     scale = H // xn.shape[-2]
     loss_fn = build_loss(cfg.loss)
     info = {"config": cfg.to_dict(), "archive": str(data["root"]), "scale": scale, "grid_shape": [H, W],
+            "aligned_predictors": cfg.aligns_predictors,
             "train_days": int(len(train_idx)), "val_days": int(len(val_idx)), "losses": {}, "val_losses": {},
             "val_rmse": {}, "best_epoch": {}, "seconds": {"data": round(time.perf_counter() - t_data, 1)}}
     total_epochs = cfg.epochs * len(cfg.variables)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.mlbench.experiments import _inputs, _predictor_array, load_run
+from engine.mlbench.experiments import _inputs, _predictor_array, alignment_for, load_run
 from engine.mlbench.protocol import (
     PREDICTORS, VARIABLES, MLBenchError, all_test_inputs, get_domain, get_experiment, open_cf, predictor_path,
     submission_file, train_files,
@@ -61,7 +61,10 @@ def predictor_fn(run: str | Path):
         if x.shape[-2:] != stats["x_mean"].shape[-2:]:
             raise MLBenchError(f"{name}: predictors on a {x.shape[-2]}x{x.shape[-1]} grid; the run was trained on "
                                f"{stats['x_mean'].shape[-2]}x{stats['x_mean'].shape[-1]}")
-        xn, static = _inputs(x, stats, orog, cfg.orography)
+        # runs trained before the alignment existed have no flag: they saw the predictors as published
+        x_net = alignment_for(get_domain(cfg.domain), ds["lat"].values, ds["lon"].values)(x) \
+            if info.get("aligned_predictors") else x
+        xn, static = _inputs(x_net, stats, orog, cfg.orography)
         first_guess = {}
         if "tasmax_interp_offset" in stats:
             interp = T850Interpolation(ds["lat"].values, ds["lon"].values, lat2, lon2)

@@ -77,6 +77,54 @@ def test_t850_interpolation_is_exact_on_a_linear_field():
         T850Interpolation(lat1, lon1, np.array([39.0, 41.0]), np.array([1.0, 2.0]))
 
 
+def test_predictor_alignment_puts_each_block_over_its_target_cells():
+    """Linear fields of latitude and longitude come out as the centres of the target's blocks: the
+    zoo's upsampling networks then find a target cell's predictors in the coarse cell above it."""
+    from engine.mlbench.interp import PredictorAlignment
+
+    # a 2 x 2 predictor grid larger than the target, as on ALPS; a 4 x 4 sheared target (scale 2)
+    # inside it: 40-43.3 N, 5-8 E
+    lat1, lon1 = np.array([38.0, 46.0]), np.array([2.0, 12.0])
+    lat2 = 40.0 + np.arange(4.0)[:, None] + 0.1 * np.arange(4.0)[None, :]
+    lon2 = np.broadcast_to(5.0 + np.arange(4.0)[None, :], (4, 4))
+    align = PredictorAlignment(lat1, lon1, lat2, lon2)
+    x = np.zeros((3, 2, 2, 2))
+    x[:, 0] = lat1[:, None] + np.arange(3)[:, None, None]  # channel 0: latitude + day
+    x[:, 1] = lon1[None, :]  # channel 1: longitude
+    got = align(x)
+    centres_lat = lat2.reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    centres_lon = lon2.reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(got[:, 0], centres_lat[None] + np.arange(3)[:, None, None], atol=1e-5)
+    np.testing.assert_allclose(got[:, 1], np.broadcast_to(centres_lon, (3, 2, 2)), atol=1e-5)
+    with pytest.raises(ValueError, match="target grid 4x3 is not a multiple of the predictor grid 2x2"):
+        PredictorAlignment(lat1, lon1, lat2[:, :3], lon2[:, :3])
+    with pytest.raises(ValueError, match="predictors on a 3x3 grid; the alignment was built for 2x2"):
+        align(np.zeros((1, 2, 3, 3)))
+
+
+@needs_templates
+def test_a_zoo_run_sees_the_predictors_aligned_and_deepesd_as_published(alps, store_and_run):
+    """The resnet run records the alignment and predicts with it: its prediction changes when the
+    alignment is taken away (a run from before the alignment has no flag and is predicted unaligned)."""
+    from engine.mlbench.experiments import MLBenchConfig
+    from engine.mlbench.prediction import predictor_fn
+    from engine.mlbench.protocol import open_cf, predictor_path
+
+    assert MLBenchConfig(model="resnet").aligns_predictors and not MLBenchConfig(model="deepesd").aligns_predictors
+    _, path = store_and_run
+    info_path = path / "mlbench.json"
+    saved = info_path.read_text()
+    assert json.loads(saved)["aligned_predictors"] is True
+    with open_cf(predictor_path(alps, "historical", "perfect", "CNRM-CM5")) as ds:
+        aligned = predictor_fn(path)(ds)["pr"]
+        try:
+            info_path.write_text(json.dumps({k: v for k, v in json.loads(saved).items() if k != "aligned_predictors"}))
+            unaligned = predictor_fn(path)(ds)["pr"]
+        finally:
+            info_path.write_text(saved)
+    assert np.abs(aligned - unaligned).max() > 1e-3
+
+
 @needs_templates
 def test_an_mlbench_run_is_a_run_of_the_store(store_and_run):
     from engine.runs import Run, RunStore
