@@ -43,7 +43,7 @@ class PredictorAlignment:
     what the zoo's upsampling networks assume.
 
     The archive's predictor grid is not nested with the target grid: on ALPS the 16 x 16 grid spans
-    29-59 N while the Lambert target spans 36.5-50.6 N, so without this a network would place
+    29-59 N while the Lambert target spans 36.5-51.1 N, so without this a network would place
     predictors up to 5 coarse cells away from the target cells they drive. DeepESD (a dense layer
     to every target cell) learns any placement and is given the predictors as published.
 
