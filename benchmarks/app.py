@@ -203,21 +203,22 @@ class ServedCopy:
     working tree's engine after it), on a free localhost port, reading the run store ``root``."""
 
     def __init__(self, folder: Path, root: Path, log_path: Path):
+        env = {**os.environ, "FINESCALE_RUNS": str(root), "BOKEH_LOG_LEVEL": "info",
+               "PYTHONPATH": os.pathsep.join([str(folder), str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self._serve([sys.executable, "-m", "app", "--port"], log_path, cwd=folder, env=env)
+
+    def _serve(self, command: list[str], log_path: Path, cwd: Path | None = None, env: dict | None = None) -> None:
+        """Start ``command`` + a free port (its log in ``log_path``) and wait until the page answers
+        (the server imports and warms up first)."""
+        import urllib.request
+
         from tests.app.conftest import _free_port
 
         self.port = _free_port()
-        env = {**os.environ, "FINESCALE_RUNS": str(root), "BOKEH_LOG_LEVEL": "info",
-               "PYTHONPATH": os.pathsep.join([str(folder), str(REPO), os.environ.get("PYTHONPATH", "")])}
         self._log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(self.port)], cwd=folder, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(command + [str(self.port)], cwd=cwd, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}/app"
-        self._wait(log_path)
-
-    def _wait(self, log_path: Path) -> None:
-        """Until the page answers (the server imports and warms up first)."""
-        import urllib.request
-
         deadline = time.monotonic() + 300
         while True:
             try:
@@ -263,17 +264,10 @@ class ServedFloor(ServedCopy):
     """``panel serve`` of one of :data:`FLOOR_APPS` (written to ``folder``) on a free localhost port."""
 
     def __init__(self, source: str, folder: Path, log_path: Path):
-        from tests.app.conftest import _free_port
-
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "app.py").write_text(source)
-        self.port = _free_port()
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(folder / "app.py"),
-                                      "--port", str(self.port), "--address", "127.0.0.1"],
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}/app"
-        self._wait(log_path)
+        self._serve([sys.executable, "-m", "panel", "serve", str(folder / "app.py"), "--address", "127.0.0.1",
+                     "--port"], log_path)
 
 
 def _updates_while_training(browser, url: str, root: Path, repeat: int, label: str) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.mlbench.experiments import _inputs, _predictor_array, alignment_for, load_run
+from engine.mlbench.experiments import _inputs, _predictor_array, load_run
 from engine.mlbench.protocol import (
     PREDICTORS, VARIABLES, MLBenchError, all_test_inputs, get_domain, get_experiment, open_cf, predictor_path,
     submission_file, train_files,
@@ -40,7 +40,7 @@ def predictor_fn(run: str | Path):
     model_cfg = cfg.model_config()
     with open_cf(train_files(Path(info["archive"]), get_domain(cfg.domain), get_experiment(cfg.experiment))["static"]) as s:
         orog = s["orog"].transpose(*get_domain(cfg.domain).spatial_dims).values.astype(np.float32)
-    from engine.mlbench.interp import T850Interpolation
+    from engine.mlbench.interp import PredictorAlignment, T850Interpolation
     from engine.mlbench.standin import _latlon, target_template
 
     lat2, lon2 = _latlon(target_template(get_domain(cfg.domain)), get_domain(cfg.domain))
@@ -62,7 +62,7 @@ def predictor_fn(run: str | Path):
             raise MLBenchError(f"{name}: predictors on a {x.shape[-2]}x{x.shape[-1]} grid; the run was trained on "
                                f"{stats['x_mean'].shape[-2]}x{stats['x_mean'].shape[-1]}")
         # runs trained before the alignment existed have no flag: they saw the predictors as published
-        x_net = alignment_for(get_domain(cfg.domain), ds["lat"].values, ds["lon"].values)(x) \
+        x_net = PredictorAlignment(ds["lat"].values, ds["lon"].values, lat2, lon2)(x) \
             if info.get("aligned_predictors") else x
         xn, static = _inputs(x_net, stats, orog, cfg.orography)
         first_guess = {}

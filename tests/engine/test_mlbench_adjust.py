@@ -83,7 +83,6 @@ def test_a_missing_reference_file_and_a_bad_name_are_refused(alps, tmp_path):
         adjustment_for("mean_variance", copy, "imperfect", "CNRM-CM5")
 
 
-
 def test_an_archive_written_again_is_fitted_again(alps, tmp_path):
     """The fit is kept per process, but a reference file written again at the same path (a
     regenerated stand-in) gives a new fit, not the old one."""
@@ -107,6 +106,7 @@ def test_an_archive_written_again_is_fitted_again(alps, tmp_path):
     path.with_suffix(".tmp").replace(path)
     after = adjustment_for("mean_variance", copy, "imperfect", gcm)(x)
     assert np.allclose(after - before, 1.0, atol=1e-3)
+
 
 @needs_templates
 def test_a_run_with_adjusted_predictors_and_its_baselines(alps, tmp_path):

@@ -114,6 +114,7 @@ def test_a_multi_task_job_meets_on_a_free_port_and_ends_when_a_rank_fails(tmp_pa
     the first node (submitit's job-id port lies in the ephemeral range and was seen in use), after
     the site's own setup lines; srun ends the step when one rank fails instead of leaving the others
     waiting until the time limit. A one-task job gets neither."""
+    import socket
     import subprocess
 
     site = tmp_path / "launcher.yaml"
@@ -130,8 +131,6 @@ def test_a_multi_task_job_meets_on_a_free_port_and_ends_when_a_rank_fails(tmp_pa
     # the line itself, run by a shell, exports a port that can be bound
     out = subprocess.run(["bash", "-c", f"{port_line}; echo $MASTER_PORT"], capture_output=True, text=True, check=True)
     port = int(out.stdout.strip())
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
     single = tiny_config.replace(launch={"launcher": "slurm"}).validate()
