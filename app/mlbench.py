@@ -4,7 +4,7 @@ ML-Bench runs in the run store.
 ML-Bench runs are run folders of the dashboard's store holding ``mlbench.json`` (trained with
 ``python -m engine mlbench train``); their ``submission/`` files are scored by the engine
 (:func:`engine.mlbench.scoring.scorecard`: one row per model x test set, the baselines
-``interpolation`` and ``linear_regression`` beside them) and drawn as index maps
+``interpolation``, ``linear_regression`` and ``climatology`` beside them) and drawn as index maps
 (:func:`engine.mlbench.scoring.index_maps`: truth, model and bias of one climate index on one
 test file). Both are computed once per server for every session (:mod:`app.cache`, keyed by
 the runs' files) in the caller's thread: Panel's thread pool in the served app.

@@ -2,12 +2,13 @@
 
 Generates the stand-in archive of one domain (default ALPS: the Lambert target grid), trains
 DeepESD and one zoo model on both training experiments (ESD pseudo-reality, Emulator hist+future),
-writes every submission file (checked against the templates), scores every run and the two
-baselines (interpolated predictor, per-cell linear regression) on every test set, prints the
-scorecard and checks the targets:
+writes every submission file (checked against the templates), scores every run and the three
+baselines (interpolated predictor, per-cell linear regression, monthly climatology) on every test
+set, prints the scorecard and checks the targets:
 
 1. both models beat the interpolation baseline on RMSE and RALSD in every test set (tasmax: the
-   interpolation baseline has no precipitation counterpart);
+   interpolation baseline has no precipitation counterpart), and the training months' climatology
+   on pr RMSE in every test set (a model that learnt no pr would not);
 2. the emulator experiment beats the ESD experiment on end-century RMSE (it has seen the future
    climate), for both models, tasmax and pr;
 3. the whole run within 30 minutes on this machine's CPU.
@@ -52,6 +53,13 @@ def check_targets(table: pd.DataFrame, models, adjustment: str = "none") -> list
                 worse = merged[merged[col] >= merged[f"{col}_interp"]]
                 out.append((f"{model} {exp}: {col} < interpolation in all {len(merged)} test sets", worse.empty,
                             "" if worse.empty else "missed: " + ", ".join(f"{r.test}/{r.period}" for r in worse.itertuples())))
+            # pr has no interpolated predictor: a model must show it learnt the day's weather by
+            # beating the training months' climatology
+            clim = table[(table.model == "climatology") & (table.experiment == exp)]
+            merged = rows.merge(clim, on=["test", "period", "mode", "gcm"], suffixes=("", "_clim"))
+            worse = merged[merged["pr_rmse"] >= merged["pr_rmse_clim"]]
+            out.append((f"{model} {exp}: pr_rmse < climatology in all {len(merged)} test sets", worse.empty and len(merged) > 0,
+                        "" if worse.empty else "missed: " + ", ".join(f"{r.test}/{r.period}" for r in worse.itertuples())))
         end = table[(table.model == model) & (table.period == "end_century") & (table["mode"] == "perfect")
                     & (table.gcm == table.gcm.iloc[0])]
         for var in ("tasmax", "pr"):

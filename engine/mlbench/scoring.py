@@ -15,6 +15,10 @@ Baselines, fitted on the same experiment's training data:
   its columns are empty for this baseline.
 - ``linear_regression``: the classical ESD reference: each target cell regressed (least squares)
   on the 20 leading principal components of the standardised predictors; precipitation clipped at 0.
+- ``climatology``: each target cell's mean for the calendar month over the training days (the
+  training period's mean where a month is absent), the reference any model of day-to-day weather must
+  beat. It reads no predictors, so it is the same for every predictor adjustment; it is the only
+  baseline for precipitation that a model learning nothing would match.
 
 When a run's imperfect predictors were bias-adjusted (``predictor_adjustment``, :mod:`engine.mlbench.adjust`),
 its baselines get the same adjusted predictors, named ``interpolation+mean_variance`` etc., so that a
@@ -38,7 +42,7 @@ from engine.evaluation.metrics import rmse
 from engine.mlbench.experiments import load_run, load_training
 from engine.mlbench.protocol import (
     PREDICTORS, VARIABLES, MLBenchError, get_domain, get_experiment, open_cf, submission_file, predictor_path,
-    truth_path,
+    train_files, truth_path,
 )
 
 INDICES_FOR = {
@@ -131,7 +135,7 @@ def _stack(ds) -> np.ndarray:
 
 
 def fit_baselines(domain: str, experiment: str, root: str | Path) -> dict:
-    """``{"interpolation": fn, "linear_regression": fn}``; each fn maps a predictor Dataset (and an
+    """``{"interpolation": fn, "linear_regression": fn, "climatology": fn}``; each fn maps a predictor Dataset (and an
     optional ``adjust`` of its array, :mod:`engine.mlbench.adjust`) to ``{var: (T, H, W)}``, fitted on
     ``experiment``'s training data under ``root``."""
     from engine.mlbench.experiments import MLBenchConfig, interpolation_for
@@ -169,7 +173,17 @@ def fit_baselines(domain: str, experiment: str, root: str | Path) -> dict:
             out["pr"] = np.clip(out["pr"], 0, None)
         return out
 
-    return {"interpolation": interpolation, "linear_regression": linear_regression}
+    with open_cf(train_files(Path(root), dom, get_experiment(experiment))["target"]) as t:
+        months = t["time"].dt.month.values
+    means = {v: {"all": y.mean(0)} for v, y in data["y"].items()}
+    for v, y in data["y"].items():
+        means[v].update({int(m): y[months == m].mean(0) for m in np.unique(months)})
+
+    def climatology(ds, adjust=None) -> dict:
+        wanted = ds["time"].dt.month.values
+        return {v: np.stack([by_month.get(int(m), by_month["all"]) for m in wanted]) for v, by_month in means.items()}
+
+    return {"interpolation": interpolation, "linear_regression": linear_regression, "climatology": climatology}
 
 
 # -- the scorecard ---------------------------------------------------------------------------------
@@ -218,7 +232,8 @@ def scorecard(runs, baselines: bool = True, log=None, all_tests: bool = False, w
         root = Path(info["archive"])
         adjustment = cfg.predictor_adjustment
         fit = baselines and (dom.name, exp.name, str(root), adjustment) not in done_baselines
-        done_baselines.add((dom.name, exp.name, str(root), adjustment))
+        climatology = fit and (dom.name, exp.name, str(root)) not in done_baselines
+        done_baselines.update({(dom.name, exp.name, str(root), adjustment), (dom.name, exp.name, str(root))})
         for test in _tests_for(exp, all_tests):
             gcm = test.gcm(dom)
             meta = {"domain": dom.name, "experiment": exp.name, "test": test.name, "period": test.period,
@@ -229,8 +244,10 @@ def scorecard(runs, baselines: bool = True, log=None, all_tests: bool = False, w
             n += 1
             if fit:
                 src = str(predictor_path(root, test.period, test.mode, gcm))
-                for name in ("interpolation", "linear_regression"):
-                    label = name if adjustment == "none" else f"{name}+{adjustment}"
+                # the climatology reads no predictors: one row per test set, whatever the adjustment
+                names = ("interpolation", "linear_regression") + (("climatology",) if climatology else ())
+                for name in names:
+                    label = name if adjustment == "none" or name == "climatology" else f"{name}+{adjustment}"
                     items.append((n, label, meta, ("baseline", (dom.name, exp.name, str(root), name, src,
                                                                 adjustment, test.mode, gcm))))
                     n += 1

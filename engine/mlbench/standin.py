@@ -17,8 +17,10 @@ Each GCM's weather is four AR(1) modes (lag-1 correlation 0.8) with smooth spati
 +1 K in 2000, +2.5 K in 2050, +4.5 K in 2090; the transferability GCM warms 20 % more). The
 predictors (z, u, v, t, q at 850/700/500 hPa on the 16 x 16 grid) are smooth functions of that
 state: t follows the modes, season and dT; z the thickness; q grows 7 %/K with t (Clausius-
-Clapeyron); u, v the mode gradients. *Imperfect* predictors (the driving GCM) add a smooth bias
-(+1 K, 10 % moister, 10 % weaker wind) and small daily noise to the *perfect* ones.
+Clapeyron) and, at 700 and 500 hPa, with the large-scale ascent of mode 1 (ascending air
+moistens the mid-troposphere, :data:`ASCENT_MOISTENING`); u, v the mode gradients. *Imperfect*
+predictors (the driving GCM) add a smooth bias (+1 K, 10 % moister, 10 % weaker wind) and small
+daily noise to the *perfect* ones.
 The targets, on the 128 x 128 grid, are functions of the same large-scale state *at each cell's
 true position* plus the orography:
 
@@ -28,7 +30,8 @@ true position* plus the orography:
   (a sigmoid of t850, hence *nonlinear in the warming*: a model that saw only 1961-1980 must
   extrapolate it; the emulator experiment sees it in its 2080-2099 years) + 0.5 K unpredictable
   small-scale noise;
-- ``pr`` (mm/day) = q850-scaled intensity of large-scale ascent (a mode) plus orographic uplift
+- ``pr`` (mm/day) = q850-scaled intensity of large-scale ascent (a mode that each cell's mid-level
+  humidity shows, so a convolution network can read it locally) plus orographic uplift
   (wind . slope), plus a convective term that sets in on hot, moist days (3 mm/day x q850 / 6 g/kg
   x a sigmoid of t850 centred on 292 K: convection grows with instability, which a warmer,
   moister lower troposphere supplies), zero below a threshold (dry days), with 30 % multiplicative
@@ -74,8 +77,11 @@ WARMING = ([1900, 1970, 2000, 2050, 2090, 2100], [0.0, 0.0, 1.0, 2.5, 4.5, 5.0])
 # the convective precipitation term (see the module docstring): its rate per unit of q850 / 6 g/kg
 # and the 850 hPa temperature at which it is half on
 CONVECTIVE_MM_DAY, CONVECTIVE_ONSET_K = 3.0, 292.0
+# the mid-level moistening by ascent: q at 500 hPa is exp(0.3) = 1.35 times moister per unit of
+# ascent (about one standard deviation of the mode), 700 hPa 0.43 times as much, 850 hPa unchanged
+ASCENT_MOISTENING = 0.3
 # bumped whenever the generator's weather changes, so that a cached stand-in is written again
-STANDIN_VERSION = 2
+STANDIN_VERSION = 3
 
 
 def target_template(domain: Domain) -> xr.Dataset:
@@ -190,6 +196,10 @@ def _predictors(lat1, lon1, times, modes, domain, gcm, imperfect: bool, seed: in
     lat, lon = np.meshgrid(lat1, lon1, indexing="ij")
     s = _state(lat, lon, times, modes, domain, gcm, centre)
     t850, u, v, q = s["t850"], s["u850"], s["v850"], s["q850"]
+    # ascending air carries moisture up: the mid-troposphere is moister where the large-scale flow
+    # ascends (the reason mid-level humidity is a precipitation predictor), so each cell's ascent
+    # shows in its own column, as in the atmosphere, and not only through the domain-wide mode
+    lift = s["ascent"]
     if imperfect:  # the driving GCM: a smooth bias and its own small-scale noise
         rng = np.random.default_rng(_seed("gcm-noise", gcm, times[0].year, seed))
         bias = 1.0 + 0.5 * np.cos(np.deg2rad(lat - lat.mean()) * 3)
@@ -203,7 +213,7 @@ def _predictors(lat1, lon1, times, modes, domain, gcm, imperfect: bool, seed: in
         fields[f"u_{lev}"] = u * (1 + 1.2 * k)
         fields[f"v_{lev}"] = v * (1 + 0.8 * k)
         fields[f"t_{lev}"] = t
-        fields[f"q_{lev}"] = q * np.exp(-2.2 * k)
+        fields[f"q_{lev}"] = q * np.exp(-2.2 * k + ASCENT_MOISTENING * k * lift)
     order = [f"{p}_{lev}" for p in PREDICTOR_VARIABLES for lev in levels]
     data = {n: (("time", "lat", "lon"), fields[n].astype(np.float32), dict(PREDICTOR_ATTRS[n.split("_")[0]],
                                                                           level=f"{n.split('_')[1]} hPa"))

@@ -71,7 +71,7 @@ def test_scorecard_is_the_engines_and_shared_between_sessions(store):
     assert list(mb.table.columns) == list(expected.columns)
     np.testing.assert_allclose(mb.table[mb.score_columns()].values.astype(float),
                                expected[mb.score_columns()].values.astype(float), equal_nan=True)
-    assert set(mb.table.model) == {"deepesd", "interpolation", "linear_regression"}
+    assert set(mb.table.model) == {"deepesd", "interpolation", "linear_regression", "climatology"}
     _, other = _state(root)  # another session: the same table object, computed once
     other.runs = [run.name]
     other.score()

@@ -120,6 +120,51 @@ def test_standin_convection_is_mostly_a_future_climate_regime():
     assert 0.08 < share["end_century"] < 0.25 and share["end_century"] > 4 * share["historical"], share
 
 
+def _local_pr_skill(moistening: float, monkeypatch) -> float:
+    """Share of the climatology's RMSE that a per-block linear regression of the stand-in's pr (8 x 8
+    block means) on the block's own aligned predictors removes in 1962, fitted on 1961 (flat
+    orography: the large-scale ascent and convection are all there is to find)."""
+    from engine.mlbench import standin
+    from engine.mlbench.interp import PredictorAlignment
+
+    monkeypatch.setattr(standin, "ASCENT_MOISTENING", moistening)
+    dom = DOMAINS["ALPS"]
+    template = standin.target_template(dom)
+    lat1, lon1 = standin.predictor_grid(template, dom)
+    lat2, lon2 = standin._latlon(template, dom)
+    centre = (float(lat2.mean()), float(lon2.mean()))
+    align = PredictorAlignment(lat1, lon1, lat2, lon2)
+    x, y = {}, {}
+    for year in (1961, 1962):
+        times = standin._times([year], dom.calendars[dom.gcm], None)
+        modes = standin._modes(dom.gcm, times, 0)
+        p = standin._predictors(lat1, lon1, times, modes, dom, dom.gcm, False, 0, (850, 700, 500), centre)
+        x[year] = align(np.stack([p[v].values for v in p.data_vars], axis=1))  # (T, C, 16, 16)
+        pr = standin._targets(template, dom, dom.gcm, times, modes, np.zeros(lat2.shape), 0)["pr"].values
+        y[year] = pr.reshape(len(times), 16, 8, 16, 8).mean(axis=(2, 4))
+    err_model, err_clim = 0.0, 0.0
+    for i in range(16):
+        for j in range(16):
+            a, b = (np.column_stack([np.ones(len(x[k])), x[k][:, :, i, j]]) for k in (1961, 1962))
+            mu, sd = a[:, 1:].mean(0), a[:, 1:].std(0) + 1e-12
+            a[:, 1:], b[:, 1:] = (a[:, 1:] - mu) / sd, (b[:, 1:] - mu) / sd
+            coef = np.linalg.lstsq(a, y[1961][:, i, j], rcond=None)[0]
+            err_model += float(((b @ coef - y[1962][:, i, j]) ** 2).sum())
+            err_clim += float(((y[1961][:, i, j].mean() - y[1962][:, i, j]) ** 2).sum())
+    return 1 - np.sqrt(err_model / err_clim)
+
+
+def test_standin_ascent_shows_in_each_cells_own_column(monkeypatch):
+    """The stand-in's large-scale ascent moistens the mid-troposphere where it acts, so a model that
+    reads each cell's own column (a convolution network) can learn pr. Without the moistening the
+    ascent was only readable from the domain-wide mode decomposition: each block's own predictors
+    then explain little of its pr (measured: 12 % of the climatology's RMSE removed, 43 % with it)."""
+    with_column = _local_pr_skill(0.3, monkeypatch)
+    without = _local_pr_skill(0.0, monkeypatch)
+    assert with_column > 0.3, with_column
+    assert without < 0.2 and with_column > 2.5 * without, (with_column, without)
+
+
 def test_sa_grid_built_from_its_template_coordinates(tmp_path, monkeypatch):
     from engine.mlbench.standin import generate_standin
 
@@ -266,8 +311,8 @@ def test_scorecard_rows_columns_and_baselines(alps_run):
 
     table = scorecard([alps_run])
     tests = EXPERIMENTS["ESD_pseudo_reality"].tests
-    assert len(table) == 3 * len(tests)
-    assert set(table.model) == {"deepesd", "interpolation", "linear_regression"}
+    assert len(table) == 4 * len(tests)
+    assert set(table.model) == {"deepesd", "interpolation", "linear_regression", "climatology"}
     for col in ("tasmax_rmse", "tasmax_ralsd", "tasmax_wasserstein", "tasmax_bias_txx", "tasmax_bias_su",
                 "pr_rmse", "pr_bias_rx1day", "pr_bias_sdii", "pr_bias_cdd", "pr_bias_cwd", "corr_bias"):
         assert col in table, col

@@ -190,3 +190,30 @@ def test_scoring_in_processes_gives_the_same_table(store_and_run):
     parallel = scorecard([path], workers=2)
     pd.testing.assert_frame_equal(serial, parallel)
     assert list(serial.model[:3]) == ["resnet", "interpolation", "linear_regression"]  # the row order kept
+
+
+@needs_templates
+def test_climatology_baseline_is_the_training_month_mean(alps):
+    """The climatology baseline, by hand with xarray: each cell's mean over the training days of the
+    test day's calendar month (the fixture keeps each year's first 60 days); a month the training
+    days lack (July) falls back on the whole training mean."""
+    import xarray as xr
+
+    from engine.mlbench.protocol import DOMAINS, EXPERIMENTS, open_cf, predictor_path, train_files
+    from engine.mlbench.scoring import fit_baselines
+
+    climatology = fit_baselines("ALPS", "ESD_pseudo_reality", alps)["climatology"]
+    with open_cf(train_files(alps, DOMAINS["ALPS"], EXPERIMENTS["ESD_pseudo_reality"])["target"]) as t:
+        target = t[["tasmax", "pr"]].transpose("time", "y", "x").load()
+    by_month = target.groupby("time.month").mean()
+    assert list(by_month.month.values) == [1, 2, 3]
+    with open_cf(predictor_path(alps, "end_century", "perfect", "CNRM-CM5")) as ds:
+        months = ds["time"].dt.month.values
+        got = climatology(ds)
+        july = ds.isel(time=[0]).assign_coords(time=xr.date_range("2099-07-01", periods=1, calendar=ds.time.dt.calendar,
+                                                                     use_cftime=True))
+        fallback = climatology(july)
+    for var in ("tasmax", "pr"):
+        want = by_month[var].sel(month=xr.DataArray(months, dims="time")).values
+        np.testing.assert_allclose(got[var], want, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(fallback[var][0], target[var].mean("time").values, rtol=1e-5, atol=1e-4)
