@@ -1,10 +1,12 @@
 """CORDEX ML-Bench on the stand-in, end to end: ``python -m benchmarks.mlbench``.
 
 Generates the stand-in archive of one domain (default ALPS: the Lambert target grid), trains
-DeepESD and one zoo model on both training experiments (ESD pseudo-reality, Emulator hist+future),
-writes every submission file (checked against the templates), scores every run and the three
-baselines (interpolated predictor, per-cell linear regression, monthly climatology) on every test
-set, prints the scorecard and checks the targets:
+DeepESD and the best zoo model on both training experiments (ESD pseudo-reality, Emulator
+hist+future; the zoo model is the candidate of ``--zoo`` with the lowest held-out error on the ESD
+experiment's own held-out training days, :func:`choose_zoo`, never on a test set), writes every
+submission file (checked against the templates), scores every run and the three baselines
+(interpolated predictor, per-cell linear regression, monthly climatology) on every test set,
+prints the scorecard and checks the targets:
 
 1. both models beat the interpolation baseline on RMSE and RALSD in every test set (tasmax: the
    interpolation baseline has no precipitation counterpart), and the training months' climatology
@@ -36,6 +38,8 @@ from engine.mlbench.standin import generate_standin
 
 RESULTS = Path(__file__).parent / "results"
 EXPERIMENTS = ("ESD_pseudo_reality", "Emulator_hist_future")
+# the zoo's supervised presets (engine.mlbench.experiments.MODEL_PRESETS), all at one small size
+ZOO_CANDIDATES = ("resnet", "convnet", "convnext", "densenet", "swin", "unet")
 SHOWN = ["tasmax_rmse", "tasmax_ralsd", "tasmax_bias_txx", "tasmax_bias_su", "pr_rmse", "pr_ralsd", "pr_bias_rx1day",
          "pr_bias_cdd", "corr_bias"]
 
@@ -72,7 +76,22 @@ def check_targets(table: pd.DataFrame, models, adjustment: str = "none") -> list
     return out
 
 
-def markdown(table, checks, timings, args, total) -> str:
+def choose_zoo(runs: dict) -> pd.DataFrame:
+    """Rank zoo candidates ({model: ESD run folder}) by their held-out error: for each variable,
+    the best epoch's validation RMSE relative to the best candidate's; the mean over variables is
+    the score (1.0: best in every variable). Returns the table, best first."""
+    rows = {}
+    for model, path in runs.items():
+        info = json.loads((Path(path) / "mlbench.json").read_text())
+        rows[model] = {f"{v}_val_rmse": min(r) for v, r in info["val_rmse"].items()}
+        rows[model]["train_seconds"] = sum(info["seconds"].get(v, 0.0) for v in info["val_rmse"])
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    cols = [c for c in table if c.endswith("_val_rmse")]
+    table["score"] = (table[cols] / table[cols].min()).mean(axis=1)
+    return table.sort_values("score")
+
+
+def markdown(table, checks, timings, args, total, choice=None) -> str:
     lines = ["# CORDEX ML-Bench on the stand-in", "",
              f"`{' '.join(['python -m benchmarks.mlbench'] + sys.argv[1:])}` on {platform.node()} "
              f"({platform.processor() or platform.machine()}), shared CPU; total {total / 60:.1f} min.", "",
@@ -93,6 +112,14 @@ def markdown(table, checks, timings, args, total) -> str:
              "", "## Targets", ""]
     for text, ok, detail in checks:
         lines.append(f"- [{'x' if ok else ' '}] {text} {('(' + detail + ')') if detail else ''}")
+    if choice is not None and len(choice) > 1:
+        lines += ["", "## Choosing the zoo model", "",
+                  f"Each candidate trained on {EXPERIMENTS[0]} ({args.epochs_zoo} epochs of {args.samples_per_epoch} "
+                  "days); held-out RMSE of its best epoch on the held-out training days; score = mean over variables "
+                  "of RMSE / the best candidate's (`choose_zoo`). The first row goes on to both experiments.", "",
+                  "| candidate | " + " | ".join(choice.columns) + " |", "|---" * (len(choice.columns) + 1) + "|"]
+        lines += [f"| {m} | " + " | ".join(f"{v:.3f}" if k != "train_seconds" else f"{v:.0f}" for k, v in r.items()) + " |"
+                  for m, r in choice.iterrows()]
     lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     lines += ["", "## Scorecard (lower is better everywhere; all columns in the CSV)", ""]
@@ -108,7 +135,9 @@ def markdown(table, checks, timings, args, total) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--domain", default="ALPS")
-    p.add_argument("--zoo", default="resnet", help="zoo model preset or backbone:upsampling")
+    p.add_argument("--zoo", default=",".join(ZOO_CANDIDATES),
+                   help="zoo model preset or backbone:upsampling; several, comma-separated: the one with the lowest "
+                        "held-out error on the ESD experiment goes on (default: %(default)s)")
     p.add_argument("--train-years", type=int, default=2)
     p.add_argument("--test-years", type=int, default=1)
     p.add_argument("--epochs-deepesd", type=int, default=30)
@@ -134,18 +163,27 @@ def main(argv=None) -> int:
             root = generate_standin(args.domain, work / "archive", train_years=args.train_years,
                                     test_years=args.test_years)
         timings["generate the stand-in"] = time.perf_counter() - t
-        runs = []
-        for model, epochs in (("deepesd", args.epochs_deepesd), (args.zoo, args.epochs_zoo)):
-            for exp in EXPERIMENTS:
-                t = time.perf_counter()
-                cfg = MLBenchConfig(domain=args.domain, experiment=exp, model=model, epochs=epochs, root=str(root),
-                                    samples_per_epoch=args.samples_per_epoch,
-                                    predictor_adjustment=args.predictor_adjustment)
-                runs.append(train(cfg, work / "runs", log=lambda s: print(s, flush=True)))
-                timings[f"train + predict {model} {exp}"] = time.perf_counter() - t
-                sec = json.loads((runs[-1] / "mlbench.json").read_text())["seconds"]
-                timings["... of which predicting the test files (all runs)"] = timings.get(
-                    "... of which predicting the test files (all runs)", 0.0) + sec["predict"]
+
+        def run(model, epochs, exp):
+            t = time.perf_counter()
+            cfg = MLBenchConfig(domain=args.domain, experiment=exp, model=model, epochs=epochs, root=str(root),
+                                samples_per_epoch=args.samples_per_epoch,
+                                predictor_adjustment=args.predictor_adjustment)
+            path = train(cfg, work / "runs", log=lambda s: print(s, flush=True))
+            timings[f"train + predict {model} {exp}"] = time.perf_counter() - t
+            sec = json.loads((path / "mlbench.json").read_text())["seconds"]
+            timings["... of which predicting the test files (all runs)"] = timings.get(
+                "... of which predicting the test files (all runs)", 0.0) + sec["predict"]
+            return path
+
+        # the zoo model: the candidate with the lowest held-out error on the ESD experiment's
+        # training days (never on a test set); its ESD run is kept
+        candidates = [c.strip() for c in args.zoo.split(",") if c.strip()]
+        esd = {c: run(c, args.epochs_zoo, EXPERIMENTS[0]) for c in candidates}
+        choice = choose_zoo(esd)
+        args.zoo = choice.index[0]
+        runs = [run("deepesd", args.epochs_deepesd, exp) for exp in EXPERIMENTS]
+        runs += [esd[args.zoo]] + [run(args.zoo, args.epochs_zoo, exp) for exp in EXPERIMENTS[1:]]
         t = time.perf_counter()
         table = scorecard(runs, all_tests=True, log=lambda s: print(s, flush=True), workers=args.workers)
         timings["score (runs + baselines, all test sets)"] = time.perf_counter() - t
@@ -159,7 +197,7 @@ def main(argv=None) -> int:
         print(("PASS " if ok else "MISS ") + text, detail)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(table, checks, timings, args, total))
+    out.write_text(markdown(table, checks, timings, args, total, choice))
     table.to_csv(out.with_name("mlbench_scorecard.csv"), index=False, float_format="%.6g")
     (out.with_name("mlbench_timings.json")).write_text(json.dumps(timings, indent=1))
     print(f"wrote {out}")

@@ -55,8 +55,14 @@ LEARNINGS = ("supervised", "diffusion")
 MODEL_PRESETS = {
     "deepesd": {"backbone": "deepesd", "upsampling": "pin", "activation": "gelu"},
     "deepesd-relu": {"backbone": "deepesd", "upsampling": "pin", "activation": "relu"},
+    # the zoo at one small size (8 filters, 2 blocks: 10-35k parameters), so that benchmarks.mlbench
+    # compares families, not sizes
     "resnet": {"backbone": "resnet", "upsampling": "spc", "filters": 8, "blocks": 2, "residual": False},
     "convnet": {"backbone": "convnet", "upsampling": "spc", "filters": 8, "blocks": 2, "residual": False},
+    "convnext": {"backbone": "convnext", "upsampling": "spc", "filters": 8, "blocks": 2, "residual": False},
+    "densenet": {"backbone": "densenet", "upsampling": "spc", "filters": 8, "blocks": 2, "residual": False},
+    "swin": {"backbone": "swin", "upsampling": "spc", "filters": 8, "blocks": 2, "residual": False},
+    "unet": {"backbone": "unet", "upsampling": "pin", "filters": 8, "blocks": 2, "residual": False},
     # conditional diffusion on the predictors (engine.mlbench.generative): a U-Net denoiser of 3
     # levels at 128 x 128, sampled with the engine's default sampler into ENSEMBLE_MEMBERS members
     "diffusion": {"backbone": "unet", "upsampling": "pin", "filters": 16, "blocks": 3, "residual": False,

@@ -80,16 +80,17 @@ def test_train_and_see_maps_in_chromium(served_app, page, run_root):
     page.locator(".fs-scores table").wait_for(timeout=600_000)
     maps = page.locator(".fs-maps")
     maps.wait_for(timeout=60_000)
-    page.wait_for_timeout(3000)  # let bokeh draw the canvases
+    # bokeh draws the canvases after the pane arrives: wait for them, not for a fixed time
+    maps.locator("canvas").nth(3).wait_for(timeout=60_000)  # truth, bicubic, model, RMSE (+ colourbars)
+    page.locator(".fs-loss-curve canvas").first.wait_for(timeout=60_000)
+    expect(page.locator(".fs-scores table")).to_contain_text("bicubic", timeout=20_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     maps.screenshot(path=str(ARTIFACTS / "maps.png"))
 
     scores = page.locator(".fs-scores table").text_content()
     assert "model" in scores and "bicubic" in scores and "rmse" in scores
-    assert maps.locator("canvas").count() >= 4  # truth, bicubic, model, RMSE (+ colourbars)
     expect(page.locator(".fs-runs-table").get_by_text("completed").first).to_be_visible(timeout=20_000)
-    assert page.locator(".fs-loss-curve canvas").count() >= 1
     runs = [p for p in run_root.iterdir() if (p / "config.yaml").exists()]
     assert len(runs) == 1 and (runs[0] / "predictions.nc").exists()
     assert not page.js_errors, page.js_errors
