@@ -88,7 +88,7 @@ def choose_zoo(runs: dict) -> pd.DataFrame:
     table = pd.DataFrame.from_dict(rows, orient="index")
     cols = [c for c in table if c.endswith("_val_rmse")]
     table["score"] = (table[cols] / table[cols].min()).mean(axis=1)
-    return table.sort_values("score")
+    return table.sort_values("score", kind="stable")  # a tie keeps the order of --zoo
 
 
 def markdown(table, checks, timings, args, total, choice=None) -> str:
