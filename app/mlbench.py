@@ -104,6 +104,8 @@ class MLBenchState(param.Parameterized):
     index = param.Selector(default="mean", objects=[], doc="Climate index of the maps.")
     season = param.Selector(default="annual", objects=list(SEASONS))
     maps = param.Parameter(default=None, doc="xarray.Dataset with truth, model and bias of the chosen index.")
+    spectra = param.Parameter(default=None, doc="xarray.Dataset: radially averaged power spectra (truth, model) "
+                                                "of the maps' run, test file and variable.")
 
     busy = param.Boolean(default=False, doc="A scorecard or maps are being computed.")
     error = param.String(default="", doc="Why the last scorecard or maps failed ('' if they did not).")
@@ -186,13 +188,69 @@ class MLBenchState(param.Parameterized):
             self.table = table
             self.version += 1
 
+    def run_of_row(self, row) -> str | None:
+        """The scored run behind a scorecard row (its model and experiment; the newest such run),
+        None for a baseline's row."""
+        from engine.mlbench.experiments import load_run
+
+        for run_id in self.runs:
+            cfg, _ = load_run(self.path_of(run_id))
+            if cfg.model == row["model"] and cfg.experiment == row["experiment"]:
+                return run_id
+        return None
+
+    def select_cell(self, row: int, column: str) -> None:
+        """Draw the maps and spectra of a clicked scorecard cell: its row's run and test file, its
+        column's variable and index (an index bias column draws that index, any other the mean)."""
+        from engine.mlbench.protocol import VARIABLES
+
+        if self.table is None or not 0 <= row < len(self.table):
+            return
+        record = self.table.iloc[row]
+        run_id = self.run_of_row(record)
+        if run_id is None:
+            self.error = (f"{record['model']} is a baseline: it has no submission file to map; click a cell "
+                          "of a model's row.")
+            return
+        variable, _, diagnostic = str(column).partition("_")
+        variable = variable if variable in VARIABLES else self.variable
+        index = diagnostic[len("bias_"):] if diagnostic.startswith("bias_") else "mean"
+        index = index if index in index_choices(variable) else "mean"
+        label = f"{record['period']}/{record['mode']}/{record['gcm']}"
+        with param.parameterized.batch_call_watchers(self):
+            self.run = run_id
+        if label not in self.param.test.objects:  # another experiment's test set (all_tests)
+            self.param.test.objects = list(self.param.test.objects) + [label]
+        with param.parameterized.batch_call_watchers(self):
+            self.test, self.variable = label, variable
+        self.index = index
+        self.load_maps()
+
+    def extrapolation(self, variable: str | None = None):
+        """Extrapolation skill side by side: RMSE of ``variable`` (default: the maps' variable) on the
+        historical and end-century perfect-predictor test sets of the domain's own GCM, one row per
+        model and experiment (DataFrame ``model, experiment, historical, end_century``; None
+        without a scorecard or such rows)."""
+        table, variable = self.table, variable or self.variable
+        column = f"{variable}_rmse"
+        if table is None or column not in table:
+            return None
+        rows = table[(table["mode"] == "perfect") & ~table["test"].str.contains("transferability")
+                     & table["period"].isin(["historical", "end_century"])]
+        if rows.empty:
+            return None
+        wide = rows.pivot_table(index=["model", "experiment"], columns="period", values=column, aggfunc="first")
+        if not {"historical", "end_century"} <= set(wide.columns):
+            return None
+        return wide[["historical", "end_century"]].dropna().reset_index()
+
     def score_columns(self) -> list[str]:
         """The score columns of :attr:`table` (``<var>_<diagnostic>``)."""
         return [] if self.table is None else [c for c in self.table.columns if c not in KEYS]
 
     # -- index maps ----------------------------------------------------------------------------
     def load_maps(self) -> None:
-        """Compute :attr:`maps` for the chosen run, test file, variable, index and season."""
+        """Compute :attr:`maps` (and :attr:`spectra`) for the chosen run, test file, variable, index and season."""
         if self.run is None or self.test is None or self.index is None:
             self.error = "Choose an ML-Bench run, a test file and an index for the maps."
             return
@@ -210,7 +268,13 @@ class MLBenchState(param.Parameterized):
 
                 return index_maps(path, period, mode, gcm, self.variable, self.index, season=season).load()
 
+            def load_spectra():
+                from engine.mlbench.scoring import spectra
+
+                return spectra(path, period, mode, gcm, self.variable, season=season)
+
             maps = cache.get(key, load)
+            spectra = cache.get(("mlbench-spectra",) + key[1:7] + (season,), load_spectra)
         except Exception as exc:  # MetricError: e.g. no day of the season in the test file
             _log_failure("ML-Bench index maps", exc)
             self.error = f"Index maps failed: {exc}"
@@ -218,5 +282,5 @@ class MLBenchState(param.Parameterized):
         finally:
             self.busy = False
         with param.parameterized.batch_call_watchers(self):
-            self.maps = maps
+            self.maps, self.spectra = maps, spectra
             self.maps_version += 1

@@ -1,5 +1,7 @@
 """The ML-Bench view: the CORDEX ML-Bench scorecard of chosen runs (with the benchmark's
-baselines) and the truth, model and bias maps of one climate index on one test file."""
+baselines) as a sortable table coloured per column, extrapolation skill (historical vs end-century
+RMSE) side by side, and for a clicked cell (or the chosen run, test file and index) the truth,
+model and bias maps of one climate index and the truth's and model's power spectra."""
 
 from __future__ import annotations
 
@@ -16,6 +18,27 @@ from ..state import AppState
 
 #: Units of an index map that are not the variable's own (engine.evaluation.diagnostics).
 _INDEX_UNITS = {"su": "days", "cdd": "days", "cwd": "days", "lag1_autocorr": "1"}
+#: Short experiment names for chart labels.
+_SHORT = {"ESD_pseudo_reality": "ESD", "Emulator_hist_future": "Emulator"}
+
+
+def _column_colours(column) -> list[str]:
+    """CSS backgrounds of one score column: green its lowest value, red its highest (every column is
+    lower-is-better); an empty cell (a baseline without that variable) stays uncoloured."""
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    values = column.to_numpy(dtype=float)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return [""] * len(values)
+    low, high = values[finite].min(), values[finite].max()
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    cmap = colormaps["RdYlGn_r"]
+    # the map's middle third only: pale enough for the black text to stay legible
+    return [f"background-color: {to_hex(cmap(0.2 + 0.6 * v))}" if ok else ""
+            for v, ok in zip(scaled, finite)]
 
 
 class MLBenchView(Viewer):
@@ -74,9 +97,44 @@ class MLBenchView(Viewer):
                                     "better in every column.*", css_classes=["fs-mb-table-empty"])
         scores = self.mb.score_columns()
         formatters = {c: {"type": "money", "precision": 4, "symbol": ""} for c in scores}
-        return pn.widgets.Tabulator(table, disabled=True, show_index=False, formatters=formatters,
-                                    frozen_columns=list(KEYS[:2]), layout="fit_data_table", max_height=420,
-                                    css_classes=["fs-mb-table"], sizing_mode="stretch_width")
+        widget = pn.widgets.Tabulator(table, disabled=True, show_index=False, formatters=formatters,
+                                      frozen_columns=list(KEYS[:2]), layout="fit_data_table", max_height=420,
+                                      css_classes=["fs-mb-table"], sizing_mode="stretch_width")
+        # each column coloured on its own scale, green the lowest (lower is better in every column)
+        widget.style.apply(_column_colours, subset=scores, axis=0)
+        widget.on_click(lambda event: self.mb.select_cell(event.row, event.column))
+        return widget
+
+    def spectra_plot(self):
+        """Radially averaged power spectra of truth and model (log-log; holoviews Overlay), or None."""
+        import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401
+
+        ds = self.mb.spectra
+        if ds is None:
+            return None
+        k = ds["wavenumber"].values[1:]  # wavenumber 0 is the domain mean
+        curves = [hv.Curve((k, ds[name].values[1:]), "wavenumber", "power", label=label)
+                  for name, label in (("truth", "truth"), ("model", "model"))]
+        title = f"Power spectra: {ds.attrs.get('variable', '')} ({ds.attrs.get('test', '')}, {ds.attrs.get('season', '')})"
+        return hv.Overlay(curves).opts(logx=True, logy=True, title=title, frame_width=self.width + 60,
+                                       frame_height=220, legend_position="bottom_left", tools=["hover"])
+
+    def extrapolation_plot(self):
+        """Historical vs end-century RMSE of every model and experiment, side by side (holoviews
+        Bars), or None."""
+        import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401
+
+        wide = self.mb.extrapolation()
+        if wide is None or wide.empty:
+            return None
+        long = wide.melt(id_vars=["model", "experiment"], var_name="period", value_name="rmse")
+        long["model / experiment"] = long["model"] + " / " + long["experiment"].map(_SHORT).fillna(long["experiment"])
+        period = hv.Dimension("period", values=["historical", "end_century"])
+        return hv.Bars(long, ["model / experiment", period], "rmse").opts(
+            title=f"Extrapolation skill: {self.mb.variable} RMSE, historical vs end century (perfect predictors)",
+            frame_width=2 * self.width, frame_height=220, xrotation=30, tools=["hover"], ylabel="RMSE")
 
     def map_layout(self):
         """Truth, model and bias maps of the chosen index (a holoviews Layout), or None."""
@@ -118,15 +176,32 @@ class MLBenchView(Viewer):
                                     css_classes=["fs-mb-maps-empty"])
         return pn.pane.HoloViews(layout, css_classes=["fs-mb-maps"], linked_axes=False)
 
+    @param.depends("mb.maps_version")
+    def _spectra(self):
+        plot = self.spectra_plot()
+        if plot is None:
+            return pn.pane.Markdown("")
+        return pn.pane.HoloViews(plot, css_classes=["fs-mb-spectra"])
+
+    @param.depends("mb.version", "mb.variable")
+    def _extrapolation(self):
+        plot = self.extrapolation_plot()
+        if plot is None:
+            return pn.pane.Markdown("")
+        return pn.pane.HoloViews(plot, css_classes=["fs-mb-extrapolation"])
+
     def __panel__(self):
         return pn.Column(
             "### CORDEX ML-Bench",
             pn.Row(self._runs, pn.Column(self._baselines, self._all_tests), self._score, sizing_mode="stretch_width"),
             self._status,
+            pn.pane.Markdown("*Click a model's cell to draw its index maps and spectra for that test file.*"),
             self._table,
+            self._extrapolation,
             "#### Index maps",
             pn.Row(self._run, self._test, self._variable, self._index, self._season, self._draw,
                    sizing_mode="stretch_width"),
             self._maps,
+            self._spectra,
             sizing_mode="stretch_width",
         )

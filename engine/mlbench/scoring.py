@@ -305,21 +305,47 @@ def write_scorecard(runs, out: str | Path, baselines: bool = True, log=None, all
     return table
 
 
-def index_maps(run: str | Path, period: str, mode: str, gcm: str, variable: str, index: str,
-               season: str | None = None) -> xr.Dataset:
-    """Truth, model and bias maps of one index for one test file of a run (for map views).
-
-    Returns a Dataset with ``truth``, ``model``, ``bias`` on the target grid (its 2-D lat/lon kept).
-    """
+def _truth_and_prediction(run: str | Path, period: str, mode: str, gcm: str, variable: str):
+    """The truth of one test file of a run and the run's prediction of it (a DataArray on the
+    truth's coordinates; an ensemble keeps its ``member`` dim first)."""
     cfg, info = load_run(run)
     dom, exp = get_domain(cfg.domain), get_experiment(cfg.experiment)
     root = Path(info["archive"])
     with open_cf(truth_path(root, period, gcm)) as t, \
             open_cf(submission_file(Path(run) / "submission", dom, exp, period, mode, gcm)) as p:
         truth = t[variable].load()
-        pred = truth.copy(data=p[variable].transpose(*truth.dims).values)
+        values = p[variable].transpose(*(("member",) if "member" in p[variable].dims else ()), *truth.dims).values
+    if values.ndim == truth.ndim:
+        return truth, truth.copy(data=values)
+    return truth, xr.DataArray(values, dims=("member",) + truth.dims, coords=truth.coords, attrs=truth.attrs)
+
+
+def index_maps(run: str | Path, period: str, mode: str, gcm: str, variable: str, index: str,
+               season: str | None = None) -> xr.Dataset:
+    """Truth, model and bias maps of one index for one test file of a run (for map views); an
+    ensemble's index is of its member mean.
+
+    Returns a Dataset with ``truth``, ``model``, ``bias`` on the target grid (its 2-D lat/lon kept).
+    """
+    truth, pred = _truth_and_prediction(run, period, mode, gcm, variable)
+    if "member" in pred.dims:
+        pred = pred.mean("member")
     ti = compute_index(truth, index, season=season)
     pi = compute_index(pred, index, season=season)
     return xr.Dataset({"truth": ti, "model": pi, "bias": pi - ti},
                       attrs={"variable": variable, "index": index, "season": season or "annual",
                              "run": Path(run).name, "test": f"{period}/{mode}/{gcm}"})
+
+
+def spectra(run: str | Path, period: str, mode: str, gcm: str, variable: str,
+            season: str | None = None) -> xr.Dataset:
+    """The radially averaged power spectra (:func:`engine.evaluation.diagnostics.radial_psd`, the
+    benchmark's RALSD inputs) of the truth and of a run's prediction on one test file (an ensemble:
+    averaged over its members' fields, as RALSD reads it).
+
+    Returns a Dataset with ``truth`` and ``model`` along ``wavenumber``.
+    """
+    truth, pred = _truth_and_prediction(run, period, mode, gcm, variable)
+    return xr.Dataset({"truth": radial_psd(truth, season=season), "model": radial_psd(pred, season=season)},
+                      attrs={"variable": variable, "season": season or "annual", "run": Path(run).name,
+                             "test": f"{period}/{mode}/{gcm}"})

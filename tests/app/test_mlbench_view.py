@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import panel as pn
 import pytest
 from bokeh.document import Document
@@ -107,7 +108,68 @@ def test_view_renders_table_and_rasterized_maps(store):
     view.mb.load_maps()
     root_model = pn.panel(view).get_root(Document())
     classes = {c for m in root_model.select({"type": object}) for c in (getattr(m, "css_classes", None) or [])}
-    assert {"fs-mb-table", "fs-mb-maps", "fs-mb-runs"} <= classes
+    assert {"fs-mb-table", "fs-mb-maps", "fs-mb-runs", "fs-mb-spectra"} <= classes
+    # the scorecard is coloured column by column: every row of a score column has a background
+    styles = [m.cell_styles["data"] for m in root_model.select({"type": object}) if getattr(m, "cell_styles", None)]
+    assert len(styles) == 1 and len(styles[0]) == len(view.mb.table)
+    assert all(any(k == "background-color" for cell in row.values() for k, _ in cell) for row in styles[0].values())
+    from app.views.mlbench import _column_colours
+
+    colours = _column_colours(pd.Series([1.0, np.nan, 3.0, 2.0]))
+    assert colours[1] == "" and colours[0] != colours[2] != colours[3] != colours[0]
+    assert colours[0] == _column_colours(pd.Series([5.0, 9.0]))[0]  # the lowest is always the same green
     assert len(view.map_layout()) == 3  # truth, model, bias
     empty = MLBenchView(state=AppState(run_root=str(root / "nothing")))
     assert empty.map_layout() is None
+
+
+def test_a_clicked_cell_draws_its_run_test_file_and_index_with_spectra(store):
+    """A click on a model's cell: the maps of that row's run and test file and the column's index
+    (a bias column draws that index, any other the mean), and the spectra, equal to the engine's
+    radial_psd of the truth and submission files; a baseline's row says why nothing is drawn."""
+    import xarray as xr
+
+    from engine.evaluation.diagnostics import radial_psd
+    from engine.mlbench.protocol import get_domain, get_experiment, open_cf, submission_file, truth_path
+
+    root, run, archive = store
+    app, mb = _state(root)
+    mb.runs = [run.name]
+    mb.score()
+    table = mb.table
+    row = int(np.flatnonzero((table.model == "deepesd") & (table.period == "mid_century"))[0])
+    mb.select_cell(row, "pr_bias_rx1day")
+    assert not mb.error, mb.error
+    record = table.iloc[row]
+    assert mb.run == run.name and mb.test == f"{record.period}/{record['mode']}/{record.gcm}"
+    assert (mb.variable, mb.index) == ("pr", "rx1day") and mb.maps.attrs["index"] == "rx1day"
+    dom, exp = get_domain("ALPS"), get_experiment("ESD_pseudo_reality")
+    with open_cf(truth_path(archive, "mid_century", record.gcm)) as t, \
+            open_cf(submission_file(run / "submission", dom, exp, "mid_century", record["mode"], record.gcm)) as p:
+        np.testing.assert_allclose(mb.spectra["truth"].values, radial_psd(t["pr"]).values, rtol=1e-6)
+        np.testing.assert_allclose(mb.spectra["model"].values, radial_psd(p["pr"].transpose(*t["pr"].dims)).values,
+                                   rtol=1e-6)
+    mb.select_cell(row, "tasmax_rmse")
+    assert (mb.variable, mb.index) == ("tasmax", "mean") and not mb.error
+    baseline = int(np.flatnonzero(table.model == "climatology")[0])
+    mb.select_cell(baseline, "tasmax_rmse")
+    assert "climatology is a baseline" in mb.error
+
+
+def test_extrapolation_skill_side_by_side_from_the_scorecard(store):
+    """Historical and end-century RMSE of each model and experiment (perfect predictors, the
+    domain's GCM), read from the scorecard rows by hand."""
+    root, run, _ = store
+    app, mb = _state(root)
+    mb.runs = [run.name]
+    mb.score()
+    wide = mb.extrapolation("tasmax")
+    t = mb.table
+    for r in wide.itertuples():
+        pick = t[(t.model == r.model) & (t.experiment == r.experiment) & (t["mode"] == "perfect")
+                 & ~t.test.str.contains("transferability")]
+        assert r.historical == float(pick[pick.period == "historical"].tasmax_rmse.iloc[0])
+        assert r.end_century == float(pick[pick.period == "end_century"].tasmax_rmse.iloc[0])
+    assert {"deepesd", "climatology", "linear_regression"} <= set(wide.model)
+    view = MLBenchView(state=app, mb=mb)
+    assert view.extrapolation_plot() is not None
