@@ -93,7 +93,7 @@ class MLBenchState(param.Parameterized):
 
     app = param.ClassSelector(class_=AppState, constant=True)
     runs = param.ListSelector(default=[], objects=[], doc="ML-Bench run ids to score.")
-    baselines = param.Boolean(default=True, doc="Score the interpolation and linear-regression baselines too.")
+    baselines = param.Boolean(default=True, doc="Score the interpolation, linear-regression and climatology baselines too.")
     all_tests = param.Boolean(default=False, doc="Also score each run on the other experiment's test sets.")
     table = param.DataFrame(default=None, allow_None=True, doc="The scorecard (one row per model x test set).")
 
@@ -217,8 +217,7 @@ class MLBenchState(param.Parameterized):
         index = diagnostic[len("bias_"):] if diagnostic.startswith("bias_") else "mean"
         index = index if index in index_choices(variable) else "mean"
         label = f"{record['period']}/{record['mode']}/{record['gcm']}"
-        with param.parameterized.batch_call_watchers(self):
-            self.run = run_id
+        self.run = run_id  # its watcher offers the run's own test files
         if label not in self.param.test.objects:  # another experiment's test set (all_tests)
             self.param.test.objects = list(self.param.test.objects) + [label]
         with param.parameterized.batch_call_watchers(self):
