@@ -260,7 +260,8 @@ class MLBenchState(param.Parameterized):
         self.busy, self.error = True, ""
         try:
             path = self.path_of(self.run)
-            key = ("mlbench-maps", str(path), _version(path), period, mode, gcm, self.variable, self.index, season)
+            test_file = (str(path), _version(path), period, mode, gcm, self.variable, season)
+            key = ("mlbench-maps",) + test_file + (self.index,)
 
             def load():
                 from engine.mlbench.scoring import index_maps
@@ -273,7 +274,7 @@ class MLBenchState(param.Parameterized):
                 return spectra(path, period, mode, gcm, self.variable, season=season)
 
             maps = cache.get(key, load)
-            spectra = cache.get(("mlbench-spectra",) + key[1:7] + (season,), load_spectra)
+            spectra = cache.get(("mlbench-spectra",) + test_file, load_spectra)  # any index
         except Exception as exc:  # MetricError: e.g. no day of the season in the test file
             _log_failure("ML-Bench index maps", exc)
             self.error = f"Index maps failed: {exc}"

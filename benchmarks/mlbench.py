@@ -91,16 +91,17 @@ def choose_zoo(runs: dict) -> pd.DataFrame:
     return table.sort_values("score", kind="stable")  # a tie keeps the order of --zoo
 
 
-def markdown(table, checks, timings, args, total, choice=None) -> str:
+def markdown(table, checks, timings, args, total, choice) -> str:
+    zoo = choice.index[0]
     lines = ["# CORDEX ML-Bench on the stand-in", "",
              f"`{' '.join(['python -m benchmarks.mlbench'] + sys.argv[1:])}` on {platform.node()} "
              f"({platform.processor() or platform.machine()}), shared CPU; total {total / 60:.1f} min.", "",
              f"Domain {args.domain}; stand-in with {args.train_years} training year(s) per period and "
              f"{args.test_years} test years per period (file names keep the real periods); "
-             f"DeepESD {args.epochs_deepesd} epochs, {args.zoo} {args.epochs_zoo} epochs of {args.samples_per_epoch} random "
+             f"DeepESD {args.epochs_deepesd} epochs, {zoo} {args.epochs_zoo} epochs of {args.samples_per_epoch} random "
              "training days, one network per variable, each a run of the run store (`engine runs`, the dashboard's "
              "run list); the epoch kept is the one with the lowest loss on held-out training days (every 10th 30-day "
-             f"block); {args.zoo} learns tasmax as the correction of the interpolated 850 hPa temperature "
+             f"block); {zoo} learns tasmax as the correction of the interpolated 850 hPa temperature "
              "(`MLBenchConfig.residual`) and sees the predictors interpolated to the target's 8 x 8 block centres "
              "(`engine.mlbench.interp.PredictorAlignment`); DeepESD learns the target itself from the predictors as "
              "published. Scoring: grouped by truth file, "
@@ -112,7 +113,7 @@ def markdown(table, checks, timings, args, total, choice=None) -> str:
              "", "## Targets", ""]
     for text, ok, detail in checks:
         lines.append(f"- [{'x' if ok else ' '}] {text} {('(' + detail + ')') if detail else ''}")
-    if choice is not None and len(choice) > 1:
+    if len(choice) > 1:
         lines += ["", "## Choosing the zoo model", "",
                   f"Each candidate trained on {EXPERIMENTS[0]} ({args.epochs_zoo} epochs of {args.samples_per_epoch} "
                   "days); held-out RMSE of its best epoch on the held-out training days; score = mean over variables "
@@ -181,15 +182,15 @@ def main(argv=None) -> int:
         candidates = [c.strip() for c in args.zoo.split(",") if c.strip()]
         esd = {c: run(c, args.epochs_zoo, EXPERIMENTS[0]) for c in candidates}
         choice = choose_zoo(esd)
-        args.zoo = choice.index[0]
+        zoo = choice.index[0]
         runs = [run("deepesd", args.epochs_deepesd, exp) for exp in EXPERIMENTS]
-        runs += [esd[args.zoo]] + [run(args.zoo, args.epochs_zoo, exp) for exp in EXPERIMENTS[1:]]
+        runs += [esd[zoo]] + [run(zoo, args.epochs_zoo, exp) for exp in EXPERIMENTS[1:]]
         t = time.perf_counter()
         table = scorecard(runs, all_tests=True, log=lambda s: print(s, flush=True), workers=args.workers)
         timings["score (runs + baselines, all test sets)"] = time.perf_counter() - t
     total = time.perf_counter() - start
     timings["total"] = total
-    checks = check_targets(table, ["deepesd", args.zoo], args.predictor_adjustment)
+    checks = check_targets(table, ["deepesd", zoo], args.predictor_adjustment)
     checks.append((f"full run within 30 minutes", total <= 1800, f"{total / 60:.1f} min"))
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.precision", 3):
         print(table[["model", "experiment", "test", "period"] + [c for c in SHOWN if c in table]])

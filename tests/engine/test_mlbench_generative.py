@@ -130,6 +130,25 @@ def test_diffusion_run_is_scored_on_its_ensemble_mean(alps, diffusion_run):
     assert row.tasmax_rmse == pytest.approx(by_hand, rel=1e-4)
 
 
+def test_ensemble_index_maps_and_spectra(alps, diffusion_run):
+    """A dashboard's maps of an ensemble submission are of its member mean; its spectrum averages
+    every member's fields (as RALSD reads an ensemble). Both by hand from the files."""
+    from engine.evaluation.diagnostics import radial_psd
+    from engine.mlbench.scoring import index_maps, spectra
+
+    dom, exp = DOMAINS["ALPS"], EXPERIMENTS["ESD_pseudo_reality"]
+    maps = index_maps(diffusion_run, "historical", "perfect", dom.gcm, "tasmax", "mean")
+    psd = spectra(diffusion_run, "historical", "perfect", dom.gcm, "tasmax")
+    with open_cf(submission_file(diffusion_run / "submission", dom, exp, "historical", "perfect", dom.gcm)) as p, \
+            open_cf(truth_path(alps, "historical", dom.gcm)) as t:
+        members = p["tasmax"].transpose("member", *t["tasmax"].dims).values
+        np.testing.assert_allclose(maps["model"].values, members.mean(axis=(0, 1)), rtol=1e-5)
+        np.testing.assert_allclose(maps["truth"].values, t["tasmax"].values.mean(0), rtol=1e-5)
+        fields = t["tasmax"].copy(data=members[0])
+        by_member = [radial_psd(fields.copy(data=m)).values for m in members]
+    np.testing.assert_allclose(psd["model"].values, np.mean(by_member, axis=0), rtol=1e-5)
+
+
 @needs_templates
 def test_an_upsampling_network_with_pin_runs_the_protocol(alps, tmp_path):
     from engine.mlbench.experiments import MLBenchConfig, train
