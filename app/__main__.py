@@ -14,6 +14,9 @@ A thin wrapper around ``panel serve`` with safe defaults:
 Any further arguments go to ``panel serve`` unchanged, e.g. ``--basic-auth users.json
 --cookie-secret ...`` (Panel's basic authentication) or ``--oauth-provider github ...``.
 
+A server that hangs says where: ``kill -USR1 <pid>`` prints every thread's stack to its stderr
+(:mod:`app.serve_setup`).
+
 Example
 -------
     python -m app --port 5006

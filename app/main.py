@@ -25,11 +25,14 @@ import os
 import panel as pn
 from panel.io.callbacks import PeriodicCallback
 
-from . import pagecost, warmup
-from .lazytabs import LazyTabs
-from .state import AppState
-from .urlstate import UrlState
-from .views import (CompareView, DataView, ExperimentView, ExplainView, MLBenchView, ResultsView, RunsView,
+# Absolute imports: Panel loads this folder as a package of its own (``bokeh_app_<id>``), so
+# relative ones would give the sessions a second copy of every app module, beside the ``app`` one
+# that ``serve_setup.py`` warmed up: its caches and warm-up would then be lost on the sessions.
+from app import pagecost, warmup
+from app.lazytabs import LazyTabs
+from app.state import AppState
+from app.urlstate import UrlState
+from app.views import (CompareView, DataView, ExperimentView, ExplainView, MLBenchView, ResultsView, RunsView,
                     UncertaintyView)
 
 #: Milliseconds between two reads of the run store.

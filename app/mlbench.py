@@ -126,9 +126,10 @@ class MLBenchState(param.Parameterized):
         ids = mlbench_runs(self.app)
         if ids != self.param.runs.objects:
             self.param.runs.objects = ids
-            kept = [r for r in self.runs if r in ids]
-            if kept != list(self.runs):
-                self.runs = kept
+            # Drop only the runs that left the store, reading the choice as it is now: a choice
+            # made in the browser meanwhile (another callback thread) is kept, not overwritten.
+            if any(r not in ids for r in self.runs):
+                self.runs = [r for r in self.runs if r in ids]
         set_choices(self, "run", ids)
 
     @param.depends("run", watch=True)

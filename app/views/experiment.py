@@ -9,6 +9,7 @@ generated from the configuration's dataclasses, one card per section.
 from __future__ import annotations
 
 import io
+import threading
 
 import panel as pn
 import param
@@ -86,6 +87,7 @@ class ExperimentView(Viewer):
         self._upload = w.FileInput(accept=".yaml,.yml", multiple=False, css_classes=["fs-load-yaml"],
                                    sizing_mode="stretch_width")
         self._upload.param.watch(self._on_upload, "value")
+        self._sync_lock = threading.RLock()  # re-entrant: a widget write that syncs again waits on no one
         self.state.param.watch(self._sync, ["config_error", "field_errors", "checking_data", "launcher",
                                             "choices_loaded", "message"])
         self._sync()
@@ -105,6 +107,13 @@ class ExperimentView(Viewer):
         return pane.object if pane is not None and pane.visible else ""
 
     def _sync(self, *events) -> None:
+        # Callbacks run in Panel's thread pool: two syncs at once could interleave, an older read of
+        # the state (no error yet) writing its "Train enabled" after a newer one wrote "disabled".
+        # One at a time, each reading the state as it is then, the last write is always the newest.
+        with self._sync_lock:
+            self._sync_widgets()
+
+    def _sync_widgets(self) -> None:
         s = self.state
         self._slurm.visible = s.launcher == "slurm"
         errors = s.field_errors

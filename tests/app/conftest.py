@@ -243,6 +243,24 @@ class Served:
                     raise RuntimeError("the app did not come up:\n" + self.log_path.read_text())
                 time.sleep(0.5)
 
+    def stacks(self, tail: int = 12_000) -> str:
+        """The end of the server's log after it printed every thread's stack (SIGUSR1, armed by
+        ``app/serve_setup.py``): what a test that waited in vain shows of a hung server."""
+        import signal
+
+        before = self.log_path.stat().st_size
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            # wait on the dump itself (up to 10 s: a diagnostic, the test has failed already)
+            for _ in range(100):
+                dump = self.log_path.read_bytes()[before:]
+                if b"Current thread" in dump or b"Thread 0x" in dump:
+                    break
+                time.sleep(0.1)
+        else:
+            print(f"the server exited with {self.proc.returncode}")
+        return self.log_path.read_text(errors="replace")[-tail:]
+
     def close(self) -> None:
         stop_process(self.proc)
         self._log.close()

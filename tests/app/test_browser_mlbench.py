@@ -32,6 +32,55 @@ def server(tmp_path_factory):
     served.close()
 
 
+def _choose_run(page, run_id: str) -> None:
+    """Pick ``run_id`` in the tab's "Runs to score" box and wait for its chip (the browser's copy
+    of the choice; the server's follows over the same socket)."""
+    from playwright.sync_api import expect
+
+    runs = page.locator(".fs-mb-runs")
+    chip = runs.locator(".choices__list--multiple .choices__item", has_text=run_id)
+    if chip.count():
+        return
+    runs.locator("input").first.click()
+    runs.locator(".choices__item--choice", has_text=run_id).first.click()
+    page.keyboard.press("Escape")
+    expect(chip).to_be_visible(timeout=60_000)
+
+
+def _score(page, server) -> None:
+    """Press Score and wait for the scorecard: on the page's state, up to 5 min on a loaded machine.
+
+    A click that reaches the server before the chosen run (Panel runs callbacks in a thread pool)
+    is answered "Choose at least one ML-Bench run": the run is chosen again if its chip went, and
+    Score pressed again. A scorecard that never comes fails with what the page showed and where
+    the server's threads were (their stacks, from ``Served.stacks``)."""
+    from playwright.sync_api import expect
+
+    table, error = page.locator(".fs-mb-table"), page.locator(".fs-mb-error")
+    score = page.locator(".fs-mb-score button")
+    score.click()
+    for _ in range(60):
+        try:
+            expect(table).to_be_visible(timeout=5_000)
+            return
+        except AssertionError:
+            message = error.first.text_content(timeout=1_000) if error.count() else ""
+            assert not message or "Choose at least one" in message, message
+            if message and score.is_enabled():
+                _choose_run(page, server.run_id)
+                score.click()
+    shot(page, "view-mlbench-no-scorecard")
+    # what the tab said (its status and table panes; Bokeh's shadow DOM hides them from body's text)
+    shown = {name: page.locator(name).first.text_content(timeout=5_000)
+             for name in (".fs-mb-busy", ".fs-mb-error", ".fs-mb-empty", ".fs-mb-table-empty")
+             if page.locator(name).count()}
+    raise AssertionError(
+        "the scorecard did not appear in 5 minutes.\n"
+        f"the tab showed: {shown}; runs chosen in the browser: "
+        f"{page.locator('.fs-mb-runs .choices__list--multiple .choices__item').count()}\n"
+        f"--- server log and thread stacks ---\n{server.stacks()}")
+
+
 def test_score_click_a_cell_and_see_maps_spectra_and_extrapolation(browser, server):
     from playwright.sync_api import expect
 
@@ -39,26 +88,9 @@ def test_score_click_a_cell_and_see_maps_spectra_and_extrapolation(browser, serv
     page.goto(server.url)
     expect(page.locator(".fs-catalogue")).to_be_visible(timeout=180_000)
     page.locator(".bk-tab", has_text="ML-Bench").first.click()
-    page.locator(".fs-mb-runs input").first.click()
-    page.locator(".choices__item--choice", has_text=server.run_id).first.click()
-    page.keyboard.press("Escape")
+    _choose_run(page, server.run_id)
+    _score(page, server)
     table = page.locator(".fs-mb-table")
-    # A click that reaches the server before the chosen run is answered "Choose at least one
-    # ML-Bench run": click again then. Waits on the page's state, up to 10 min on a loaded machine.
-    score = page.locator(".fs-mb-score button")
-    score.click()
-    for _ in range(120):
-        try:
-            expect(table).to_be_visible(timeout=5_000)
-            break
-        except AssertionError:
-            error = page.locator(".fs-mb-error")
-            message = error.text_content() if error.count() else ""
-            assert not message or "Choose at least one" in message, message
-            if message and score.is_enabled():
-                score.click()
-    else:
-        raise AssertionError("the scorecard did not appear in 10 minutes")
     expect(table).to_contain_text("climatology", timeout=60_000)
     expect(table).to_contain_text("deepesd")
     # coloured per column: the score cells carry a background

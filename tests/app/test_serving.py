@@ -196,6 +196,16 @@ def test_five_sessions_keep_their_own_state_while_one_trains(browser, server):
         ctx.close()
 
 
+@pytest.mark.slow
+def test_a_served_app_prints_its_threads_stacks_on_sigusr1(server):
+    """``kill -USR1 <pid>`` (armed by app/serve_setup.py) prints every thread's stack to the
+    server's log and the server carries on serving."""
+    log = server.stacks()
+    assert "Thread 0x" in log or "Current thread" in log, log[-2000:]
+    assert 'File "' in log and "tornado" in log, log[-2000:]  # the event loop's frames
+    assert urllib.request.urlopen(server.url, timeout=60).status == 200
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_dashboard_in_a_real_jupyterlab_through_its_proxy(browser, tmp_path):
