@@ -26,6 +26,7 @@ from typing import Any
 
 import param
 
+from .serial import one_at_a_time
 from .state import AppState, set_choices
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class MLBenchState(param.Parameterized):
         self.app.param.watch(lambda *e: self.refresh(), "runs")
         self.refresh()
 
+    @one_at_a_time  # the store's poll and a session's own change may both refresh
     def refresh(self) -> None:
         """Offer the store's ML-Bench runs (keeping the chosen ones that still exist)."""
         ids = mlbench_runs(self.app)

@@ -9,12 +9,12 @@ generated from the configuration's dataclasses, one card per section.
 from __future__ import annotations
 
 import io
-import threading
 
 import panel as pn
 import param
 from panel.viewable import Viewer
 
+from ..serial import one_at_a_time
 from ..state import AppState
 
 
@@ -87,7 +87,6 @@ class ExperimentView(Viewer):
         self._upload = w.FileInput(accept=".yaml,.yml", multiple=False, css_classes=["fs-load-yaml"],
                                    sizing_mode="stretch_width")
         self._upload.param.watch(self._on_upload, "value")
-        self._sync_lock = threading.RLock()  # re-entrant: a widget write that syncs again waits on no one
         self.state.param.watch(self._sync, ["config_error", "field_errors", "checking_data", "launcher",
                                             "choices_loaded", "message"])
         self._sync()
@@ -106,14 +105,8 @@ class ExperimentView(Viewer):
         pane = self._field_panes.get(dotted)
         return pane.object if pane is not None and pane.visible else ""
 
+    @one_at_a_time  # an older read of the state must not re-enable Train after a newer error
     def _sync(self, *events) -> None:
-        # Callbacks run in Panel's thread pool: two syncs at once could interleave, an older read of
-        # the state (no error yet) writing its "Train enabled" after a newer one wrote "disabled".
-        # One at a time, each reading the state as it is then, the last write is always the newest.
-        with self._sync_lock:
-            self._sync_widgets()
-
-    def _sync_widgets(self) -> None:
         s = self.state
         self._slurm.visible = s.launcher == "slurm"
         errors = s.field_errors

@@ -10,6 +10,7 @@ from panel.viewable import Viewer
 
 from engine.runs import FINAL_STATES as _FINAL  # died and corrupt runs are final too
 
+from ..serial import one_at_a_time
 from ..state import RUN_COLUMNS, AppState, _epoch_label
 
 
@@ -67,6 +68,7 @@ class RunsView(Viewer):
     def _frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.state.runs, columns=list(RUN_COLUMNS))
 
+    @one_at_a_time  # an older read of the store must not overwrite a newer one (a run left "running")
     def _on_runs(self, *events) -> None:
         self._syncing = True  # replacing the table's value must not count as a user click
         try:
