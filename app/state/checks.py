@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import param
 
+from ..serial import one_at_a_time
 from .choices import ChoicesState
 from .form import _CONFIG_FIELDS
 
@@ -15,6 +16,7 @@ class CheckedState(ChoicesState):
     """:class:`~app.state.choices.ChoicesState` whose every change is checked."""
 
     @param.depends(*_CONFIG_FIELDS, watch=True)
+    @one_at_a_time  # two quick edits: the older check must not write its errors after the newer one
     def _validate(self) -> None:
         """Re-validate on every change so each error shows beside its field as the user types.
 
