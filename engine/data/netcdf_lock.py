@@ -2,9 +2,10 @@
 
 The netCDF-C and HDF5 libraries are not thread-safe. xarray serialises data reads and writes
 under its own lock, but not the metadata calls it makes while opening a file (variable filters,
-chunking, attributes: ``NetCDF4DataStore.open_store_variable`` runs outside the lock). So a
-thread opening a file while another reads one crashes the process (a segmentation fault or a
-bus error: the dashboard's data check opening an entry while a view reads a prediction).
+chunking, attributes: ``NetCDF4DataStore.open_store_variable`` runs outside the lock) or while
+writing one (``set_dimension``, ``set_attribute``, ``prepare_variable``). So a thread opening a
+file while another reads or writes one crashes the process (a segmentation fault or a bus error:
+the dashboard's data check opening an entry while a view reads a prediction or a test writes one).
 
 :data:`LOCK` fixes that in one place. :func:`install` (run on import of ``engine.data``) makes it
 xarray's default lock for the netCDF4 backend, so reads and writes take it, and holds it around
@@ -70,9 +71,28 @@ class SerializableRLock:
 LOCK = SerializableRLock("finescale-netcdf")
 
 
+#: NetCDF4DataStore methods that call netCDF4 on the file outside xarray's lock (every method
+#: that uses ``self.ds``; they compute nothing, so holding the lock cannot starve dask's threads).
+_STORE_METHODS = ("__init__", "get_attrs", "get_dimensions", "get_parent_dimensions", "get_variables",
+                  "get_encoding", "set_dimension", "set_attribute", "prepare_variable", "sync")
+
+
+def _locked(method):
+    """``method`` run while holding :data:`LOCK`."""
+
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with LOCK:
+            return method(*args, **kwargs)
+
+    locked._finescale_locked = True
+    return locked
+
+
 def install() -> None:
     """Make :data:`LOCK` xarray's lock for netCDF4 files: its default lock for reads and writes,
-    and held around the backend's whole open (xarray reads the metadata outside its lock there).
+    held around the backend's whole open (xarray reads the metadata outside its lock there) and
+    around each metadata call of a write (dimensions, attributes, variables: outside it too).
 
     Both reach every netCDF4 open in the process, intake's and third-party ones included, so no
     call site has to remember the lock. Idempotent. An xarray without these names keeps its own
@@ -85,20 +105,22 @@ def install() -> None:
     if hasattr(netCDF4_, "NETCDF4_PYTHON_LOCK"):
         # xarray looks this name up at each open (``NetCDF4DataStore.open``).
         netCDF4_.NETCDF4_PYTHON_LOCK = LOCK
+    # Writing, xarray takes its lock to create the file and to write data, but not for the
+    # metadata calls between (dimensions, attributes, variable creation): a write racing with
+    # another thread's open corrupted HDF5's state, and the writer crashed in close (a
+    # segmentation fault in to_netcdf, seen in two fresh-clone test runs).
+    store = getattr(netCDF4_, "NetCDF4DataStore", None)
+    for name in _STORE_METHODS:
+        method = getattr(store, name, None)
+        if method is not None and not getattr(method, "_finescale_locked", False):
+            setattr(store, name, _locked(method))
     entrypoint = getattr(netCDF4_, "NetCDF4BackendEntrypoint", None)
     opener = getattr(entrypoint, "open_dataset", None)
     if opener is None or getattr(opener, "_finescale_locked", False):
         return
 
-    @functools.wraps(opener)
-    def open_dataset_locked(self, *args, **kwargs):
-        # The backend's open builds lazy arrays only (dask wraps them afterwards, outside): no
-        # compute runs while the lock is held.
-        with LOCK:
-            return opener(self, *args, **kwargs)
-
-    open_dataset_locked._finescale_locked = True
-    entrypoint.open_dataset = open_dataset_locked
-
+    # The backend's open builds lazy arrays only (dask wraps them afterwards, outside): no
+    # compute runs while the lock is held.
+    entrypoint.open_dataset = _locked(opener)
 
 install()

@@ -56,6 +56,28 @@ def test_every_open_reads_the_metadata_under_the_lock(tmp_path, monkeypatch):
     assert held and all(held), held
 
 
+def test_every_write_touches_the_file_under_the_lock(tmp_path, monkeypatch):
+    """What crashed a test writing predictions in close (twice, session 9 and 10): xarray creates
+    dimensions, attributes and variables outside its own lock, while a data-check thread opened
+    an entry. Every use of the netCDF4 file object during a plain ``to_netcdf`` is now locked."""
+    from xarray.backends import netCDF4_
+
+    held = []
+    original = netCDF4_.NetCDF4DataStore.ds
+
+    def spy(self):
+        held.append(netcdf_lock.LOCK.lock._is_owned())
+        return original.fget(self)
+
+    monkeypatch.setattr(netCDF4_.NetCDF4DataStore, "ds", property(spy))
+    ds = xr.Dataset({"v": (("time", "x"), np.ones((3, 4), "f4"), {"units": "K"})},
+                    coords={"time": np.arange(3), "x": np.arange(4.0)}, attrs={"title": "t"})
+    ds.to_netcdf(tmp_path / "w.nc", engine="netcdf4")  # nobody took the lock by hand
+    assert len(held) > 4 and all(held), held
+    with xr.open_dataset(tmp_path / "w.nc") as back:
+        assert back.attrs["title"] == "t" and back["v"].attrs["units"] == "K"
+
+
 def test_the_lock_is_held_by_one_thread_and_survives_pickling():
     lock = netcdf_lock.LOCK
     copy = pickle.loads(pickle.dumps(lock))
