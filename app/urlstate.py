@@ -9,6 +9,14 @@ state) once the session's choices are loaded, and back whenever the user changes
 Values from the URL are checked like any input: an unknown dataset, run or tab is ignored
 (the message says so); runs are addressed by id inside the run store only.
 
+Panel runs callbacks in a thread pool, so a change from the browser's URL and a change made in the
+dashboard (the time slider) can arrive in two threads at once. Every copy, either way, runs under
+one lock of this object: a copy waits for the other to finish instead of being skipped, and each
+reads the values as they are once it runs; a copy from the URL carries only the values the URL
+changed. Before, a copy arriving while another was under way was skipped, and every copy from the
+URL re-applied its time, so a time step could be lost (a CI run showed a URL that kept the old time
+after the slider moved; ``tests/app/test_urlstate.py`` forces that interleaving).
+
 Example
 -------
 >>> url = UrlState(tabs=["Data", "Runs"])
@@ -19,6 +27,7 @@ Example
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import param
@@ -28,6 +37,12 @@ log = logging.getLogger(__name__)
 #: Query-string names of the synchronised values.
 QUERY = {"tab": "tab", "dataset": "dataset", "variable": "variable", "run": "run", "runs": "runs", "time": "time",
          "region": "region"}
+
+
+def url_time(label: str | None) -> str:
+    """How the URL writes a time label: "2003-07-02 00:00" -> "2003-07-02" (other hours kept)."""
+    label = label or ""
+    return label[:-6] if label.endswith(" 00:00") else label
 
 
 class UrlState(param.Parameterized):
@@ -52,6 +67,9 @@ class UrlState(param.Parameterized):
         if self._tabs and not params.get("tab"):
             params["tab"] = self._tabs[0]
         super().__init__(**params)
+        # _applying is True while this object copies values one way: the copy's own writes must
+        # not be copied back (an echo). Only the thread holding _lock reads or writes it.
+        self._lock = threading.RLock()
         self._applying = False
         self.app = None
         self.compare = None
@@ -86,60 +104,74 @@ class UrlState(param.Parameterized):
         app.param.watch(self._from_app, ["dataset", "variable", "selected_run", "selected_time", "region"])
         if tabs_widget is not None:
             tabs_widget.param.watch(self._from_tabs, "active")
-        self.param.watch(lambda *e: self.apply(), list(QUERY))
+        self.param.watch(lambda *events: self.apply({e.name for e in events}), list(QUERY))
 
     def bind_compare(self, compare) -> None:
         """The compare state (built when its tab opens): its runs from and to the URL."""
         if self.compare is compare:  # bound already (the tab was built as the session started)
             return
         self.compare = compare
-        self._apply_runs()
+        with self._lock:
+            self._apply_runs()
         compare.param.watch(self._from_compare, ["runs"])
 
-    def apply(self) -> None:
-        """Copy the URL's values into the dashboard's state (valid ones only)."""
+    def apply(self, names=None) -> None:
+        """Copy the URL's values into the dashboard's state (valid ones only).
+
+        ``names``: the query values that changed (None: all). Only those are copied: a change of the
+        run in the URL must not also copy back a time the user has moved away from meanwhile.
+        """
+        with self._lock:
+            self._apply(set(QUERY) if names is None else set(names))
+
+    def _apply(self, names: set[str]) -> None:
         app = self.app
         if app is None or self._applying:
             return
         self._applying = True
         ignored = []
         try:
-            if self.tabs_widget is not None and self.tab:
-                if self.tab in self._tabs:
-                    index = self._tabs.index(self.tab)
-                    if self.tabs_widget.active != index:
-                        self.tabs_widget.active = index
-                else:
-                    ignored.append(f"tab={self.tab!r}")
-            if self.dataset and self.dataset != app.dataset:
-                if self.dataset in app.param.dataset.objects:
-                    app.dataset = self.dataset
-                else:
-                    ignored.append(f"dataset={self.dataset!r}")
-            if self.variable and self.variable != app.variable:
-                if self.variable in app.param.variable.objects:
-                    app.variable = self.variable
-                else:
-                    ignored.append(f"variable={self.variable!r}")
-            region = self.parse_region(self.region) if self.region else None
-            if self.region and region is None:
-                ignored.append(f"region={self.region!r}")
-            elif region is not None and region != app.region:
-                app.region = region
-            if self.run and self.run != app.selected_run:
-                if self.run in {r["run_id"] for r in app.runs}:
-                    app.selected_run = self.run
-                else:
-                    ignored.append(f"run={self.run!r}")
-            if self.time and self.time != app.selected_time:
-                match = [t for t in app.times if t.startswith(self.time)]
-                if match:
-                    app.selected_time = match[0]
-            self._apply_runs()
+            self._apply_names(app, names, ignored)
         finally:
             self._applying = False
         if ignored:
             app.message = "Not in this dashboard, ignored from the link: " + ", ".join(ignored)
+
+    def _apply_names(self, app, names: set[str], ignored: list[str]) -> None:
+        if "tab" in names and self.tabs_widget is not None and self.tab:
+            if self.tab in self._tabs:
+                index = self._tabs.index(self.tab)
+                if self.tabs_widget.active != index:
+                    self.tabs_widget.active = index
+            else:
+                ignored.append(f"tab={self.tab!r}")
+        if "dataset" in names and self.dataset and self.dataset != app.dataset:
+            if self.dataset in app.param.dataset.objects:
+                app.dataset = self.dataset
+            else:
+                ignored.append(f"dataset={self.dataset!r}")
+        if "variable" in names and self.variable and self.variable != app.variable:
+            if self.variable in app.param.variable.objects:
+                app.variable = self.variable
+            else:
+                ignored.append(f"variable={self.variable!r}")
+        if "region" in names and self.region:
+            region = self.parse_region(self.region)
+            if region is None:
+                ignored.append(f"region={self.region!r}")
+            elif region != app.region:
+                app.region = region
+        if "run" in names and self.run and self.run != app.selected_run:
+            if self.run in {r["run_id"] for r in app.runs}:
+                app.selected_run = self.run
+            else:
+                ignored.append(f"run={self.run!r}")
+        if "time" in names and self.time and url_time(app.selected_time) != self.time:
+            match = [t for t in app.times if url_time(t) == self.time]
+            if match:
+                app.selected_time = match[0]
+        if "runs" in names:
+            self._apply_runs()
 
     def _apply_runs(self) -> None:
         cmp = self.compare
@@ -152,8 +184,11 @@ class UrlState(param.Parameterized):
 
     # -- state -> URL -------------------------------------------------------------------------
     def _from_app(self, *events) -> None:
-        if self._applying:
-            return
+        with self._lock:
+            if not self._applying:
+                self._copy_from_app()
+
+    def _copy_from_app(self) -> None:
         app = self.app
         self._applying = True
         try:
@@ -162,25 +197,29 @@ class UrlState(param.Parameterized):
                 self.variable = app.variable or ""
                 self.run = app.selected_run or ""
                 time = app.selected_time or ""
-                self.time = time[:-6] if time.endswith(" 00:00") else time
+                self.time = url_time(time)
                 self.region = self.format_region(app.region)
         finally:
             self._applying = False
 
     def _from_tabs(self, event) -> None:
-        if self._applying or not self._tabs:
-            return
-        self._applying = True
-        try:
-            self.tab = self._tabs[event.new] if 0 <= event.new < len(self._tabs) else ""
-        finally:
-            self._applying = False
+        with self._lock:
+            if self._applying or not self._tabs:
+                return
+            self._applying = True
+            try:
+                # The tab open now (not the event's, which an older callback may carry).
+                active = self.tabs_widget.active if self.tabs_widget is not None else event.new
+                self.tab = self._tabs[active] if 0 <= active < len(self._tabs) else ""
+            finally:
+                self._applying = False
 
     def _from_compare(self, *events) -> None:
-        if self._applying:
-            return
-        self._applying = True
-        try:
-            self.runs = ",".join(self.compare.runs)
-        finally:
-            self._applying = False
+        with self._lock:
+            if self._applying:
+                return
+            self._applying = True
+            try:
+                self.runs = ",".join(self.compare.runs)
+            finally:
+                self._applying = False

@@ -3,7 +3,8 @@
 The netCDF-C and HDF5 libraries are not thread-safe. xarray serialises data reads and writes
 under its own lock, but not the metadata calls it makes while opening a file (variable filters,
 chunking, attributes: ``NetCDF4DataStore.open_store_variable`` runs outside the lock) or while
-writing one (``set_dimension``, ``set_attribute``, ``prepare_variable``). So a thread opening a
+writing one (``set_dimension``, ``set_attribute``, ``prepare_variable``, ``sync``: every store method
+that touches the file is listed in :data:`_STORE_METHODS`). So a thread opening a
 file while another reads or writes one crashes the process (a segmentation fault or a bus error:
 the dashboard's data check opening an entry while a view reads a prediction or a test writes one).
 

@@ -266,6 +266,19 @@ class Served:
         self._log.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used a served app reports every thread's stack of that server: a browser
+    wait that ran out tells a hung or busy server from a lost event (SIGUSR1, app/serve_setup.py)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, Served):
+            report.sections.append((f"server {name}: log and threads' stacks", value.stacks()))
+
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 

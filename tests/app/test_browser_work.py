@@ -85,6 +85,8 @@ def test_the_url_holds_the_view_and_a_link_reopens_it(browser, server):
     page.locator(".fs-runs-table .tabulator-row", has_text="alpha").first.click()
     expect(page.locator(".fs-maps-title")).to_contain_text(alpha, timeout=60_000)
     expect(page).to_have_url(re.compile(rf"tab=Runs.*run={alpha}|run={alpha}.*tab=Runs"), timeout=30_000)
+    # The server has set the run's first time (and said so in the URL) before the user moves it.
+    expect(page).to_have_url(re.compile(r"time=2003-07-01"), timeout=30_000)
     # Move the time one step: the URL follows.
     page.locator(".fs-time-slider .noUi-handle").first.focus()
     page.keyboard.press("ArrowRight")
