@@ -155,9 +155,11 @@ def test_five_sessions_keep_their_own_state_while_one_trains(browser, server):
         if i != 2:
             expect(page.locator(".fs-config-error")).to_be_hidden()
             assert page.locator(".fs-exp-name input").input_value() == f"session-{i}"
-    # Session 0 trains a tiny model with the local launcher.
+    # Session 0 trains a small model with the local launcher, for long enough that it is still
+    # training when the other sessions have been checked (one epoch finished first in a CI run);
+    # the test cancels it at the end.
     trainer = pages[0]
-    for css, value in ((".fs-epochs", "1"), (".fs-samples", "32")):
+    for css, value in ((".fs-epochs", "500"), (".fs-samples", "32")):
         box = trainer.locator(f"{css} input").first
         box.fill(value)
         box.press("Enter")
