@@ -11,11 +11,10 @@ Values from the URL are checked like any input: an unknown dataset, run or tab i
 
 Panel runs callbacks in a thread pool, so a change from the browser's URL and a change made in the
 dashboard (the time slider) can arrive in two threads at once. Every copy, either way, runs under
-one lock of this object: a copy waits for the other to finish instead of being skipped, and each
-reads the values as they are once it runs; a copy from the URL carries only the values the URL
-changed. Before, a copy arriving while another was under way was skipped, and every copy from the
-URL re-applied its time, so a time step could be lost (a CI run showed a URL that kept the old time
-after the slider moved; ``tests/app/test_urlstate.py`` forces that interleaving).
+one lock of this object (:meth:`UrlState._copy`): a copy waits for the other instead of being
+skipped, and reads the values as they are once it runs. A copy from the URL carries only the values
+the URL changed, so it never moves the maps back to a time the user has left
+(``tests/app/test_urlstate.py`` forces that interleaving).
 
 Example
 -------
@@ -111,33 +110,35 @@ class UrlState(param.Parameterized):
         if self.compare is compare:  # bound already (the tab was built as the session started)
             return
         self.compare = compare
+        # The lock, not _copy: this may run inside a copy from the URL (which opens the Compare
+        # tab), and the link's runs must still be applied then.
         with self._lock:
             self._apply_runs()
         compare.param.watch(self._from_compare, ["runs"])
 
-    def apply(self, names=None) -> None:
+    def apply(self, names: set[str] | None = None) -> None:
         """Copy the URL's values into the dashboard's state (valid ones only).
 
         ``names``: the query values that changed (None: all). Only those are copied: a change of the
         run in the URL must not also copy back a time the user has moved away from meanwhile.
         """
+        if self.app is not None:
+            self._copy(self._apply_names, set(QUERY) if names is None else set(names))
+
+    def _copy(self, copy, *args) -> None:
+        """Run one copy under the lock. A copy's own writes trigger the other direction's watcher
+        in this thread (an echo): ``_applying`` drops those; other threads wait on the lock."""
         with self._lock:
-            self._apply(set(QUERY) if names is None else set(names))
+            if self._applying:
+                return
+            self._applying = True
+            try:
+                copy(*args)
+            finally:
+                self._applying = False
 
-    def _apply(self, names: set[str]) -> None:
-        app = self.app
-        if app is None or self._applying:
-            return
-        self._applying = True
-        ignored = []
-        try:
-            self._apply_names(app, names, ignored)
-        finally:
-            self._applying = False
-        if ignored:
-            app.message = "Not in this dashboard, ignored from the link: " + ", ".join(ignored)
-
-    def _apply_names(self, app, names: set[str], ignored: list[str]) -> None:
+    def _apply_names(self, names: set[str]) -> None:
+        app, ignored = self.app, []
         if "tab" in names and self.tabs_widget is not None and self.tab:
             if self.tab in self._tabs:
                 index = self._tabs.index(self.tab)
@@ -172,6 +173,8 @@ class UrlState(param.Parameterized):
                 app.selected_time = match[0]
         if "runs" in names:
             self._apply_runs()
+        if ignored:
+            app.message = "Not in this dashboard, ignored from the link: " + ", ".join(ignored)
 
     def _apply_runs(self) -> None:
         cmp = self.compare
@@ -184,42 +187,21 @@ class UrlState(param.Parameterized):
 
     # -- state -> URL -------------------------------------------------------------------------
     def _from_app(self, *events) -> None:
-        with self._lock:
-            if not self._applying:
-                self._copy_from_app()
+        self._copy(self._copy_from_app)
 
     def _copy_from_app(self) -> None:
         app = self.app
-        self._applying = True
-        try:
-            with param.parameterized.batch_call_watchers(self):
-                self.dataset = app.dataset or ""
-                self.variable = app.variable or ""
-                self.run = app.selected_run or ""
-                time = app.selected_time or ""
-                self.time = url_time(time)
-                self.region = self.format_region(app.region)
-        finally:
-            self._applying = False
+        with param.parameterized.batch_call_watchers(self):
+            self.dataset = app.dataset or ""
+            self.variable = app.variable or ""
+            self.run = app.selected_run or ""
+            self.time = url_time(app.selected_time)
+            self.region = self.format_region(app.region)
 
     def _from_tabs(self, event) -> None:
-        with self._lock:
-            if self._applying or not self._tabs:
-                return
-            self._applying = True
-            try:
-                # The tab open now (not the event's, which an older callback may carry).
-                active = self.tabs_widget.active if self.tabs_widget is not None else event.new
-                self.tab = self._tabs[active] if 0 <= active < len(self._tabs) else ""
-            finally:
-                self._applying = False
+        # The tab open when the copy runs (not the event's, which an older callback may carry).
+        self._copy(lambda: setattr(self, "tab", self._tabs[self.tabs_widget.active]
+                                   if 0 <= self.tabs_widget.active < len(self._tabs) else ""))
 
     def _from_compare(self, *events) -> None:
-        with self._lock:
-            if self._applying:
-                return
-            self._applying = True
-            try:
-                self.runs = ",".join(self.compare.runs)
-            finally:
-                self._applying = False
+        self._copy(lambda: setattr(self, "runs", ",".join(self.compare.runs)))

@@ -91,14 +91,14 @@ def test_a_time_moved_while_a_link_is_applied_reaches_the_url(run_root):
     assert inside.wait(60)
     newer = threading.Thread(target=lambda: setattr(state, "selected_time", "2003-07-02 00:00"), name="slider")
     newer.start()
-    newer.join(0.3)  # held back by the copy under way (or, unserialised, already done: both pass here)
+    newer.join(0.3)  # let it reach the URL's copy while the copy from the URL is held
     go.set()
     older.join(60), newer.join(60)
     assert state.selected_run == b.run_id and url.run == b.run_id
     assert state.selected_time == "2003-07-02 00:00" and url.time == "2003-07-02"
 
 
-def test_a_link_with_a_time_at_another_hour_picks_that_hour(run_root):
+def test_a_time_changed_in_the_link_moves_the_maps_and_keeps_the_run(run_root):
     make_run(run_root, name="a")
     state = AppState()
     state.load_choices()
